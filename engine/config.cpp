@@ -1,0 +1,183 @@
+#include "engine/config.h"
+
+#include <fstream>
+
+#include "engine/error.h"
+
+namespace ift {
+
+namespace {
+
+using nlohmann::json;
+
+// Typed field access that names the file and field in every error.
+struct Fields {
+  const json& j;
+  const std::string& where;
+
+  bool has(const char* key) const { return j.contains(key) && !j[key].is_null(); }
+
+  int integer(const char* key) const {
+    IFT_CHECK(has(key), where, ": field '", key, "' is missing");
+    IFT_CHECK(j[key].is_number_integer(), where, ": field '", key, "' must be an integer, got ", j[key].dump());
+    return j[key].get<int>();
+  }
+  int integer(const char* key, int fallback) const { return has(key) ? integer(key) : fallback; }
+
+  double real(const char* key, double fallback) const {
+    if (!has(key)) return fallback;
+    IFT_CHECK(j[key].is_number(), where, ": field '", key, "' must be a number, got ", j[key].dump());
+    return j[key].get<double>();
+  }
+
+  bool boolean(const char* key, bool fallback) const {
+    if (!has(key)) return fallback;
+    IFT_CHECK(j[key].is_boolean(), where, ": field '", key, "' must be true or false, got ", j[key].dump());
+    return j[key].get<bool>();
+  }
+
+  std::string string(const char* key, const std::string& fallback) const {
+    if (!has(key)) return fallback;
+    IFT_CHECK(j[key].is_string(), where, ": field '", key, "' must be a string, got ", j[key].dump());
+    return j[key].get<std::string>();
+  }
+
+  // Token ids may be an integer or a list (Llama 3 lists several EOS ids; the first is used).
+  int token_id(const char* key) const {
+    if (!has(key)) return -1;
+    const json& v = j[key];
+    if (v.is_array() && !v.empty() && v[0].is_number_integer()) return v[0].get<int>();
+    IFT_CHECK(v.is_number_integer(), where, ": field '", key, "' must be a token id, got ", v.dump());
+    return v.get<int>();
+  }
+};
+
+}  // namespace
+
+ModelConfig ModelConfig::from_json(const json& j, const std::string& where) {
+  IFT_CHECK(j.is_object(), where, ": expected a JSON object");
+  Fields f{j, where};
+  ModelConfig c;
+  c.model_type = f.string("model_type", "");
+  IFT_CHECK(!c.model_type.empty(), where, ": field 'model_type' is missing (expected \"gpt2\" or \"llama\")");
+  c.bos_token_id = f.token_id("bos_token_id");
+  c.eos_token_id = f.token_id("eos_token_id");
+
+  if (c.model_type == "gpt2") {
+    c.family = Family::gpt2;
+    c.vocab_size = f.integer("vocab_size");
+    c.hidden = f.integer("n_embd");
+    c.n_layers = f.integer("n_layer");
+    c.n_heads = f.integer("n_head");
+    c.n_kv_heads = c.n_heads;
+    c.head_dim = c.n_heads > 0 ? c.hidden / c.n_heads : 0;
+    c.intermediate = f.integer("n_inner", 4 * c.hidden);
+    c.max_positions = f.integer("n_positions");
+    c.norm_eps = static_cast<float>(f.real("layer_norm_epsilon", 1e-5));
+    c.tie_embeddings = f.boolean("tie_word_embeddings", true);
+    const std::string act = f.string("activation_function", "gelu_new");
+    IFT_CHECK(act == "gelu_new" || act == "gelu_pytorch_tanh", where, ": activation_function '", act,
+              "' is not supported (GPT-2 models use gelu_new, the tanh approximation)");
+    IFT_CHECK(c.tie_embeddings, where, ": GPT-2 models with untied embeddings are not supported");
+    IFT_CHECK(!f.boolean("scale_attn_by_inverse_layer_idx", false) && !f.boolean("reorder_and_upcast_attn", false),
+              where, ": scale_attn_by_inverse_layer_idx / reorder_and_upcast_attn are not supported");
+    IFT_CHECK(f.boolean("scale_attn_weights", true), where, ": scale_attn_weights=false is not supported");
+  } else if (c.model_type == "llama" || c.model_type == "mistral" || c.model_type == "qwen2") {
+    c.family = Family::llama;
+    c.vocab_size = f.integer("vocab_size");
+    c.hidden = f.integer("hidden_size");
+    c.n_layers = f.integer("num_hidden_layers");
+    c.n_heads = f.integer("num_attention_heads");
+    c.n_kv_heads = f.integer("num_key_value_heads", c.n_heads);
+    c.head_dim = f.integer("head_dim", c.n_heads > 0 ? c.hidden / c.n_heads : 0);
+    c.intermediate = f.integer("intermediate_size");
+    c.max_positions = f.integer("max_position_embeddings", 2048);
+    c.norm_eps = static_cast<float>(f.real("rms_norm_eps", 1e-6));
+    c.tie_embeddings = f.boolean("tie_word_embeddings", false);
+    c.attention_bias = f.boolean("attention_bias", c.model_type == "qwen2");
+    c.mlp_bias = f.boolean("mlp_bias", false);
+    double theta = f.real("rope_theta", 10000.0);
+    if (f.has("rope_parameters")) {  // transformers 5 moved rope settings into one object
+      const json& rp = j["rope_parameters"];
+      IFT_CHECK(rp.is_object(), where, ": field 'rope_parameters' must be an object");
+      Fields rf{rp, where};
+      theta = rf.real("rope_theta", theta);
+      const std::string type = rf.string("rope_type", "default");
+      IFT_CHECK(type == "default", where, ": rope_parameters.rope_type '", type, "' is not supported");
+    }
+    c.rope_theta = static_cast<float>(theta);
+    IFT_CHECK(!f.has("rope_scaling"), where, ": rope_scaling is not supported (found ", j["rope_scaling"].dump(), ")");
+    const std::string act = f.string("hidden_act", "silu");
+    IFT_CHECK(act == "silu", where, ": hidden_act '", act, "' is not supported (Llama models use silu)");
+    IFT_CHECK(!f.has("sliding_window") || !f.boolean("use_sliding_window", c.model_type == "mistral"), where,
+              ": sliding-window attention is not supported");
+  } else {
+    fail(where, ": model_type '", c.model_type, "' is not supported (expected gpt2 or llama)");
+  }
+  c.validate(where);
+  return c;
+}
+
+void ModelConfig::validate(const std::string& where) const {
+  IFT_CHECK(vocab_size > 0, where, ": vocab_size must be positive, got ", vocab_size);
+  IFT_CHECK(hidden > 0, where, ": hidden size must be positive, got ", hidden);
+  IFT_CHECK(n_layers > 0, where, ": number of layers must be positive, got ", n_layers);
+  IFT_CHECK(n_heads > 0 && n_kv_heads > 0, where, ": head counts must be positive");
+  IFT_CHECK(n_heads % n_kv_heads == 0, where, ": num_attention_heads (", n_heads,
+            ") must be a multiple of num_key_value_heads (", n_kv_heads, ")");
+  IFT_CHECK(head_dim > 0, where, ": head_dim must be positive, got ", head_dim);
+  IFT_CHECK(family == Family::llama || head_dim * n_heads == hidden, where, ": n_embd (", hidden,
+            ") must be divisible by n_head (", n_heads, ")");
+  IFT_CHECK(family == Family::gpt2 || head_dim % 2 == 0, where, ": head_dim must be even for RoPE, got ", head_dim);
+  IFT_CHECK(intermediate > 0, where, ": MLP width must be positive, got ", intermediate);
+  IFT_CHECK(max_positions > 0, where, ": the number of positions must be positive, got ", max_positions);
+  IFT_CHECK(norm_eps > 0, where, ": the norm epsilon must be positive");
+  IFT_CHECK(rope_theta > 0, where, ": rope_theta must be positive");
+}
+
+ModelConfig ModelConfig::load(const std::filesystem::path& config_json) {
+  std::ifstream in(config_json);
+  IFT_CHECK(in, config_json.string(), ": cannot open");
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::parse_error& e) {
+    fail(config_json.string(), ": not valid JSON (", e.what(), ")");
+  }
+  return from_json(j, config_json.string());
+}
+
+json ModelConfig::to_json() const {
+  json j;
+  if (family == Family::gpt2) {
+    j = {{"model_type", "gpt2"},           {"architectures", {"GPT2LMHeadModel"}},
+         {"vocab_size", vocab_size},       {"n_embd", hidden},
+         {"n_layer", n_layers},            {"n_head", n_heads},
+         {"n_inner", intermediate},        {"n_positions", max_positions},
+         {"n_ctx", max_positions},         {"layer_norm_epsilon", norm_eps},
+         {"activation_function", "gelu_new"}, {"tie_word_embeddings", true}};
+  } else {
+    j = {{"model_type", "llama"},
+         {"architectures", {"LlamaForCausalLM"}},
+         {"vocab_size", vocab_size},
+         {"hidden_size", hidden},
+         {"num_hidden_layers", n_layers},
+         {"num_attention_heads", n_heads},
+         {"num_key_value_heads", n_kv_heads},
+         {"head_dim", head_dim},
+         {"intermediate_size", intermediate},
+         {"max_position_embeddings", max_positions},
+         {"rms_norm_eps", norm_eps},
+         {"rope_theta", rope_theta},
+         {"hidden_act", "silu"},
+         {"tie_word_embeddings", tie_embeddings},
+         {"attention_bias", attention_bias},
+         {"mlp_bias", mlp_bias}};
+  }
+  if (bos_token_id >= 0) j["bos_token_id"] = bos_token_id;
+  if (eos_token_id >= 0) j["eos_token_id"] = eos_token_id;
+  j["torch_dtype"] = "float32";
+  return j;
+}
+
+}  // namespace ift

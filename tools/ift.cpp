@@ -1,0 +1,56 @@
+// `ift`: the one command-line program. Dispatches to the subcommands in tools/cmd_*.cpp.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string_view>
+
+#include "engine/error.h"
+#include "tools/commands.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  int (*run)(ift::cmd::Args);
+  const char* summary;
+};
+
+constexpr Command kCommands[] = {
+    {"dump", ift::cmd::dump, "run one batch through a model; write loss, logits and all gradients"},
+};
+
+void print_usage(std::FILE* out) {
+  std::fprintf(out,
+               "ift: instruction fine-tuning of transformer language models\n\n"
+               "usage: ift <command> [options]   (ift <command> --help for its options)\n\ncommands:\n");
+  for (const Command& c : kCommands) std::fprintf(out, "  %-12s %s\n", c.name, c.summary);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    print_usage(stderr);
+    return 2;
+  }
+  const std::string_view name = argv[1];
+  if (name == "--help" || name == "-h" || name == "help") {
+    print_usage(stdout);
+    return 0;
+  }
+  for (const Command& c : kCommands) {
+    if (name != c.name) continue;
+    try {
+      return c.run(ift::cmd::Args(argv + 2, argv + argc));
+    } catch (const ift::Error& e) {
+      std::fprintf(stderr, "ift %s: error: %s\n", c.name, e.what());
+      return 1;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "ift %s: unexpected error: %s\n", c.name, e.what());
+      return 1;
+    }
+  }
+  std::fprintf(stderr, "ift: unknown command '%s'\n\n", argv[1]);
+  print_usage(stderr);
+  return 2;
+}
