@@ -1,0 +1,484 @@
+#include "engine/cpu/ops.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include <omp.h>
+
+#include "engine/error.h"
+
+namespace ift::cpu {
+
+namespace {
+
+// One BLAS entry point per scalar type; row-major throughout.
+void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, float alpha, const float* a, int lda,
+          const float* b, int ldb, float beta, float* c, int ldc) {
+  cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, double alpha, const double* a, int lda,
+          const double* b, int ldb, double beta, double* c, int ldc) {
+  cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+// Reductions accumulate in double whatever T is: the reference should not be the noisy side.
+template <class T>
+double dot(const T* a, const T* b, int n) {
+  double s = 0;
+  for (int i = 0; i < n; ++i) s += static_cast<double>(a[i]) * b[i];
+  return s;
+}
+
+}  // namespace
+
+// ---- embedding -------------------------------------------------------------------------------
+
+template <class T>
+void embedding_forward(T* out, const int32_t* tokens, const int32_t* positions, const T* wte, const T* wpe, int N,
+                       int C, int V, int P) {
+  for (int n = 0; n < N; ++n) {
+    IFT_CHECK(tokens[n] >= 0 && tokens[n] < V, "token id ", tokens[n], " at row ", n, " is outside the vocabulary [0, ",
+              V, ")");
+    IFT_CHECK(!wpe || (positions[n] >= 0 && positions[n] < P), "position ", positions[n], " at row ", n,
+              " is outside the learned positions [0, ", P, ")");
+  }
+#pragma omp parallel for
+  for (int n = 0; n < N; ++n) {
+    const T* e = wte + static_cast<int64_t>(tokens[n]) * C;
+    T* o = out + static_cast<int64_t>(n) * C;
+    if (wpe) {
+      const T* p = wpe + static_cast<int64_t>(positions[n]) * C;
+      for (int c = 0; c < C; ++c) o[c] = e[c] + p[c];
+    } else {
+      std::copy(e, e + C, o);
+    }
+  }
+}
+
+template <class T>
+void embedding_backward(T* dwte, T* dwpe, const T* dout, const int32_t* tokens, const int32_t* positions, int N,
+                        int C) {
+  // Rows are visited in order and channels split among threads: deterministic, no atomics.
+#pragma omp parallel
+  {
+    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int c0 = static_cast<int>(static_cast<int64_t>(C) * t / nt);
+    const int c1 = static_cast<int>(static_cast<int64_t>(C) * (t + 1) / nt);
+    for (int n = 0; n < N; ++n) {
+      const T* d = dout + static_cast<int64_t>(n) * C;
+      T* e = dwte + static_cast<int64_t>(tokens[n]) * C;
+      for (int c = c0; c < c1; ++c) e[c] += d[c];
+      if (dwpe) {
+        T* p = dwpe + static_cast<int64_t>(positions[n]) * C;
+        for (int c = c0; c < c1; ++c) p[c] += d[c];
+      }
+    }
+  }
+}
+
+// ---- norms ---------------------------------------------------------------------------------
+
+template <class T>
+void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* w, const T* b, int N, int C, float eps) {
+#pragma omp parallel for
+  for (int n = 0; n < N; ++n) {
+    const T* xr = x + static_cast<int64_t>(n) * C;
+    double m = 0;
+    for (int c = 0; c < C; ++c) m += xr[c];
+    m /= C;
+    double v = 0;
+    for (int c = 0; c < C; ++c) v += (xr[c] - m) * (xr[c] - m);
+    v /= C;
+    const double s = 1.0 / std::sqrt(v + eps);
+    T* o = out + static_cast<int64_t>(n) * C;
+    for (int c = 0; c < C; ++c) o[c] = static_cast<T>((xr[c] - m) * s * w[c] + b[c]);
+    mean[n] = static_cast<T>(m);
+    rstd[n] = static_cast<T>(s);
+  }
+}
+
+template <class T>
+void layernorm_backward(T* dx, T* dw, T* db, const T* dres, const T* dout, const T* x, const T* w, const T* mean,
+                        const T* rstd, int N, int C) {
+  // Parameter gradients: per-thread partial sums combined in thread order, so results are
+  // deterministic for a given thread count.
+#pragma omp parallel
+  {
+    std::vector<double> r_dw(C, 0.0), r_db(C, 0.0);
+#pragma omp for schedule(static)
+    for (int n = 0; n < N; ++n) {
+      const T* xr = x + static_cast<int64_t>(n) * C;
+      const T* d = dout + static_cast<int64_t>(n) * C;
+      const double m = mean[n], s = rstd[n];
+      double mean_dy = 0, mean_dy_xhat = 0;
+      for (int c = 0; c < C; ++c) {
+        const double xhat = (xr[c] - m) * s;
+        const double dy = static_cast<double>(d[c]) * w[c];
+        mean_dy += dy;
+        mean_dy_xhat += dy * xhat;
+        r_dw[c] += d[c] * xhat;
+        r_db[c] += d[c];
+      }
+      mean_dy /= C;
+      mean_dy_xhat /= C;
+      T* o = dx + static_cast<int64_t>(n) * C;
+      const T* r = dres ? dres + static_cast<int64_t>(n) * C : nullptr;
+      for (int c = 0; c < C; ++c) {
+        const double xhat = (xr[c] - m) * s;
+        const double g = (static_cast<double>(d[c]) * w[c] - mean_dy - xhat * mean_dy_xhat) * s;
+        o[c] = static_cast<T>((r ? static_cast<double>(r[c]) : 0.0) + g);
+      }
+    }
+#pragma omp for ordered schedule(static, 1)
+    for (int t = 0; t < omp_get_num_threads(); ++t) {
+#pragma omp ordered
+      for (int c = 0; c < C; ++c) {
+        dw[c] += static_cast<T>(r_dw[c]);
+        db[c] += static_cast<T>(r_db[c]);
+      }
+    }
+  }
+}
+
+template <class T>
+void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, int N, int C, float eps) {
+#pragma omp parallel for
+  for (int n = 0; n < N; ++n) {
+    const T* xr = x + static_cast<int64_t>(n) * C;
+    const double s = 1.0 / std::sqrt(dot(xr, xr, C) / C + eps);
+    T* o = out + static_cast<int64_t>(n) * C;
+    for (int c = 0; c < C; ++c) o[c] = static_cast<T>(xr[c] * s * w[c]);
+    rstd[n] = static_cast<T>(s);
+  }
+}
+
+template <class T>
+void rmsnorm_backward(T* dx, T* dw, const T* dres, const T* dout, const T* x, const T* w, const T* rstd, int N,
+                      int C) {
+#pragma omp parallel
+  {
+    std::vector<double> r_dw(C, 0.0);
+#pragma omp for schedule(static)
+    for (int n = 0; n < N; ++n) {
+      const T* xr = x + static_cast<int64_t>(n) * C;
+      const T* d = dout + static_cast<int64_t>(n) * C;
+      const double s = rstd[n];
+      double mean_dy_xhat = 0;
+      for (int c = 0; c < C; ++c) {
+        const double xhat = xr[c] * s;
+        mean_dy_xhat += static_cast<double>(d[c]) * w[c] * xhat;
+        r_dw[c] += d[c] * xhat;
+      }
+      mean_dy_xhat /= C;
+      T* o = dx + static_cast<int64_t>(n) * C;
+      const T* r = dres ? dres + static_cast<int64_t>(n) * C : nullptr;
+      for (int c = 0; c < C; ++c) {
+        const double g = (static_cast<double>(d[c]) * w[c] - xr[c] * s * mean_dy_xhat) * s;
+        o[c] = static_cast<T>((r ? static_cast<double>(r[c]) : 0.0) + g);
+      }
+    }
+#pragma omp for ordered schedule(static, 1)
+    for (int t = 0; t < omp_get_num_threads(); ++t) {
+#pragma omp ordered
+      for (int c = 0; c < C; ++c) dw[c] += static_cast<T>(r_dw[c]);
+    }
+  }
+}
+
+// ---- matmul ----------------------------------------------------------------------------------
+
+template <class T>
+void matmul_forward(T* out, const T* inp, const T* w, const T* b, int N, int I, int O) {
+  if (b) {
+#pragma omp parallel for
+    for (int n = 0; n < N; ++n) std::copy(b, b + O, out + static_cast<int64_t>(n) * O);
+  }
+  gemm(CblasNoTrans, CblasTrans, N, O, I, T(1), inp, I, w, I, b ? T(1) : T(0), out, O);
+}
+
+template <class T>
+void matmul_backward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w, int N, int I, int O) {
+  if (dinp) gemm(CblasNoTrans, CblasNoTrans, N, I, O, T(1), dout, O, w, I, T(0), dinp, I);
+  gemm(CblasTrans, CblasNoTrans, O, I, N, T(1), dout, O, inp, I, T(1), dw, I);
+  if (db) {
+#pragma omp parallel for
+    for (int o = 0; o < O; ++o) {
+      double s = 0;
+      for (int n = 0; n < N; ++n) s += dout[static_cast<int64_t>(n) * O + o];
+      db[o] += static_cast<T>(s);
+    }
+  }
+}
+
+// ---- attention -------------------------------------------------------------------------------
+
+void check_cu_seqlens(const int32_t* cu, int S, int N) {
+  IFT_CHECK(S >= 1, "cu_seqlens: at least one segment is needed");
+  IFT_CHECK(cu[0] == 0, "cu_seqlens[0] must be 0, got ", cu[0]);
+  IFT_CHECK(cu[S] == N, "cu_seqlens must end at the number of rows ", N, ", got ", cu[S]);
+  for (int s = 0; s < S; ++s)
+    IFT_CHECK(cu[s] < cu[s + 1], "cu_seqlens must increase strictly; segment ", s, " is [", cu[s], ", ", cu[s + 1], ")");
+}
+
+template <class T>
+void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const AttentionShape& a) {
+  check_cu_seqlens(a.cu_seqlens, a.S, a.N);
+  IFT_CHECK(a.KVH > 0 && a.H % a.KVH == 0, "attention: ", a.H, " query heads do not group over ", a.KVH, " kv heads");
+  const int group = a.H / a.KVH, D = a.D;
+#pragma omp parallel
+  {
+    std::vector<double> p, acc(D);
+#pragma omp for collapse(2) schedule(dynamic, 4)
+    for (int s = 0; s < a.S; ++s) {
+      for (int h = 0; h < a.H; ++h) {
+        const int begin = a.cu_seqlens[s], end = a.cu_seqlens[s + 1];
+        const int kvh = h / group;
+        p.resize(end - begin);
+        for (int i = begin; i < end; ++i) {
+          const T* qi = q + static_cast<int64_t>(i) * a.ld + h * D;
+          double m = -INFINITY;
+          for (int j = begin; j <= i; ++j) {
+            p[j - begin] = a.scale * dot(qi, k + static_cast<int64_t>(j) * a.ld + kvh * D, D);
+            m = std::max(m, p[j - begin]);
+          }
+          double sum = 0;
+          for (int j = begin; j <= i; ++j) sum += (p[j - begin] = std::exp(p[j - begin] - m));
+          std::fill(acc.begin(), acc.end(), 0.0);
+          for (int j = begin; j <= i; ++j) {
+            const T* vj = v + static_cast<int64_t>(j) * a.ld + kvh * D;
+            const double pj = p[j - begin] / sum;
+            for (int d = 0; d < D; ++d) acc[d] += pj * vj[d];
+          }
+          T* o = out + (static_cast<int64_t>(i) * a.H + h) * D;
+          for (int d = 0; d < D; ++d) o[d] = static_cast<T>(acc[d]);
+          lse[static_cast<int64_t>(i) * a.H + h] = static_cast<T>(m + std::log(sum));
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
+                        const T* lse, const AttentionShape& a) {
+  check_cu_seqlens(a.cu_seqlens, a.S, a.N);
+  const int group = a.H / a.KVH, D = a.D;
+  // One (segment, kv head) pair owns the dk/dv rows of that head in that segment and the dq rows of
+  // its query heads: pairs are independent, so no atomics and a deterministic result.
+#pragma omp parallel
+  {
+    std::vector<double> r_dq(D), r_dk, r_dv;
+#pragma omp for collapse(2) schedule(dynamic, 1)
+    for (int s = 0; s < a.S; ++s) {
+      for (int kvh = 0; kvh < a.KVH; ++kvh) {
+        const int begin = a.cu_seqlens[s], end = a.cu_seqlens[s + 1], len = end - begin;
+        r_dk.assign(static_cast<size_t>(len) * D, 0.0);
+        r_dv.assign(static_cast<size_t>(len) * D, 0.0);
+        for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
+          for (int i = begin; i < end; ++i) {
+            const T* qi = q + static_cast<int64_t>(i) * a.ld + h * D;
+            const T* doi = dout + (static_cast<int64_t>(i) * a.H + h) * D;
+            const double lse_i = lse[static_cast<int64_t>(i) * a.H + h];
+            const double Di = dot(doi, out + (static_cast<int64_t>(i) * a.H + h) * D, D);
+            std::fill(r_dq.begin(), r_dq.end(), 0.0);
+            for (int j = begin; j <= i; ++j) {
+              const T* kj = k + static_cast<int64_t>(j) * a.ld + kvh * D;
+              const T* vj = v + static_cast<int64_t>(j) * a.ld + kvh * D;
+              const double p = std::exp(a.scale * dot(qi, kj, D) - lse_i);
+              const double ds = p * (dot(doi, vj, D) - Di) * a.scale;
+              double* dkj = &r_dk[static_cast<size_t>(j - begin) * D];
+              double* dvj = &r_dv[static_cast<size_t>(j - begin) * D];
+              for (int d = 0; d < D; ++d) {
+                r_dq[d] += ds * kj[d];
+                dkj[d] += ds * qi[d];
+                dvj[d] += p * doi[d];
+              }
+            }
+            T* dqi = dq + static_cast<int64_t>(i) * a.ld + h * D;
+            for (int d = 0; d < D; ++d) dqi[d] = static_cast<T>(r_dq[d]);
+          }
+        }
+        for (int j = begin; j < end; ++j) {
+          T* dkj = dk + static_cast<int64_t>(j) * a.ld + kvh * D;
+          T* dvj = dv + static_cast<int64_t>(j) * a.ld + kvh * D;
+          for (int d = 0; d < D; ++d) {
+            dkj[d] = static_cast<T>(r_dk[static_cast<size_t>(j - begin) * D + d]);
+            dvj[d] = static_cast<T>(r_dv[static_cast<size_t>(j - begin) * D + d]);
+          }
+        }
+      }
+    }
+  }
+}
+
+// ---- RoPE ------------------------------------------------------------------------------------
+
+namespace {
+
+// Rotates each head's pair (j, j + D/2) by sign * angle; sign -1 is the inverse (the backward).
+template <class T>
+void rope_rotate(T* x, const int32_t* positions, int N, int heads, int D, int ld, float theta, double sign) {
+  const int half = D / 2;
+#pragma omp parallel
+  {
+    std::vector<double> cs(half), sn(half);
+#pragma omp for
+    for (int n = 0; n < N; ++n) {
+      for (int j = 0; j < half; ++j) {
+        // HF computes inv_freq = 1 / theta^(2j/D) in fp32, then fp32 angles; in double here.
+        const double angle = positions[n] * std::pow(static_cast<double>(theta), -2.0 * j / D);
+        cs[j] = std::cos(angle);
+        sn[j] = sign * std::sin(angle);
+      }
+      for (int h = 0; h < heads; ++h) {
+        T* r = x + static_cast<int64_t>(n) * ld + h * D;
+        for (int j = 0; j < half; ++j) {
+          const double a = r[j], b = r[j + half];
+          r[j] = static_cast<T>(a * cs[j] - b * sn[j]);
+          r[j + half] = static_cast<T>(b * cs[j] + a * sn[j]);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+template <class T>
+void rope_forward(T* x, const int32_t* positions, int N, int heads, int D, int ld, float theta) {
+  rope_rotate(x, positions, N, heads, D, ld, theta, 1.0);
+}
+
+template <class T>
+void rope_backward(T* dx, const int32_t* positions, int N, int heads, int D, int ld, float theta) {
+  rope_rotate(dx, positions, N, heads, D, ld, theta, -1.0);
+}
+
+// ---- activations -----------------------------------------------------------------------------
+
+namespace {
+constexpr double kGeluScale = 0.7978845608028654;  // sqrt(2 / pi)
+constexpr double kGeluCube = 0.044715;
+}  // namespace
+
+template <class T>
+void gelu_forward(T* out, const T* inp, int64_t n) {
+#pragma omp parallel for
+  for (int64_t i = 0; i < n; ++i) {
+    const double x = inp[i];
+    out[i] = static_cast<T>(0.5 * x * (1.0 + std::tanh(kGeluScale * (x + kGeluCube * x * x * x))));
+  }
+}
+
+template <class T>
+void gelu_backward(T* dinp, const T* inp, const T* dout, int64_t n) {
+#pragma omp parallel for
+  for (int64_t i = 0; i < n; ++i) {
+    const double x = inp[i];
+    const double t = std::tanh(kGeluScale * (x + kGeluCube * x * x * x));
+    const double dt = (1.0 - t * t) * kGeluScale * (1.0 + 3.0 * kGeluCube * x * x);
+    dinp[i] = static_cast<T>(dout[i] * (0.5 * (1.0 + t) + 0.5 * x * dt));
+  }
+}
+
+template <class T>
+void swiglu_forward(T* out, const T* inp, int N, int F) {
+#pragma omp parallel for
+  for (int n = 0; n < N; ++n) {
+    const T* g = inp + static_cast<int64_t>(n) * 2 * F;
+    const T* u = g + F;
+    T* o = out + static_cast<int64_t>(n) * F;
+    for (int f = 0; f < F; ++f) {
+      const double x = g[f];
+      o[f] = static_cast<T>(x / (1.0 + std::exp(-x)) * u[f]);
+    }
+  }
+}
+
+template <class T>
+void swiglu_backward(T* dinp, const T* inp, const T* dout, int N, int F) {
+#pragma omp parallel for
+  for (int n = 0; n < N; ++n) {
+    const T* g = inp + static_cast<int64_t>(n) * 2 * F;
+    const T* u = g + F;
+    const T* d = dout + static_cast<int64_t>(n) * F;
+    T* dg = dinp + static_cast<int64_t>(n) * 2 * F;
+    T* du = dg + F;
+    for (int f = 0; f < F; ++f) {
+      const double x = g[f], sig = 1.0 / (1.0 + std::exp(-x));
+      const double silu = x * sig;
+      dg[f] = static_cast<T>(d[f] * u[f] * sig * (1.0 + x * (1.0 - sig)));
+      du[f] = static_cast<T>(d[f] * silu);
+    }
+  }
+}
+
+template <class T>
+void residual_forward(T* out, const T* a, const T* b, int64_t n) {
+#pragma omp parallel for
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+// ---- cross-entropy ---------------------------------------------------------------------------
+
+template <class T>
+double cross_entropy_forward(T* dlogits, const T* logits, const int32_t* targets, int N, int V, double normaliser) {
+  for (int n = 0; n < N; ++n)
+    IFT_CHECK(targets[n] < V, "target id ", targets[n], " at row ", n, " is outside the vocabulary [0, ", V, ")");
+  IFT_CHECK(normaliser > 0, "cross-entropy: the loss normaliser must be positive, got ", normaliser);
+  double total = 0;
+#pragma omp parallel for reduction(+ : total)
+  for (int n = 0; n < N; ++n) {
+    const T* l = logits + static_cast<int64_t>(n) * V;
+    T* dl = dlogits ? dlogits + static_cast<int64_t>(n) * V : nullptr;
+    const int t = targets[n];
+    if (t < 0) {
+      if (dl) std::fill(dl, dl + V, T(0));
+      continue;
+    }
+    double m = -INFINITY;
+    for (int i = 0; i < V; ++i) m = std::max(m, static_cast<double>(l[i]));
+    double sum = 0;
+    for (int i = 0; i < V; ++i) sum += std::exp(l[i] - m);
+    const double lse = m + std::log(sum);
+    total += lse - l[t];
+    if (dl) {
+      const double lt = l[t];  // read before an in-place write overwrites it
+      for (int i = 0; i < V; ++i) dl[i] = static_cast<T>(std::exp(l[i] - lse) / normaliser);
+      dl[t] = static_cast<T>((std::exp(lt - lse) - 1.0) / normaliser);
+    }
+  }
+  return total / normaliser;
+}
+
+// ---- instantiations --------------------------------------------------------------------------
+
+#define IFT_CPU_OPS(T)                                                                                          \
+  template void embedding_forward<T>(T*, const int32_t*, const int32_t*, const T*, const T*, int, int, int, int); \
+  template void embedding_backward<T>(T*, T*, const T*, const int32_t*, const int32_t*, int, int);              \
+  template void layernorm_forward<T>(T*, T*, T*, const T*, const T*, const T*, int, int, float);                \
+  template void layernorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, const T*,   \
+                                      int, int);                                                                \
+  template void rmsnorm_forward<T>(T*, T*, const T*, const T*, int, int, float);                                \
+  template void rmsnorm_backward<T>(T*, T*, const T*, const T*, const T*, const T*, const T*, int, int);        \
+  template void matmul_forward<T>(T*, const T*, const T*, const T*, int, int, int);                             \
+  template void matmul_backward<T>(T*, T*, T*, const T*, const T*, const T*, int, int, int);                    \
+  template void attention_forward<T>(T*, T*, const T*, const T*, const T*, const AttentionShape&);              \
+  template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, const T*,   \
+                                      const AttentionShape&);                                                   \
+  template void rope_forward<T>(T*, const int32_t*, int, int, int, int, float);                                 \
+  template void rope_backward<T>(T*, const int32_t*, int, int, int, int, float);                                \
+  template void gelu_forward<T>(T*, const T*, int64_t);                                                         \
+  template void gelu_backward<T>(T*, const T*, const T*, int64_t);                                              \
+  template void swiglu_forward<T>(T*, const T*, int, int);                                                      \
+  template void swiglu_backward<T>(T*, const T*, const T*, int, int);                                           \
+  template void residual_forward<T>(T*, const T*, const T*, int64_t);                                           \
+  template double cross_entropy_forward<T>(T*, const T*, const int32_t*, int, int, double);
+
+IFT_CPU_OPS(float)
+IFT_CPU_OPS(double)
+
+}  // namespace ift::cpu

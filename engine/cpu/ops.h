@@ -1,0 +1,100 @@
+// The CPU reference ops: plain loops (OpenMP where it pays, BLAS for GEMM), the ground truth every
+// kernel is compared with, and the engine of the cpu backend.
+//
+// Each op is templated on the scalar type: float is the backend, double is what the
+// finite-difference gradient checks run in. Tokens are flattened: N = B*T rows of C channels.
+// Conventions, as in the kernels: activation gradients are written (=), parameter gradients
+// accumulate (+=). A norm's backward can fold in the residual gradient (dres), which is how the
+// residual stream's gradient flows without a separate add.
+#pragma once
+
+#include <cstdint>
+
+namespace ift::cpu {
+
+// out[n] = wte[tokens[n]] + wpe[positions[n]] (wpe may be null: no learned positions).
+// Ids out of range are errors (ift::Error) naming the row.
+template <class T>
+void embedding_forward(T* out, const int32_t* tokens, const int32_t* positions, const T* wte, const T* wpe,
+                       int N, int C, int V, int P);
+// dwte[tokens[n]] += dout[n]; dwpe[positions[n]] += dout[n] (dwpe may be null).
+template <class T>
+void embedding_backward(T* dwte, T* dwpe, const T* dout, const int32_t* tokens, const int32_t* positions, int N,
+                        int C);
+
+// LayerNorm over C: out = (x - mean) * rstd * w + b. mean, rstd: (N) saved for backward.
+template <class T>
+void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* w, const T* b, int N, int C, float eps);
+// dx = dres + dLN/dx . dout (dres may be null, may alias dx); dw, db +=.
+template <class T>
+void layernorm_backward(T* dx, T* dw, T* db, const T* dres, const T* dout, const T* x, const T* w, const T* mean,
+                        const T* rstd, int N, int C);
+
+// RMSNorm over C: out = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps): (N) saved for backward.
+template <class T>
+void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, int N, int C, float eps);
+template <class T>
+void rmsnorm_backward(T* dx, T* dw, const T* dres, const T* dout, const T* x, const T* w, const T* rstd, int N,
+                      int C);
+
+// out (N, O) = inp (N, I) . w^T + b, with w (O, I) as nn.Linear stores it; b may be null.
+template <class T>
+void matmul_forward(T* out, const T* inp, const T* w, const T* b, int N, int I, int O);
+// dinp = dout . w (written; dinp may be null); dw += dout^T . inp; db += column sums of dout (may be null).
+template <class T>
+void matmul_backward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w, int N, int I, int O);
+
+// Causal attention over packed samples. Row n of q is q + n*ld (H heads of D), of k and v k + n*ld
+// (KVH heads of D): they point into one fused qkv buffer of row stride ld. Query head h reads kv head
+// h / (H/KVH). Segment s covers rows [cu_seqlens[s], cu_seqlens[s+1]) and nothing attends across
+// segments. out: (N, H*D); lse: (N, H) the log-sum-exp of each row of scaled scores, for backward.
+struct AttentionShape {
+  int N = 0;                           // rows (tokens)
+  int H = 0, KVH = 0, D = 0;           // query heads, key/value heads, head dim
+  int ld = 0;                          // row stride of q, k, v (elements)
+  const int32_t* cu_seqlens = nullptr; // (S + 1): 0 = cu_seqlens[0] < ... < cu_seqlens[S] = N
+  int S = 0;                           // number of segments
+  float scale = 0;                     // softmax scale, 1/sqrt(D)
+};
+template <class T>
+void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const AttentionShape& shape);
+// dq, dk, dv (row stride ld, like q, k, v) are written. Probabilities are recomputed from lse.
+template <class T>
+void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
+                        const T* lse, const AttentionShape& shape);
+// Checks cu_seqlens (ift::Error on a malformed one).
+void check_cu_seqlens(const int32_t* cu_seqlens, int S, int N);
+
+// RoPE in Hugging Face's rotate_half form, in place on the first `heads` heads of D in each row of
+// x (row stride ld): dim j pairs with j + D/2 at angle positions[n] * theta^(-2j/D).
+template <class T>
+void rope_forward(T* x, const int32_t* positions, int N, int heads, int D, int ld, float theta);
+// The inverse rotation, in place on the gradient.
+template <class T>
+void rope_backward(T* dx, const int32_t* positions, int N, int heads, int D, int ld, float theta);
+
+// GELU, tanh approximation (GPT-2's gelu_new). dinp may alias dout.
+template <class T>
+void gelu_forward(T* out, const T* inp, int64_t n);
+template <class T>
+void gelu_backward(T* dinp, const T* inp, const T* dout, int64_t n);
+
+// SwiGLU: inp (N, 2F) holds gate in columns [0, F) and up in [F, 2F); out (N, F) = silu(gate) * up.
+template <class T>
+void swiglu_forward(T* out, const T* inp, int N, int F);
+template <class T>
+void swiglu_backward(T* dinp, const T* inp, const T* dout, int N, int F);
+
+// out = a + b (out may alias a or b).
+template <class T>
+void residual_forward(T* out, const T* a, const T* b, int64_t n);
+
+// Cross-entropy of logits (N, V) against targets (N); a negative target is not trained. Returns
+// sum of per-token losses / normaliser; the normaliser is passed in so that all micro-batches of a
+// step divide by the trained tokens of the whole step. When dlogits is not null it receives the
+// gradient of that returned loss (softmax - onehot) / normaliser, zero on untrained rows; dlogits may
+// alias logits (computed in place, as the kernel does).
+template <class T>
+double cross_entropy_forward(T* dlogits, const T* logits, const int32_t* targets, int N, int V, double normaliser);
+
+}  // namespace ift::cpu
