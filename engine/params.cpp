@@ -1,0 +1,115 @@
+#include "engine/params.h"
+
+namespace ift {
+
+int64_t ParamView::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+ParamLayout ParamLayout::build(const ModelConfig& c) {
+  ParamLayout p;
+  const int64_t C = c.hidden, F = c.intermediate, V = c.vocab_size;
+  auto alloc = [&](int64_t n) {
+    const size_t at = p.total;
+    p.total += static_cast<size_t>(n);
+    return at;
+  };
+  auto view = [&](std::string name, std::vector<int64_t> shape, size_t offset, bool transposed, bool decay) {
+    p.views.push_back({std::move(name), std::move(shape), offset, transposed, decay});
+  };
+
+  if (c.family == Family::gpt2) {
+    // Names as GPT2LMHeadModel.save_pretrained writes them; Conv1D weights are (in, out).
+    const std::string t = "transformer.";
+    p.wte = alloc(V * C);
+    view(t + "wte.weight", {V, C}, p.wte, false, true);
+    p.wpe = alloc(int64_t(c.max_positions) * C);
+    view(t + "wpe.weight", {c.max_positions, C}, p.wpe, false, true);
+    for (int l = 0; l < c.n_layers; ++l) {
+      const std::string h = t + "h." + std::to_string(l) + ".";
+      LayerParams L{};
+      L.norm1_w = alloc(C), L.norm1_b = alloc(C);
+      L.qkv_w = alloc(3 * C * C), L.qkv_b = alloc(3 * C);
+      L.o_w = alloc(C * C), L.o_b = alloc(C);
+      L.norm2_w = alloc(C), L.norm2_b = alloc(C);
+      L.up_w = alloc(F * C), L.up_b = alloc(F);
+      L.down_w = alloc(C * F), L.down_b = alloc(C);
+      view(h + "ln_1.weight", {C}, L.norm1_w, false, false);
+      view(h + "ln_1.bias", {C}, L.norm1_b, false, false);
+      view(h + "attn.c_attn.weight", {C, 3 * C}, L.qkv_w, true, true);
+      view(h + "attn.c_attn.bias", {3 * C}, L.qkv_b, false, false);
+      view(h + "attn.c_proj.weight", {C, C}, L.o_w, true, true);
+      view(h + "attn.c_proj.bias", {C}, L.o_b, false, false);
+      view(h + "ln_2.weight", {C}, L.norm2_w, false, false);
+      view(h + "ln_2.bias", {C}, L.norm2_b, false, false);
+      view(h + "mlp.c_fc.weight", {C, F}, L.up_w, true, true);
+      view(h + "mlp.c_fc.bias", {F}, L.up_b, false, false);
+      view(h + "mlp.c_proj.weight", {F, C}, L.down_w, true, true);
+      view(h + "mlp.c_proj.bias", {C}, L.down_b, false, false);
+      p.layers.push_back(L);
+    }
+    p.normf_w = alloc(C), p.normf_b = alloc(C);
+    view(t + "ln_f.weight", {C}, p.normf_w, false, false);
+    view(t + "ln_f.bias", {C}, p.normf_b, false, false);
+    p.lm_head = p.wte;
+    return p;
+  }
+
+  const int64_t Q = c.q_dim(), KV = c.kv_dim();
+  p.wte = alloc(V * C);
+  view("model.embed_tokens.weight", {V, C}, p.wte, false, true);
+  for (int l = 0; l < c.n_layers; ++l) {
+    const std::string h = "model.layers." + std::to_string(l) + ".";
+    LayerParams L{kNoParam, kNoParam, kNoParam, kNoParam, kNoParam, kNoParam,
+                  kNoParam, kNoParam, kNoParam, kNoParam, kNoParam, kNoParam};
+    L.norm1_w = alloc(C);
+    L.qkv_w = alloc((Q + 2 * KV) * C);
+    if (c.attention_bias) L.qkv_b = alloc(Q + 2 * KV);
+    L.o_w = alloc(C * Q);
+    if (c.attention_bias) L.o_b = alloc(C);
+    L.norm2_w = alloc(C);
+    L.up_w = alloc(2 * F * C);
+    if (c.mlp_bias) L.up_b = alloc(2 * F);
+    L.down_w = alloc(C * F);
+    if (c.mlp_bias) L.down_b = alloc(C);
+    // named_parameters() order: attention projections, MLP, then the two norms.
+    const std::string a = h + "self_attn.";
+    view(a + "q_proj.weight", {Q, C}, L.qkv_w, false, true);
+    if (c.attention_bias) view(a + "q_proj.bias", {Q}, L.qkv_b, false, false);
+    view(a + "k_proj.weight", {KV, C}, L.qkv_w + Q * C, false, true);
+    if (c.attention_bias) view(a + "k_proj.bias", {KV}, L.qkv_b + Q, false, false);
+    view(a + "v_proj.weight", {KV, C}, L.qkv_w + (Q + KV) * C, false, true);
+    if (c.attention_bias) view(a + "v_proj.bias", {KV}, L.qkv_b + Q + KV, false, false);
+    view(a + "o_proj.weight", {C, Q}, L.o_w, false, true);
+    if (c.attention_bias) view(a + "o_proj.bias", {C}, L.o_b, false, false);
+    const std::string m = h + "mlp.";
+    view(m + "gate_proj.weight", {F, C}, L.up_w, false, true);
+    if (c.mlp_bias) view(m + "gate_proj.bias", {F}, L.up_b, false, false);
+    view(m + "up_proj.weight", {F, C}, L.up_w + F * C, false, true);
+    if (c.mlp_bias) view(m + "up_proj.bias", {F}, L.up_b + F, false, false);
+    view(m + "down_proj.weight", {C, F}, L.down_w, false, true);
+    if (c.mlp_bias) view(m + "down_proj.bias", {C}, L.down_b, false, false);
+    view(h + "input_layernorm.weight", {C}, L.norm1_w, false, false);
+    view(h + "post_attention_layernorm.weight", {C}, L.norm2_w, false, false);
+    p.layers.push_back(L);
+  }
+  p.normf_w = alloc(C);
+  view("model.norm.weight", {C}, p.normf_w, false, false);
+  if (c.tie_embeddings) {
+    p.lm_head = p.wte;
+  } else {
+    p.lm_head = alloc(V * C);
+    view("lm_head.weight", {V, C}, p.lm_head, false, true);
+  }
+  return p;
+}
+
+const ParamView* ParamLayout::find(const std::string& name) const {
+  for (const ParamView& v : views)
+    if (v.name == name) return &v;
+  return nullptr;
+}
+
+}  // namespace ift

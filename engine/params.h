@@ -1,0 +1,52 @@
+// Where every parameter lives in the one flat buffer, and how Hugging Face names and lays it out.
+//
+// Internally every projection is stored as nn.Linear does, w (out, in) with y = x w^T + b, and the
+// projections that read the same input are fused: qkv (q rows, then k, then v) and, for Llama, the
+// MLP's gate and up (gate rows, then up). A Hugging Face tensor is then a contiguous range of the
+// flat buffer (q_proj is the first rows of qkv), possibly transposed (GPT-2's Conv1D stores
+// (in, out)), so loading, saving and naming gradients are one table walk.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/config.h"
+
+namespace ift {
+
+inline constexpr size_t kNoParam = static_cast<size_t>(-1);  // offset of a tensor the model lacks
+
+struct LayerParams {            // offsets into the flat buffer; kNoParam when absent
+  size_t norm1_w, norm1_b;      // (C)
+  size_t qkv_w, qkv_b;          // (qkv_dim, C), (qkv_dim)
+  size_t o_w, o_b;              // (C, q_dim), (C)
+  size_t norm2_w, norm2_b;      // (C)
+  size_t up_w, up_b;            // (F, C) GPT-2 c_fc | (2F, C) Llama gate then up; bias likewise
+  size_t down_w, down_b;        // (C, F), (C)
+};
+
+struct ParamView {                 // one tensor as Hugging Face names and stores it
+  std::string name;                // e.g. "model.layers.0.self_attn.k_proj.weight"
+  std::vector<int64_t> shape;      // Hugging Face shape
+  size_t offset = 0;               // first element in the flat buffer
+  bool transposed = false;         // stored here as the transpose of `shape` (2-D only)
+  bool decay = false;              // AdamW weight decay applies: matrices and embeddings, not biases or norms
+  int64_t numel() const;
+};
+
+struct ParamLayout {
+  size_t wte = kNoParam;           // (V, C) token embeddings
+  size_t wpe = kNoParam;           // (P, C) learned positions (GPT-2)
+  std::vector<LayerParams> layers;
+  size_t normf_w = kNoParam, normf_b = kNoParam;  // (C)
+  size_t lm_head = kNoParam;       // (V, C); == wte when tied
+  size_t total = 0;                // elements in the flat buffer
+  std::vector<ParamView> views;    // every tensor, in the order Hugging Face's named_parameters() lists them
+
+  static ParamLayout build(const ModelConfig& config);
+  const ParamView* find(const std::string& name) const;
+};
+
+}  // namespace ift
