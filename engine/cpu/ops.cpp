@@ -454,6 +454,32 @@ double cross_entropy_forward(T* dlogits, const T* logits, const int32_t* targets
   return total / normaliser;
 }
 
+// ---- optimizer -------------------------------------------------------------------------------
+
+template <class T>
+double sum_of_squares(const T* g, int64_t n) {
+  double s = 0;
+#pragma omp parallel for reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(g[i]) * g[i];
+  return s;
+}
+
+template <class T>
+void adamw_update(T* params, const T* grads, float* m, float* v, int64_t n, const AdamWStep& s) {
+  const double c1 = 1.0 - std::pow(static_cast<double>(s.beta1), static_cast<double>(s.t));
+  const double c2 = 1.0 - std::pow(static_cast<double>(s.beta2), static_cast<double>(s.t));
+  const double decay = 1.0 - static_cast<double>(s.lr) * s.weight_decay;
+#pragma omp parallel for
+  for (int64_t i = 0; i < n; ++i) {
+    const double g = static_cast<double>(grads[i]) * s.grad_scale;
+    const double mi = s.beta1 * static_cast<double>(m[i]) + (1.0 - s.beta1) * g;
+    const double vi = s.beta2 * static_cast<double>(v[i]) + (1.0 - s.beta2) * g * g;
+    m[i] = static_cast<float>(mi);
+    v[i] = static_cast<float>(vi);
+    params[i] = static_cast<T>(params[i] * decay - s.lr * (mi / c1) / (std::sqrt(vi / c2) + s.eps));
+  }
+}
+
 // ---- instantiations --------------------------------------------------------------------------
 
 #define IFT_CPU_OPS(T)                                                                                          \
@@ -476,7 +502,9 @@ double cross_entropy_forward(T* dlogits, const T* logits, const int32_t* targets
   template void swiglu_forward<T>(T*, const T*, int, int);                                                      \
   template void swiglu_backward<T>(T*, const T*, const T*, int, int);                                           \
   template void residual_forward<T>(T*, const T*, const T*, int64_t);                                           \
-  template double cross_entropy_forward<T>(T*, const T*, const int32_t*, int, int, double);
+  template double cross_entropy_forward<T>(T*, const T*, const int32_t*, int, int, double);                     \
+  template double sum_of_squares<T>(const T*, int64_t);                                                         \
+  template void adamw_update<T>(T*, const T*, float*, float*, int64_t, const AdamWStep&);
 
 IFT_CPU_OPS(float)
 IFT_CPU_OPS(double)

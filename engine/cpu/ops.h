@@ -97,4 +97,26 @@ void residual_forward(T* out, const T* a, const T* b, int64_t n);
 template <class T>
 double cross_entropy_forward(T* dlogits, const T* logits, const int32_t* targets, int N, int V, double normaliser);
 
+// ---- optimizer ---------------------------------------------------------------------------------
+
+// sum of squares of g (n values), accumulated in double: the global grad norm is its square root
+// over all parameters.
+template <class T>
+double sum_of_squares(const T* g, int64_t n);
+
+// One AdamW step (PyTorch's torch.optim.AdamW semantics) on n contiguous parameters, in place:
+//   g = grad * grad_scale  (grad_scale folds clipping and any loss scaling)
+//   m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
+//   p = p (1 - lr weight_decay) - lr (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
+// weight_decay is 0 for the tensors that do not decay (biases, norms).
+struct AdamWStep {
+  float lr = 0;            // learning rate of this step
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+  float weight_decay = 0;  // decoupled, multiplied by lr
+  float grad_scale = 1;    // e.g. max_norm / norm when clipping
+  int64_t t = 1;           // 1-based step count, for bias correction
+};
+template <class T>
+void adamw_update(T* params, const T* grads, float* m, float* v, int64_t n, const AdamWStep& step);
+
 }  // namespace ift::cpu
