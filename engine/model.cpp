@@ -166,6 +166,66 @@ void CpuModel<T>::backward() {
   cpu::embedding_backward(g(layout_.wte), g(layout_.wpe), dres.data(), tokens_.data(), positions_.data(), N, C);
 }
 
+template <class T>
+KVCache<T> CpuModel<T>::make_cache(int capacity) const {
+  IFT_CHECK(capacity > 0, "KV cache: capacity must be positive");
+  IFT_CHECK(config_.family != Family::gpt2 || capacity <= config_.max_positions, "KV cache: ", capacity,
+            " positions exceed the model's ", config_.max_positions, " learned positions");
+  KVCache<T> cache;
+  cache.capacity = capacity;
+  cache.k.assign(config_.n_layers, std::vector<T>(size_t(capacity) * config_.kv_dim()));
+  cache.v.assign(config_.n_layers, std::vector<T>(size_t(capacity) * config_.kv_dim()));
+  return cache;
+}
+
+template <class T>
+std::vector<T> CpuModel<T>::decode(std::span<const int32_t> tokens, KVCache<T>& cache) const {
+  const ModelConfig& c = config_;
+  const int n = static_cast<int>(tokens.size()), start = cache.length;
+  const int C = c.hidden, F = c.intermediate, V = c.vocab_size, H = c.n_heads, KV = c.kv_dim();
+  const int QKV = c.qkv_dim(), Q = c.q_dim(), up_width = c.family == Family::gpt2 ? F : 2 * F;
+  IFT_CHECK(n > 0, "decode: no tokens");
+  IFT_CHECK(start + n <= cache.capacity, "decode: ", start + n, " positions exceed the KV cache's ", cache.capacity);
+  std::vector<int32_t> pos(n);
+  for (int i = 0; i < n; ++i) pos[i] = start + i;
+  std::vector<T> x(size_t(n) * C), h(size_t(n) * C), mean(n), rstd(n), qkv(size_t(n) * QKV), att(size_t(n) * Q);
+  std::vector<T> up(size_t(n) * up_width), act(size_t(n) * F), y(size_t(n) * C);
+  cpu::embedding_forward(x.data(), tokens.data(), pos.data(), p(layout_.wte), p(layout_.wpe), n, C, V,
+                         c.max_positions);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerParams& L = layout_.layers[l];
+    norm_forward(h.data(), mean.data(), rstd.data(), x.data(), L.norm1_w, L.norm1_b, n);
+    cpu::matmul_forward(qkv.data(), h.data(), p(L.qkv_w), p(L.qkv_b), n, C, QKV);
+    if (c.family == Family::llama)
+      cpu::rope_forward(qkv.data(), pos.data(), n, H + c.n_kv_heads, c.head_dim, QKV, c.rope_theta);
+    for (int i = 0; i < n; ++i) {
+      const T* row = qkv.data() + size_t(i) * QKV;
+      std::copy(row + Q, row + Q + KV, cache.k[l].begin() + size_t(start + i) * KV);
+      std::copy(row + Q + KV, row + Q + 2 * KV, cache.v[l].begin() + size_t(start + i) * KV);
+    }
+    cpu::attention_cached(att.data(), qkv.data(), QKV, cache.k[l].data(), cache.v[l].data(), n, start, H,
+                          c.n_kv_heads, c.head_dim, scale);
+    cpu::matmul_forward(y.data(), att.data(), p(L.o_w), p(L.o_b), n, Q, C);
+    cpu::residual_forward(x.data(), x.data(), y.data(), int64_t(n) * C);
+    norm_forward(h.data(), mean.data(), rstd.data(), x.data(), L.norm2_w, L.norm2_b, n);
+    cpu::matmul_forward(up.data(), h.data(), p(L.up_w), p(L.up_b), n, C, up_width);
+    if (c.family == Family::gpt2)
+      cpu::gelu_forward(act.data(), up.data(), int64_t(n) * F);
+    else
+      cpu::swiglu_forward(act.data(), up.data(), n, F);
+    cpu::matmul_forward(y.data(), act.data(), p(L.down_w), p(L.down_b), n, F, C);
+    cpu::residual_forward(x.data(), x.data(), y.data(), int64_t(n) * C);
+  }
+  cache.length = start + n;
+  // Only the last position's logits are needed to pick the next token.
+  const T* last = x.data() + size_t(n - 1) * C;
+  norm_forward(h.data(), mean.data(), rstd.data(), last, layout_.normf_w, layout_.normf_b, 1);
+  std::vector<T> logits(V);
+  cpu::matmul_forward(logits.data(), h.data(), p(layout_.lm_head), static_cast<const T*>(nullptr), 1, C, V);
+  return logits;
+}
+
 template class CpuModel<float>;
 template class CpuModel<double>;
 

@@ -29,6 +29,14 @@ struct BatchView {
   int64_t trained_tokens() const;
 };
 
+// Keys and values of every position decoded so far, per layer, for incremental generation.
+template <class T>
+struct KVCache {
+  int capacity = 0;                // positions it can hold
+  int length = 0;                  // positions held
+  std::vector<std::vector<T>> k, v;  // (layers) x (capacity, kv_dim), keys after RoPE
+};
+
 template <class T>
 class CpuModel {
  public:
@@ -52,6 +60,12 @@ class CpuModel {
   void backward();
 
   std::span<const T> logits() const { return logits_; }  // (N, V) of the last forward
+
+  KVCache<T> make_cache(int capacity) const;
+  // Runs `tokens` as the positions after those already in `cache`, appends their keys and values,
+  // and returns the logits (V) of the last token. Touches nothing forward() keeps, so it can run
+  // between training steps.
+  std::vector<T> decode(std::span<const int32_t> tokens, KVCache<T>& cache) const;
 
  private:
   struct LayerActs {

@@ -1,5 +1,128 @@
-#include "tools/commands.h"
+// `ift dump`: one batch through a model, writing loss, logits and every parameter gradient under
+// its Hugging Face name: the debug state llm.c keeps, and how the model is checked against
+// transformers (tests/fixtures/golden).
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
 #include "engine/error.h"
+#include "engine/model.h"
+#include "engine/weights.h"
+#include "tools/cli.h"
+#include "tools/commands.h"
+
 namespace ift::cmd {
-int dump(Args) { fail("not implemented yet"); }
+
+namespace {
+
+using nlohmann::json;
+
+// The batch file in Hugging Face's convention, flattened for the model.
+struct DumpBatch {
+  int B = 0, T = 0;
+  std::vector<int32_t> tokens, targets, positions, cu_seqlens;
+};
+
+std::vector<std::vector<int32_t>> int_rows(const json& j, const char* key, const std::string& file) {
+  IFT_CHECK(j.contains(key), file, ": field '", key, "' is missing");
+  const json& rows = j[key];
+  IFT_CHECK(rows.is_array() && !rows.empty(), file, ": field '", key, "' must be a non-empty list of lists");
+  std::vector<std::vector<int32_t>> out;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    IFT_CHECK(rows[r].is_array(), file, ": ", key, "[", r, "] must be a list of integers");
+    std::vector<int32_t> row;
+    for (size_t t = 0; t < rows[r].size(); ++t) {
+      IFT_CHECK(rows[r][t].is_number_integer(), file, ": ", key, "[", r, "][", t, "] must be an integer, got ",
+                rows[r][t].dump());
+      row.push_back(rows[r][t].get<int32_t>());
+    }
+    out.push_back(std::move(row));
+  }
+  return out;
 }
+
+DumpBatch read_batch(const std::string& file) {
+  std::ifstream in(file);
+  IFT_CHECK(in, file, ": cannot open");
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::parse_error& e) {
+    fail(file, ": not valid JSON (", e.what(), ")");
+  }
+  IFT_CHECK(j.is_object(), file, ": expected an object with input_ids and labels");
+  const auto ids = int_rows(j, "input_ids", file);
+  const auto labels = int_rows(j, "labels", file);
+  DumpBatch b;
+  b.B = static_cast<int>(ids.size());
+  b.T = static_cast<int>(ids[0].size());
+  IFT_CHECK(b.T > 0, file, ": input_ids[0] is empty");
+  IFT_CHECK(labels.size() == ids.size(), file, ": labels has ", labels.size(), " rows, input_ids ", ids.size());
+  std::vector<std::vector<int32_t>> pos, lens;
+  if (j.contains("position_ids")) pos = int_rows(j, "position_ids", file);
+  if (j.contains("seq_lens")) lens = int_rows(j, "seq_lens", file);
+  IFT_CHECK(pos.empty() || pos.size() == ids.size(), file, ": position_ids needs one row per input_ids row");
+  IFT_CHECK(lens.empty() || lens.size() == ids.size(), file, ": seq_lens needs one row per input_ids row");
+  b.cu_seqlens = {0};
+  for (int r = 0; r < b.B; ++r) {
+    IFT_CHECK(int(ids[r].size()) == b.T && int(labels[r].size()) == b.T && (pos.empty() || int(pos[r].size()) == b.T),
+              file, ": row ", r, " of input_ids/labels/position_ids does not have ", b.T, " entries like row 0");
+    std::vector<int32_t> row_lens = lens.empty() ? std::vector<int32_t>{b.T} : lens[r];
+    int sum = 0;
+    for (int32_t len : row_lens) {
+      IFT_CHECK(len > 0, file, ": seq_lens[", r, "] holds a length ", len, " (must be positive)");
+      for (int i = 0; i < len && sum + i < b.T; ++i) b.positions.push_back(i);
+      sum += len;
+      b.cu_seqlens.push_back(r * b.T + std::min(sum, b.T));
+    }
+    IFT_CHECK(sum == b.T, file, ": seq_lens[", r, "] sums to ", sum, ", the row has ", b.T, " tokens");
+    if (!pos.empty()) std::copy(pos[r].begin(), pos[r].end(), b.positions.end() - b.T);
+    for (int t = 0; t < b.T; ++t) {
+      b.tokens.push_back(ids[r][t]);
+      // Hugging Face shifts inside the model: row t predicts labels[t + 1]; -100 is ignored.
+      const int32_t next = t + 1 < b.T ? labels[r][t + 1] : -100;
+      IFT_CHECK(next >= 0 || next == -100, file, ": labels[", r, "][", t + 1, "] is ", next,
+                " (a token id or -100)");
+      b.targets.push_back(next);
+    }
+  }
+  return b;
+}
+
+}  // namespace
+
+int dump(Args args) {
+  cli::Parser p("ift dump", "Run one batch through a model and write its loss, logits and every parameter gradient.\n"
+                            "The batch follows Hugging Face: labels aligned with input_ids, shifted inside, -100 ignored;\n"
+                            "optional position_ids, and seq_lens (per row, the lengths of the samples packed into it:\n"
+                            "attention never crosses them and positions restart at each).");
+  p.option("--model", "DIR", "model directory: config.json + model.safetensors (GPT-2 or Llama layout)", cli::required);
+  p.option("--batch", "FILE.json", "{\"input_ids\": [[...]], \"labels\": [[...]], ...}", cli::required);
+  p.option("--out", "FILE.safetensors", "output: loss, logits [B,T,V] and grad.<name> for every parameter",
+           cli::required);
+  p.option("--backend", "NAME", "cpu", "backend that runs the batch (cpu)");
+  if (!p.parse(args)) return 0;
+  IFT_CHECK(p.str("--backend") == "cpu", "backend '", p.str("--backend"), "' is not available (cpu)");
+
+  const std::filesystem::path dir = p.str("--model");
+  CpuModel<float> model(ModelConfig::load(dir / "config.json"));
+  load_weights<float>(dir / "model.safetensors", model.layout(), model.params);
+  const DumpBatch b = read_batch(p.str("--batch"));
+  const BatchView view{b.B * b.T, b.tokens, b.targets, b.positions, b.cu_seqlens};
+  const int64_t trained = view.trained_tokens();
+  IFT_CHECK(trained > 0, p.str("--batch"), ": no label is a trained token (all are -100 after the shift)");
+
+  const double loss = model.forward(view, static_cast<double>(trained));
+  model.backward();
+
+  TensorSet out;
+  out.add("loss", {}, std::vector<float>{static_cast<float>(loss)});
+  out.add("logits", {b.B, b.T, model.config().vocab_size}, model.logits());
+  out.add_params(model.layout(), model.grads, "grad.");
+  write_safetensors(p.str("--out"), out.tensors(), DType::F32, {{"format", "ift-dump"}});
+  std::printf("loss %.6f over %lld trained tokens; wrote %s\n", loss, static_cast<long long>(trained),
+              p.str("--out").c_str());
+  return 0;
+}
+
+}  // namespace ift::cmd

@@ -314,6 +314,36 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
   }
 }
 
+template <class T>
+void attention_cached(T* out, const T* q, int ldq, const T* k_cache, const T* v_cache, int n, int start, int H,
+                      int KVH, int D, float scale) {
+  const int group = H / KVH, ldkv = KVH * D;
+#pragma omp parallel
+  {
+    std::vector<double> p(start + n), acc(D);
+#pragma omp for collapse(2)
+    for (int i = 0; i < n; ++i) {
+      for (int h = 0; h < H; ++h) {
+        const T* qi = q + static_cast<int64_t>(i) * ldq + h * D;
+        const int kvh = h / group, last = start + i;
+        double m = -INFINITY, sum = 0;
+        for (int j = 0; j <= last; ++j) {
+          p[j] = scale * dot(qi, k_cache + static_cast<int64_t>(j) * ldkv + kvh * D, D);
+          m = std::max(m, p[j]);
+        }
+        for (int j = 0; j <= last; ++j) sum += (p[j] = std::exp(p[j] - m));
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (int j = 0; j <= last; ++j) {
+          const T* vj = v_cache + static_cast<int64_t>(j) * ldkv + kvh * D;
+          for (int d = 0; d < D; ++d) acc[d] += p[j] / sum * vj[d];
+        }
+        T* o = out + (static_cast<int64_t>(i) * H + h) * D;
+        for (int d = 0; d < D; ++d) o[d] = static_cast<T>(acc[d]);
+      }
+    }
+  }
+}
+
 // ---- RoPE ------------------------------------------------------------------------------------
 
 namespace {
@@ -495,6 +525,7 @@ void adamw_update(T* params, const T* grads, float* m, float* v, int64_t n, cons
   template void attention_forward<T>(T*, T*, const T*, const T*, const T*, const AttentionShape&);              \
   template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, const T*,   \
                                       const AttentionShape&);                                                   \
+  template void attention_cached<T>(T*, const T*, int, const T*, const T*, int, int, int, int, int, float);     \
   template void rope_forward<T>(T*, const int32_t*, int, int, int, int, float);                                 \
   template void rope_backward<T>(T*, const int32_t*, int, int, int, int, float);                                \
   template void gelu_forward<T>(T*, const T*, int64_t);                                                         \

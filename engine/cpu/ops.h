@@ -62,6 +62,12 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
 template <class T>
 void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
                         const T* lse, const AttentionShape& shape);
+// Attention of n new query rows against a KV cache, for decoding. Query row i sits at position
+// start + i and attends to cache rows [0, start + i]. q: (n rows of stride ldq, H heads of D);
+// k_cache, v_cache: (start + n, KVH * D) already holding the new rows; out: (n, H * D).
+template <class T>
+void attention_cached(T* out, const T* q, int ldq, const T* k_cache, const T* v_cache, int n, int start, int H,
+                      int KVH, int D, float scale);
 // Checks cu_seqlens (ift::Error on a malformed one).
 void check_cu_seqlens(const int32_t* cu_seqlens, int S, int N);
 
