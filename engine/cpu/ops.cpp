@@ -14,6 +14,11 @@ namespace ift::cpu {
 
 namespace {
 
+// Threads pay only above a few tens of thousands of multiply-adds: below that, waking the team
+// costs more than the loop (and tiny models, like the gradient checks', would spend their time in
+// barriers).
+bool parallel_pays(int64_t work) { return work >= (int64_t(1) << 15); }
+
 // One BLAS entry point per scalar type; row-major throughout.
 void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, float alpha, const float* a, int lda,
           const float* b, int ldb, float beta, float* c, int ldc) {
@@ -45,7 +50,7 @@ void embedding_forward(T* out, const int32_t* tokens, const int32_t* positions, 
     IFT_CHECK(!wpe || (positions[n] >= 0 && positions[n] < P), "position ", positions[n], " at row ", n,
               " is outside the learned positions [0, ", P, ")");
   }
-#pragma omp parallel for
+#pragma omp parallel for if (parallel_pays(int64_t(N) * C))
   for (int n = 0; n < N; ++n) {
     const T* e = wte + static_cast<int64_t>(tokens[n]) * C;
     T* o = out + static_cast<int64_t>(n) * C;
@@ -62,7 +67,7 @@ template <class T>
 void embedding_backward(T* dwte, T* dwpe, const T* dout, const int32_t* tokens, const int32_t* positions, int N,
                         int C) {
   // Rows are visited in order and channels split among threads: deterministic, no atomics.
-#pragma omp parallel
+#pragma omp parallel if (parallel_pays(int64_t(N) * C))
   {
     const int nt = omp_get_num_threads(), t = omp_get_thread_num();
     const int c0 = static_cast<int>(static_cast<int64_t>(C) * t / nt);
@@ -83,7 +88,7 @@ void embedding_backward(T* dwte, T* dwpe, const T* dout, const int32_t* tokens, 
 
 template <class T>
 void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* w, const T* b, int N, int C, float eps) {
-#pragma omp parallel for
+#pragma omp parallel for if (parallel_pays(int64_t(N) * C))
   for (int n = 0; n < N; ++n) {
     const T* xr = x + static_cast<int64_t>(n) * C;
     double m = 0;
@@ -105,7 +110,7 @@ void layernorm_backward(T* dx, T* dw, T* db, const T* dres, const T* dout, const
                         const T* rstd, int N, int C) {
   // Parameter gradients: per-thread partial sums combined in thread order, so results are
   // deterministic for a given thread count.
-#pragma omp parallel
+#pragma omp parallel if (parallel_pays(int64_t(N) * C))
   {
     std::vector<double> r_dw(C, 0.0), r_db(C, 0.0);
 #pragma omp for schedule(static)
@@ -145,7 +150,7 @@ void layernorm_backward(T* dx, T* dw, T* db, const T* dres, const T* dout, const
 
 template <class T>
 void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, int N, int C, float eps) {
-#pragma omp parallel for
+#pragma omp parallel for if (parallel_pays(int64_t(N) * C))
   for (int n = 0; n < N; ++n) {
     const T* xr = x + static_cast<int64_t>(n) * C;
     const double s = 1.0 / std::sqrt(dot(xr, xr, C) / C + eps);
@@ -158,7 +163,7 @@ void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, int N, int C, floa
 template <class T>
 void rmsnorm_backward(T* dx, T* dw, const T* dres, const T* dout, const T* x, const T* w, const T* rstd, int N,
                       int C) {
-#pragma omp parallel
+#pragma omp parallel if (parallel_pays(int64_t(N) * C))
   {
     std::vector<double> r_dw(C, 0.0);
 #pragma omp for schedule(static)
@@ -193,7 +198,7 @@ void rmsnorm_backward(T* dx, T* dw, const T* dres, const T* dout, const T* x, co
 template <class T>
 void matmul_forward(T* out, const T* inp, const T* w, const T* b, int N, int I, int O) {
   if (b) {
-#pragma omp parallel for
+#pragma omp parallel for if (parallel_pays(int64_t(N) * O))
     for (int n = 0; n < N; ++n) std::copy(b, b + O, out + static_cast<int64_t>(n) * O);
   }
   gemm(CblasNoTrans, CblasTrans, N, O, I, T(1), inp, I, w, I, b ? T(1) : T(0), out, O);
@@ -204,7 +209,7 @@ void matmul_backward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T
   if (dinp) gemm(CblasNoTrans, CblasNoTrans, N, I, O, T(1), dout, O, w, I, T(0), dinp, I);
   gemm(CblasTrans, CblasNoTrans, O, I, N, T(1), dout, O, inp, I, T(1), dw, I);
   if (db) {
-#pragma omp parallel for
+#pragma omp parallel for if (parallel_pays(int64_t(N) * O))
     for (int o = 0; o < O; ++o) {
       double s = 0;
       for (int n = 0; n < N; ++n) s += dout[static_cast<int64_t>(n) * O + o];
@@ -228,7 +233,7 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
   check_cu_seqlens(a.cu_seqlens, a.S, a.N);
   IFT_CHECK(a.KVH > 0 && a.H % a.KVH == 0, "attention: ", a.H, " query heads do not group over ", a.KVH, " kv heads");
   const int group = a.H / a.KVH, D = a.D;
-#pragma omp parallel
+#pragma omp parallel if (parallel_pays(int64_t(a.N) * a.N / a.S * a.H * a.D))
   {
     std::vector<double> p, acc(D);
 #pragma omp for collapse(2) schedule(dynamic, 4)
@@ -268,7 +273,7 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
   const int group = a.H / a.KVH, D = a.D;
   // One (segment, kv head) pair owns the dk/dv rows of that head in that segment and the dq rows of
   // its query heads: pairs are independent, so no atomics and a deterministic result.
-#pragma omp parallel
+#pragma omp parallel if (parallel_pays(int64_t(a.N) * a.N / a.S * a.H * a.D))
   {
     std::vector<double> r_dq(D), r_dk, r_dv;
 #pragma omp for collapse(2) schedule(dynamic, 1)
@@ -318,7 +323,7 @@ template <class T>
 void attention_cached(T* out, const T* q, int ldq, const T* k_cache, const T* v_cache, int n, int start, int H,
                       int KVH, int D, float scale) {
   const int group = H / KVH, ldkv = KVH * D;
-#pragma omp parallel
+#pragma omp parallel if (parallel_pays(int64_t(n) * (start + n) * H * D))
   {
     std::vector<double> p(start + n), acc(D);
 #pragma omp for collapse(2)
@@ -352,7 +357,7 @@ namespace {
 template <class T>
 void rope_rotate(T* x, const int32_t* positions, int N, int heads, int D, int ld, float theta, double sign) {
   const int half = D / 2;
-#pragma omp parallel
+#pragma omp parallel if (parallel_pays(int64_t(N) * heads * D))
   {
     std::vector<double> cs(half), sn(half);
 #pragma omp for
@@ -396,7 +401,7 @@ constexpr double kGeluCube = 0.044715;
 
 template <class T>
 void gelu_forward(T* out, const T* inp, int64_t n) {
-#pragma omp parallel for
+#pragma omp parallel for if (parallel_pays(n))
   for (int64_t i = 0; i < n; ++i) {
     const double x = inp[i];
     out[i] = static_cast<T>(0.5 * x * (1.0 + std::tanh(kGeluScale * (x + kGeluCube * x * x * x))));
@@ -405,7 +410,7 @@ void gelu_forward(T* out, const T* inp, int64_t n) {
 
 template <class T>
 void gelu_backward(T* dinp, const T* inp, const T* dout, int64_t n) {
-#pragma omp parallel for
+#pragma omp parallel for if (parallel_pays(n))
   for (int64_t i = 0; i < n; ++i) {
     const double x = inp[i];
     const double t = std::tanh(kGeluScale * (x + kGeluCube * x * x * x));
@@ -416,7 +421,7 @@ void gelu_backward(T* dinp, const T* inp, const T* dout, int64_t n) {
 
 template <class T>
 void swiglu_forward(T* out, const T* inp, int N, int F) {
-#pragma omp parallel for
+#pragma omp parallel for if (parallel_pays(int64_t(N) * F))
   for (int n = 0; n < N; ++n) {
     const T* g = inp + static_cast<int64_t>(n) * 2 * F;
     const T* u = g + F;
@@ -430,7 +435,7 @@ void swiglu_forward(T* out, const T* inp, int N, int F) {
 
 template <class T>
 void swiglu_backward(T* dinp, const T* inp, const T* dout, int N, int F) {
-#pragma omp parallel for
+#pragma omp parallel for if (parallel_pays(int64_t(N) * F))
   for (int n = 0; n < N; ++n) {
     const T* g = inp + static_cast<int64_t>(n) * 2 * F;
     const T* u = g + F;
@@ -448,7 +453,7 @@ void swiglu_backward(T* dinp, const T* inp, const T* dout, int N, int F) {
 
 template <class T>
 void residual_forward(T* out, const T* a, const T* b, int64_t n) {
-#pragma omp parallel for
+#pragma omp parallel for if (parallel_pays(n))
   for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
 }
 
@@ -460,7 +465,7 @@ double cross_entropy_forward(T* dlogits, const T* logits, const int32_t* targets
     IFT_CHECK(targets[n] < V, "target id ", targets[n], " at row ", n, " is outside the vocabulary [0, ", V, ")");
   IFT_CHECK(normaliser > 0, "cross-entropy: the loss normaliser must be positive, got ", normaliser);
   double total = 0;
-#pragma omp parallel for reduction(+ : total)
+#pragma omp parallel for reduction(+ : total) if (parallel_pays(int64_t(N) * V))
   for (int n = 0; n < N; ++n) {
     const T* l = logits + static_cast<int64_t>(n) * V;
     T* dl = dlogits ? dlogits + static_cast<int64_t>(n) * V : nullptr;
@@ -489,7 +494,7 @@ double cross_entropy_forward(T* dlogits, const T* logits, const int32_t* targets
 template <class T>
 double sum_of_squares(const T* g, int64_t n) {
   double s = 0;
-#pragma omp parallel for reduction(+ : s)
+#pragma omp parallel for reduction(+ : s) if (parallel_pays(n))
   for (int64_t i = 0; i < n; ++i) s += static_cast<double>(g[i]) * g[i];
   return s;
 }
@@ -499,7 +504,7 @@ void adamw_update(T* params, const T* grads, float* m, float* v, int64_t n, cons
   const double c1 = 1.0 - std::pow(static_cast<double>(s.beta1), static_cast<double>(s.t));
   const double c2 = 1.0 - std::pow(static_cast<double>(s.beta2), static_cast<double>(s.t));
   const double decay = 1.0 - static_cast<double>(s.lr) * s.weight_decay;
-#pragma omp parallel for
+#pragma omp parallel for if (parallel_pays(n))
   for (int64_t i = 0; i < n; ++i) {
     const double g = static_cast<double>(grads[i]) * s.grad_scale;
     const double mi = s.beta1 * static_cast<double>(m[i]) + (1.0 - s.beta1) * g;
