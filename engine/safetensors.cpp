@@ -63,6 +63,7 @@ std::string shape_text(const std::vector<int64_t>& shape) {
 
 // Converts `n` stored elements starting at `src` (any alignment) to fp32.
 void convert_to_f32(DType dtype, const std::byte* src, size_t n, float* dst) {
+  if (n == 0) return;  // dst may be null (an empty vector), which memcpy does not allow
   switch (dtype) {
     case DType::F32:
       std::memcpy(dst, src, n * sizeof(float));
@@ -86,6 +87,7 @@ void convert_to_f32(DType dtype, const std::byte* src, size_t n, float* dst) {
 
 // Converts `n` fp32 values to `dtype`, appending the bytes to `out`.
 void convert_from_f32(DType dtype, const float* src, size_t n, std::vector<std::byte>& out) {
+  if (n == 0) return;  // src may be null (an empty span), which memcpy does not allow
   const size_t at = out.size();
   out.resize(at + n * dtype_size(dtype));
   std::byte* dst = out.data() + at;

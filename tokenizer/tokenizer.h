@@ -22,9 +22,12 @@ class Tokenizer {
   virtual ~Tokenizer() = default;
 
   // Token ids of `text`. With parse_special, added/special tokens written in the text are
-  // recognised (used for template strings, never for user data).
+  // recognised (used for template strings, never for user data); without it none is, special or
+  // not. Any byte string encodes (see docs/tokenizers.md for what happens to invalid UTF-8).
   virtual std::vector<int32_t> encode(std::string_view text, bool parse_special = false) const = 0;
-  // Text of `ids`; never throws on any id sequence in range, invalid UTF-8 is replaced.
+  // Text of `ids`; never throws on any id sequence in range, invalid UTF-8 is replaced (U+FFFD per
+  // maximal ill-formed subpart, as Python's errors="replace"). An id outside [0, vocab_size())
+  // throws ift::Error.
   virtual std::string decode(std::span<const int32_t> ids) const = 0;
 
   virtual int32_t vocab_size() const = 0;
