@@ -1,0 +1,211 @@
+#include "data/packed_file.h"
+
+#include <bit>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "engine/error.h"
+
+namespace ift {
+
+static_assert(std::endian::native == std::endian::little, "the packed file is little-endian");
+
+uint64_t fnv1a64(const void* data, size_t n, uint64_t h) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < n; ++i) {
+    h ^= p[i];
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+uint64_t tokenizer_hash(const Tokenizer& t) {
+  const int32_t vocab = t.vocab_size();
+  uint64_t h = fnv1a64(&vocab, sizeof vocab);
+  for (const auto& f : t.files()) {
+    std::ifstream in(f, std::ios::binary);
+    IFT_CHECK(in, f.string(), ": cannot read tokenizer file to hash it");
+    char buf[1 << 16];
+    while (in.read(buf, sizeof buf) || in.gcount() > 0) h = fnv1a64(buf, static_cast<size_t>(in.gcount()), h);
+  }
+  return h;
+}
+
+namespace {
+
+// Section offsets, computed the same way by writer and reader.
+struct Layout {
+  uint64_t row_sample_begin, row_token_begin, sample_len, tokens, trained, end;
+};
+
+Layout layout(uint64_t n_rows, uint64_t n_samples, uint64_t n_tokens) {
+  Layout l;
+  l.row_sample_begin = sizeof(PackedHeader);
+  l.row_token_begin = l.row_sample_begin + 8 * (n_rows + 1);
+  l.sample_len = l.row_token_begin + 8 * (n_rows + 1);
+  l.tokens = l.sample_len + 4 * n_samples;
+  l.trained = l.tokens + 4 * n_tokens;
+  l.end = l.trained + n_tokens;
+  return l;
+}
+
+// Writes and hashes; any failure throws with the path.
+class HashingWriter {
+ public:
+  HashingWriter(std::FILE* f, const std::filesystem::path& path) : f_(f), path_(path) {}
+  template <class T>
+  void write(const std::vector<T>& v) {
+    if (v.empty()) return;
+    const size_t bytes = v.size() * sizeof(T);
+    IFT_CHECK(std::fwrite(v.data(), 1, bytes, f_) == bytes, path_.string(), ": write failed (disk full?)");
+    hash_ = fnv1a64(v.data(), bytes, hash_);
+  }
+  uint64_t hash() const { return hash_; }
+
+ private:
+  std::FILE* f_;
+  const std::filesystem::path& path_;
+  uint64_t hash_ = 0xcbf29ce484222325ull;
+};
+
+}  // namespace
+
+void write_packed_file(const std::filesystem::path& path, const PackedMeta& meta,
+                       const std::vector<std::vector<int32_t>>& rows, const std::vector<Sample>& samples) {
+  std::vector<uint64_t> row_sample_begin{0}, row_token_begin{0};
+  std::vector<uint32_t> sample_len;
+  std::vector<int32_t> tokens;
+  std::vector<uint8_t> trained;
+  uint64_t n_trained = 0;
+  for (const auto& row : rows) {
+    uint64_t row_tokens = 0;
+    for (int32_t s : row) {
+      IFT_CHECK(s >= 0 && static_cast<size_t>(s) < samples.size(), "packed row refers to sample ", s, " of ",
+                samples.size());
+      const Sample& sm = samples[s];
+      IFT_CHECK(sm.tokens.size() == sm.trained.size() && !sm.tokens.empty(), "sample ", s, " is empty or inconsistent");
+      sample_len.push_back(static_cast<uint32_t>(sm.tokens.size()));
+      tokens.insert(tokens.end(), sm.tokens.begin(), sm.tokens.end());
+      trained.insert(trained.end(), sm.trained.begin(), sm.trained.end());
+      for (uint8_t t : sm.trained) n_trained += t;
+      row_tokens += sm.tokens.size();
+    }
+    IFT_CHECK(row_tokens <= static_cast<uint64_t>(meta.seq_len), "a packed row holds ", row_tokens,
+              " tokens, more than seq_len ", meta.seq_len);
+    row_sample_begin.push_back(sample_len.size());
+    row_token_begin.push_back(tokens.size());
+  }
+  for (int32_t t : tokens)
+    IFT_CHECK(t >= 0 && t < meta.vocab_size, "token id ", t, " is outside the vocabulary (", meta.vocab_size, ")");
+
+  PackedHeader h{};
+  std::memcpy(h.magic, kPackedMagic, sizeof h.magic);
+  h.version = kPackedVersion;
+  h.header_bytes = sizeof(PackedHeader);
+  h.seq_len = static_cast<uint32_t>(meta.seq_len);
+  h.vocab_size = meta.vocab_size;
+  h.pad_id = meta.pad_id;
+  h.n_rows = rows.size();
+  h.n_samples = sample_len.size();
+  h.n_tokens = tokens.size();
+  h.n_trained = n_trained;
+  h.tokenizer_hash = meta.tokenizer_hash;
+  std::strncpy(h.tokenizer_id, meta.tokenizer_id.c_str(), sizeof h.tokenizer_id - 1);
+
+  // Temp file beside the target (same filesystem, so rename is atomic), then fsync and rename.
+  const std::filesystem::path tmp = path.string() + ".tmp." + std::to_string(::getpid());
+  std::FILE* f = std::fopen(tmp.c_str(), "wb");
+  IFT_CHECK(f, tmp.string(), ": cannot create (", std::strerror(errno), ")");
+  try {
+    IFT_CHECK(std::fwrite(&h, sizeof h, 1, f) == 1, tmp.string(), ": write failed");
+    HashingWriter w(f, tmp);
+    w.write(row_sample_begin);
+    w.write(row_token_begin);
+    w.write(sample_len);
+    w.write(tokens);
+    w.write(trained);
+    h.checksum = w.hash();
+    IFT_CHECK(std::fseek(f, 0, SEEK_SET) == 0 && std::fwrite(&h, sizeof h, 1, f) == 1, tmp.string(),
+              ": write failed");
+    IFT_CHECK(std::fflush(f) == 0 && ::fsync(::fileno(f)) == 0, tmp.string(), ": flush failed (disk full?)");
+    IFT_CHECK(std::fclose(f) == 0, tmp.string(), ": close failed");
+    f = nullptr;
+    std::error_code ec;
+    std::filesystem::rename(tmp, path, ec);
+    IFT_CHECK(!ec, "cannot rename ", tmp.string(), " to ", path.string(), ": ", ec.message());
+  } catch (...) {
+    if (f) std::fclose(f);
+    std::error_code ec;
+    std::filesystem::remove(tmp, ec);
+    throw;
+  }
+}
+
+PackedFile::PackedFile(const std::filesystem::path& path, bool verify) : path_(path) {
+  const std::string p = path.string();
+  const int fd = ::open(p.c_str(), O_RDONLY);
+  IFT_CHECK(fd >= 0, p, ": cannot open packed file (", std::strerror(errno), ")");
+  const off_t size = ::lseek(fd, 0, SEEK_END);
+  if (size < static_cast<off_t>(sizeof(PackedHeader))) {
+    ::close(fd);
+    fail(p, ": too short to be a packed file (", size, " bytes)");
+  }
+  size_ = static_cast<size_t>(size);
+  map_ = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);
+  IFT_CHECK(map_ != MAP_FAILED, p, ": mmap failed (", std::strerror(errno), ")");
+  try {
+    const auto* base = static_cast<const unsigned char*>(map_);
+    header_ = reinterpret_cast<const PackedHeader*>(base);
+    IFT_CHECK(std::memcmp(header_->magic, kPackedMagic, sizeof kPackedMagic) == 0, p,
+              ": not an ift packed file (bad magic)");
+    IFT_CHECK(header_->version == kPackedVersion, p, ": packed file version ", header_->version,
+              ", this build reads version ", kPackedVersion, " (run ift prepare again)");
+    IFT_CHECK(header_->header_bytes == sizeof(PackedHeader), p, ": header size ", header_->header_bytes,
+              " is not ", sizeof(PackedHeader));
+    const Layout l = layout(header_->n_rows, header_->n_samples, header_->n_tokens);
+    IFT_CHECK(l.end == size_, p, ": file is ", size_, " bytes, its header describes ", l.end,
+              " (truncated or corrupt)");
+    if (verify) {
+      const uint64_t sum = fnv1a64(base + sizeof(PackedHeader), size_ - sizeof(PackedHeader));
+      IFT_CHECK(sum == header_->checksum, p, ": checksum mismatch (file corrupt)");
+    }
+    row_sample_begin_ = reinterpret_cast<const uint64_t*>(base + l.row_sample_begin);
+    row_token_begin_ = reinterpret_cast<const uint64_t*>(base + l.row_token_begin);
+    sample_len_ = reinterpret_cast<const uint32_t*>(base + l.sample_len);
+    tokens_ = reinterpret_cast<const int32_t*>(base + l.tokens);
+    trained_ = base + l.trained;
+    IFT_CHECK(row_sample_begin_[header_->n_rows] == header_->n_samples &&
+                  row_token_begin_[header_->n_rows] == header_->n_tokens,
+              p, ": row index does not match the header (corrupt)");
+  } catch (...) {
+    ::munmap(map_, size_);
+    throw;
+  }
+}
+
+PackedFile::~PackedFile() {
+  if (map_) ::munmap(map_, size_);
+}
+
+std::span<const uint32_t> PackedFile::row_sample_lengths(int64_t row) const {
+  IFT_CHECK(row >= 0 && row < n_rows(), path_.string(), ": row ", row, " out of range (", n_rows(), " rows)");
+  return {sample_len_ + row_sample_begin_[row], sample_len_ + row_sample_begin_[row + 1]};
+}
+
+std::span<const int32_t> PackedFile::row_tokens(int64_t row) const {
+  IFT_CHECK(row >= 0 && row < n_rows(), path_.string(), ": row ", row, " out of range (", n_rows(), " rows)");
+  return {tokens_ + row_token_begin_[row], tokens_ + row_token_begin_[row + 1]};
+}
+
+std::span<const uint8_t> PackedFile::row_trained(int64_t row) const {
+  IFT_CHECK(row >= 0 && row < n_rows(), path_.string(), ": row ", row, " out of range (", n_rows(), " rows)");
+  return {trained_ + row_token_begin_[row], trained_ + row_token_begin_[row + 1]};
+}
+
+}  // namespace ift
