@@ -1,0 +1,11 @@
+// The host API of all kernels: the only kernel header engine/ includes.
+//
+// Each op is a plain C++ function that checks shapes, dtypes and alignment, throws ift::Error
+// instead of crashing, and launches its kernels on a stream through launch_kernel
+// (kernels/launch.cuh). The same declarations serve both builds: ift_kernels_cuda (nvcc, real GPUs)
+// and ift_kernels_emu (the host compiler over the SIMT emulator in kernels/simt/, which runs every
+// kernel on the CPU in tests). Kernel sources and their launchers live in kernels/<family>.cu; only
+// the public function of each op is declared here. No op is declared yet.
+#pragma once
+
+#include <cuda_runtime_api.h>  // cudaStream_t (host-only header, compiles without a GPU)

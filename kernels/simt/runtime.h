@@ -1,0 +1,97 @@
+// The SIMT emulator runtime: runs CUDA kernels on the CPU, one fiber per CUDA thread.
+//
+// A launch runs every block of the grid to completion before it returns (the stream is ignored,
+// so every launch is synchronous). Blocks are spread over a pool of OS threads; inside a block,
+// the CUDA threads are fibers that a cooperative scheduler switches at `__syncthreads`, warp
+// collectives and thread exit, and nowhere else. Kernels do not include this header directly:
+// they include kernels/common.cuh, which brings in kernels/simt/device.h (the CUDA builtins) when
+// compiled by the host compiler.
+//
+// Checks that are always on, each reported as ift::Error thrown from the launch (naming the block,
+// the thread and the source line): a barrier reached from different call sites, a thread that
+// exits while others wait at a barrier (or before a barrier the others then reach), warp
+// collectives whose lanes pass different masks or call different intrinsics, a lane that reads from
+// or waits for a lane outside the mask or already exited, deadlock, and exceptions thrown by kernel
+// code. A fiber stack overflow cannot be recovered from: it ends the process with a message.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <source_location>
+
+#include <vector_types.h>
+
+namespace ift::simt {
+
+// The order in which the scheduler runs the ready threads of a block, and the blocks of a grid.
+// Correct kernels give the same result under every order; code that silently relies on warp
+// lock-step or on one block running before another gives a different one under reverse or random.
+enum class Schedule { forward, reverse, random };
+
+struct Options {
+  Schedule schedule = Schedule::forward;
+  uint64_t seed = 1;         // random schedule: the same seed gives the same order
+  bool strict_exit = true;   // false: threads that exited are not waited for at a barrier
+  int workers = 0;           // OS threads running blocks; 0: one per core (always 1 in the ASan build)
+};
+
+// The options the next launch uses. Initialised on first use from the environment:
+//   IFT_SIMT_SCHEDULE=forward|reverse|random|random:SEED   IFT_SIMT_EXIT=strict|lenient
+//   IFT_SIMT_WORKERS=N
+// and throws ift::Error on a malformed value.
+Options options();
+void set_options(const Options& options);
+
+// Sets options for the lifetime of a scope and restores the previous ones after it.
+class ScopedOptions {
+ public:
+  explicit ScopedOptions(const Options& options) : saved_(simt::options()) { set_options(options); }
+  ~ScopedOptions() { set_options(saved_); }
+  ScopedOptions(const ScopedOptions&) = delete;
+  ScopedOptions& operator=(const ScopedOptions&) = delete;
+
+ private:
+  Options saved_;
+};
+
+// The stack of every emulated CUDA thread. Sanitizers grow frames, so their builds get more.
+#if defined(IFT_SIMT_SANITIZE_ADDRESS) || defined(IFT_SIMT_SANITIZE_THREAD)
+inline constexpr size_t kStackBytes = 256 * 1024;
+#else
+inline constexpr size_t kStackBytes = 64 * 1024;
+#endif
+
+// The largest dynamic shared memory of a block (sm_90 with the opt-in attribute set).
+inline constexpr size_t kMaxDynamicSharedBytes = 227 * 1024;
+
+// ---- used by kernels/simt/device.h and kernels/launch.cuh, not by kernel authors -------------
+namespace detail {
+
+enum class WarpOp : uint8_t { shfl_idx, shfl_up, shfl_down, shfl_xor, ballot, any, all, syncwarp };
+
+void block_barrier(const std::source_location& site);
+// One lane's part of a warp collective: returns the value this lane receives (for shuffles) or
+// the ballot of the lanes in `mask` (for ballot/any/all).
+uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int width,
+                         const std::source_location& site);
+void* dynamic_shared();
+// Reports an error from kernel code (an emulator check such as a misaligned vector load): ends the
+// calling CUDA thread and makes the launch throw.
+[[noreturn]] void kernel_fail(const char* what, const std::source_location& site);
+
+// Runs `thunk(call)` once per CUDA thread of the grid. `site` is where the launch was written.
+using Thunk = void (*)(const void* call);
+void launch(dim3 grid, dim3 block, size_t smem_bytes, Thunk thunk, const void* call,
+            const std::source_location& site);
+
+}  // namespace detail
+}  // namespace ift::simt
+
+// The CUDA built-in variables. The scheduler sets them before every switch to a fiber; they are
+// per OS thread because several OS threads run blocks at once. initial-exec keeps each read a single
+// %fs-relative load in position-independent code (the emulator is never dlopen'ed).
+#define IFT_SIMT_TLS __attribute__((tls_model("initial-exec")))
+inline thread_local constinit IFT_SIMT_TLS uint3 threadIdx{};
+inline thread_local constinit IFT_SIMT_TLS uint3 blockIdx{};
+inline thread_local constinit IFT_SIMT_TLS dim3 blockDim{};
+inline thread_local constinit IFT_SIMT_TLS dim3 gridDim{};
