@@ -34,6 +34,8 @@ class AdamW {
   int64_t steps() const { return t_; }
   std::vector<float>& m() { return m_; }  // (total) first moments, for checkpoints
   std::vector<float>& v() { return v_; }  // (total) second moments
+  const std::vector<float>& m() const { return m_; }
+  const std::vector<float>& v() const { return v_; }
   void set_steps(int64_t t) { t_ = t; }
 
  private:

@@ -8,6 +8,13 @@ namespace ift::cmd {
 
 using Args = std::span<char* const>;
 
+int bench(Args args);
+int chat(Args args);
 int dump(Args args);
+int generate(Args args);
+int train(Args args);
+int prepare(Args args);
+int tokenize(Args args);
+int tokenizer(Args args);
 
 }  // namespace ift::cmd

@@ -4,13 +4,12 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config git
-  libopenblas-dev            # GEMM for the cpu backend
+  libopenblas-openmp-dev     # GEMM for the cpu backend (the OpenMP build: one thread pool)
   libboost-context-dev       # fibers of the SIMT emulator
   nlohmann-json3-dev         # safetensors headers, configs, data readers
   libyaml-cpp-dev            # training configs, custom chat templates
   libsentencepiece-dev sentencepiece  # .model tokenizers
   libpcre2-dev               # byte-level BPE pre-tokenizer regex
-  libopenmpi-dev openmpi-bin # data-parallel communicator (cpu backend)
   catch2                     # tests (v2)
 )
 

@@ -1,0 +1,137 @@
+#include "engine/checkpoint.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "engine/error.h"
+#include "engine/safetensors.h"
+#include "engine/weights.h"
+
+namespace ift {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+void write_text(const fs::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+  out.close();
+  IFT_CHECK(out, path.string(), ": cannot write");
+}
+
+// Makes the directory's entries durable before the rename publishes it.
+void sync_dir(const fs::path& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+}  // namespace
+
+std::string checkpoint_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step-%08lld", static_cast<long long>(step));
+  return buf;
+}
+
+void write_checkpoint(const fs::path& dir, const CheckpointContents& c) {
+  IFT_ASSERT(c.config && c.layout);
+  const fs::path parent = dir.parent_path().empty() ? fs::path(".") : dir.parent_path();
+  fs::create_directories(parent);
+  const fs::path tmp = parent / (".tmp-" + dir.filename().string());
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+
+  write_text(tmp / "config.json", c.config->to_json().dump(2) + "\n");
+  TensorSet weights;
+  weights.add_params(*c.layout, c.params);
+  write_safetensors(tmp / "model.safetensors", weights.tensors(), DType::F32, {{"format", "pt"}});
+  for (const fs::path& f : c.tokenizer_files) fs::copy_file(f, tmp / f.filename(), fs::copy_options::overwrite_existing);
+  if (c.optimizer) {
+    const AdamW& opt = *c.optimizer;
+    const int64_t n = static_cast<int64_t>(opt.m().size());
+    TensorSet state;
+    state.add("adamw.m", {n}, std::span<const float>(opt.m()));
+    state.add("adamw.v", {n}, std::span<const float>(opt.v()));
+    write_safetensors(tmp / "optimizer.safetensors", state.tensors(), DType::F32,
+                      {{"steps", std::to_string(opt.steps())}});
+  }
+  if (!c.trainer_state.is_null()) write_text(tmp / "trainer_state.json", c.trainer_state.dump(2) + "\n");
+  if (!c.config_yaml.empty()) write_text(tmp / "config.yaml", c.config_yaml);
+  sync_dir(tmp);
+
+  if (fs::exists(dir)) {  // replace: move the old one aside first, rename cannot overwrite a directory
+    const fs::path old = parent / (".old-" + dir.filename().string());
+    fs::remove_all(old);
+    fs::rename(dir, old);
+    fs::rename(tmp, dir);
+    fs::remove_all(old);
+  } else {
+    fs::rename(tmp, dir);
+  }
+  sync_dir(parent);
+}
+
+std::vector<fs::path> list_checkpoints(const fs::path& root) {
+  std::vector<fs::path> out;
+  if (!fs::is_directory(root)) return out;
+  for (const auto& e : fs::directory_iterator(root))
+    if (e.is_directory() && e.path().filename().string().starts_with("step-") &&
+        fs::exists(e.path() / "model.safetensors"))
+      out.push_back(e.path());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void prune_checkpoints(const fs::path& root, int keep) {
+  const std::vector<fs::path> all = list_checkpoints(root);
+  for (size_t i = 0; i + keep < all.size(); ++i) fs::remove_all(all[i]);
+  if (!fs::is_directory(root)) return;
+  for (const auto& e : fs::directory_iterator(root)) {
+    const std::string name = e.path().filename().string();
+    if (name.starts_with(".tmp-") || name.starts_with(".old-")) fs::remove_all(e.path());
+  }
+}
+
+fs::path resolve_model_dir(const fs::path& dir) {
+  if (fs::exists(dir / "model.safetensors")) return dir;
+  const std::vector<fs::path> all = list_checkpoints(dir / "checkpoints");
+  IFT_CHECK(!all.empty(), dir.string(), ": neither a model directory (model.safetensors) nor a run with checkpoints");
+  return all.back();
+}
+
+CpuModel<float> load_model(const fs::path& dir) {
+  const fs::path d = resolve_model_dir(dir);
+  CpuModel<float> model(ModelConfig::load(d / "config.json"));
+  load_weights<float>(d / "model.safetensors", model.layout(), model.params);
+  return model;
+}
+
+void load_optimizer_state(const fs::path& dir, AdamW& optimizer) {
+  const SafetensorsReader r(dir / "optimizer.safetensors");
+  r.read_f32("adamw.m", optimizer.m());
+  r.read_f32("adamw.v", optimizer.v());
+  const auto it = r.metadata().find("steps");
+  IFT_CHECK(it != r.metadata().end(), r.path().string(), ": metadata 'steps' is missing");
+  optimizer.set_steps(std::stoll(it->second));
+}
+
+nlohmann::json load_trainer_state(const fs::path& dir) {
+  const fs::path p = dir / "trainer_state.json";
+  std::ifstream in(p);
+  IFT_CHECK(in, p.string(), ": cannot open");
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::parse_error& e) {
+    fail(p.string(), ": not valid JSON (", e.what(), ")");
+  }
+}
+
+}  // namespace ift

@@ -1,0 +1,53 @@
+// Checkpoints: each one a directory that is a valid Hugging Face model directory (config.json,
+// model.safetensors, the tokenizer's files) plus the training state (optimizer.safetensors with
+// the AdamW moments, trainer_state.json, config.yaml). A checkpoint is written under a temporary
+// name and renamed into place, so a kill at any moment leaves the previous checkpoint intact.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/config.h"
+#include "engine/model.h"
+#include "engine/optimizer.h"
+#include "engine/params.h"
+
+namespace ift {
+
+struct CheckpointContents {
+  const ModelConfig* config = nullptr;
+  const ParamLayout* layout = nullptr;
+  std::span<const float> params;                      // (layout->total)
+  const AdamW* optimizer = nullptr;                   // null: weights only
+  nlohmann::json trainer_state;                       // step, loader position, counters
+  std::vector<std::filesystem::path> tokenizer_files; // copied beside the weights
+  std::string config_yaml;                            // the resolved training config
+};
+
+// Writes `dir` atomically (dir's parent gets a ".tmp-" sibling first). An existing `dir` is replaced.
+void write_checkpoint(const std::filesystem::path& dir, const CheckpointContents& contents);
+
+// "step-00000042" for step 42: names sort in step order.
+std::string checkpoint_name(int64_t step);
+// The finished checkpoints under `root`, oldest first (temporary directories are ignored).
+std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path& root);
+// Deletes all but the newest `keep` checkpoints, and leftovers of interrupted writes.
+void prune_checkpoints(const std::filesystem::path& root, int keep);
+
+// Resolves a model directory or a run: DIR itself when it holds model.safetensors, else the newest
+// checkpoint under DIR/checkpoints. Throws naming DIR when there is neither.
+std::filesystem::path resolve_model_dir(const std::filesystem::path& dir);
+// config.json + model.safetensors of resolve_model_dir(dir).
+CpuModel<float> load_model(const std::filesystem::path& dir);
+
+// Reads the AdamW moments and step count of a checkpoint into `optimizer`.
+void load_optimizer_state(const std::filesystem::path& dir, AdamW& optimizer);
+nlohmann::json load_trainer_state(const std::filesystem::path& dir);
+
+}  // namespace ift

@@ -1,0 +1,100 @@
+// The training configuration: one YAML file (`ift train CONFIG.yaml`), every field below, checked
+// strictly: an unknown key, a wrong type or an impossible value is an error naming the key, so a
+// typo never silently trains with a default. `--set key.sub=value` overrides any field.
+//
+//   out_dir: runs/demo            # checkpoints, metrics.jsonl, samples.jsonl, config.yaml
+//   seed: 0                       # init, data order
+//   backend: cpu                  # cpu
+//   precision: fp32               # fp32 (the cpu backend's only precision)
+//   threads: 0                    # OpenMP threads; 0: all cores
+//   model:
+//     path: DIR                   # a Hugging Face model directory to fine-tune, or
+//     init: {model_type: llama, hidden_size: 128, ...}   # a config.json, as YAML, to train from
+//                                 # scratch; vocab_size, bos/eos ids default to the tokenizer's
+//   tokenizer: PATH               # default: model.path
+//   data:
+//     train: DIR | [FILE, ...]    # a prepared directory (ift prepare), or raw files prepared on
+//     eval: DIR | [FILE, ...]     #   the fly into out_dir/data/ (cached by a hash of the options)
+//     format: auto                # the ift prepare options for raw files
+//     template: alpaca
+//     mask: outputs
+//     pack: bfd
+//     on_long: drop
+//     on_bad: error
+//   seq_len: 256                  # tokens per row (raw files are packed to this)
+//   micro_batch: 4                # rows per forward/backward
+//   grad_accum: 1                 # micro-batches per optimizer step
+//   max_steps: 0                  # optimizer steps; 0: use epochs
+//   epochs: 1                     # passes over the training rows, when max_steps is 0
+//   optimizer: {lr: 3.0e-4, beta1: 0.9, beta2: 0.95, eps: 1.0e-8, weight_decay: 0.1,
+//               decay_embeddings: true, max_grad_norm: 1.0}
+//   schedule: {warmup_steps: 0, decay: cosine, min_lr: 0.0}   # decay: cosine | linear | constant
+//   log_every: 10                 # steps between metrics lines
+//   eval_every: 0                 # steps between evaluations; 0: at the end only (if eval data)
+//   eval_batches: 0               # micro-batches per evaluation; 0: the whole eval set
+//   save_every: 0                 # steps between checkpoints; 0: at the end only
+//   keep_last: 2                  # checkpoints kept
+//   sample_prompts: []            # instructions generated from at each evaluation (samples.jsonl)
+//   sample_max_tokens: 64
+//   max_bad_steps: 5              # consecutive non-finite steps before training stops
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/optimizer.h"
+
+namespace ift {
+
+struct DataConfig {
+  std::vector<std::string> train;  // one prepared dir, or raw files
+  std::vector<std::string> eval;
+  std::string format = "auto", tmpl = "alpaca", mask = "outputs", pack = "bfd", on_long = "drop", on_bad = "error";
+};
+
+struct ScheduleConfig {
+  int64_t warmup_steps = 0;
+  std::string decay = "cosine";  // cosine | linear | constant
+  float min_lr = 0.0f;
+};
+
+struct TrainConfig {
+  std::string out_dir = "runs/ift";
+  uint64_t seed = 0;
+  std::string backend = "cpu", precision = "fp32";
+  int threads = 0;
+  std::string model_path;     // fine-tune from here, or
+  nlohmann::json model_init;  // initialise this architecture (null when model_path is set)
+  std::string tokenizer;
+  DataConfig data;
+  int seq_len = 256, micro_batch = 4, grad_accum = 1;
+  int64_t max_steps = 0;
+  double epochs = 1.0;
+  float lr = 3e-4f;
+  AdamWConfig adamw;
+  ScheduleConfig schedule;
+  int64_t log_every = 10, eval_every = 0, eval_batches = 0, save_every = 0;
+  int keep_last = 2;
+  std::vector<std::string> sample_prompts;
+  int sample_max_tokens = 64;
+  int max_bad_steps = 5;
+
+  // Parses YAML text; `where` names the source in errors. `overrides` are "key.sub=value" strings
+  // applied before validation (values parsed as YAML scalars or flow sequences).
+  static TrainConfig parse(const std::string& yaml_text, const std::string& where,
+                           const std::vector<std::string>& overrides = {});
+  static TrainConfig load(const std::filesystem::path& path, const std::vector<std::string>& overrides = {});
+  // The resolved configuration as YAML (every field), saved beside checkpoints.
+  std::string to_yaml() const;
+};
+
+// Learning rate at optimizer step `step` (0-based) of `total`: linear warm-up from lr/warmup to lr,
+// then cosine or linear decay towards min_lr (reached just after the last step, as in Hugging
+// Face's schedulers), or constant.
+float learning_rate(const TrainConfig& c, int64_t step, int64_t total);
+
+}  // namespace ift

@@ -1,0 +1,305 @@
+#include "engine/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <memory>
+
+#include <omp.h>
+
+#include "data/loader.h"
+#include "data/packed_file.h"
+#include "data/prepare.h"
+#include "engine/checkpoint.h"
+#include "engine/error.h"
+#include "engine/generate.h"
+#include "engine/model.h"
+#include "engine/progress.h"
+#include "engine/weights.h"
+#include "tokenizer/tokenizer.h"
+
+namespace ift {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// A prepared directory as given, or raw files prepared once into out_dir/data/ under a key that
+// changes with anything that changes the result (files, their sizes and times, options, tokenizer).
+fs::path resolve_data(const std::vector<std::string>& entries, const TrainConfig& c, const Tokenizer& tok,
+                      const std::string& which) {
+  if (entries.size() == 1 && fs::is_directory(entries[0])) {
+    IFT_CHECK(fs::exists(fs::path(entries[0]) / "train.pack"), entries[0],
+              ": no train.pack here (a directory written by `ift prepare` is expected)");
+    return entries[0];
+  }
+  PrepareOptions o;
+  for (const std::string& e : entries) {
+    IFT_CHECK(fs::is_regular_file(e), "data.", which, ": '", e, "' is not a file");
+    o.data.push_back(e);
+  }
+  o.format = parse_format(c.data.format);
+  o.tmpl = find_template(c.data.tmpl);
+  o.mask = parse_mask_mode(c.data.mask);
+  o.pack = parse_pack_mode(c.data.pack);
+  o.on_long = parse_on_long(c.data.on_long);
+  o.on_bad = parse_on_bad(c.data.on_bad);
+  o.seq_len = c.seq_len;
+  o.seed = c.seed;
+  std::string key = c.data.format + "|" + c.data.tmpl + "|" + c.data.mask + "|" + c.data.pack + "|" + c.data.on_long +
+                    "|" + c.data.on_bad + "|" + std::to_string(c.seq_len) + "|" + std::to_string(c.seed) + "|" +
+                    std::to_string(tokenizer_hash(tok));
+  for (const fs::path& f : o.data)
+    key += "|" + fs::absolute(f).string() + ":" + std::to_string(fs::file_size(f)) + ":" +
+           std::to_string(fs::last_write_time(f).time_since_epoch().count());
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(fnv1a64(key.data(), key.size())));
+  const fs::path dir = fs::path(c.out_dir) / "data" / (which + "-" + hex);
+  if (fs::exists(dir / "train.pack")) return dir;
+  Progress progress("prepare " + which, "tok");
+  const PrepareReport r = prepare_dataset(o, tok, dir, [&](int64_t done, int64_t total, int64_t tokens) {
+    progress.update(done, total, tokens);
+  });
+  progress.finish();
+  std::fprintf(stderr, "prepared %s: %lld samples kept of %lld, %lld rows, %.1f%% packing efficiency -> %s\n",
+               which.c_str(), static_cast<long long>(r.samples_kept), static_cast<long long>(r.samples_read),
+               static_cast<long long>(r.rows), 100 * r.packing_efficiency, dir.c_str());
+  return dir;
+}
+
+ModelConfig model_config(const TrainConfig& c, const Tokenizer& tok) {
+  if (!c.model_path.empty()) return ModelConfig::load(resolve_model_dir(c.model_path) / "config.json");
+  json j = c.model_init;
+  if (!j.contains("vocab_size")) j["vocab_size"] = tok.vocab_size();
+  if (!j.contains("bos_token_id") && tok.bos_id() >= 0) j["bos_token_id"] = tok.bos_id();
+  if (!j.contains("eos_token_id") && tok.eos_id() >= 0) j["eos_token_id"] = tok.eos_id();
+  const bool gpt2 = j.value("model_type", "") == "gpt2";
+  const char* positions = gpt2 ? "n_positions" : "max_position_embeddings";
+  if (!j.contains(positions)) j[positions] = c.seq_len;
+  return ModelConfig::from_json(j, "model.init");
+}
+
+void append_line(const fs::path& path, const json& j) {
+  std::ofstream out(path, std::ios::app);
+  out << j.dump() << "\n";
+  IFT_CHECK(out, path.string(), ": cannot append");
+}
+
+// On resume, metrics logged after the checkpoint would be logged again: drop them first.
+void truncate_metrics(const fs::path& path, int64_t last_step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    try {
+      if (json::parse(line).value("step", int64_t(0)) > last_step) continue;
+    } catch (const json::parse_error&) {
+      continue;  // a line torn by the kill
+    }
+    kept += line + "\n";
+  }
+  in.close();
+  const fs::path tmp = path.string() + ".tmp";
+  std::ofstream(tmp) << kept;
+  fs::rename(tmp, path);
+}
+
+}  // namespace
+
+EvalResult evaluate(CpuModel<float>& model, const PackedFile& file, int rows_per_batch, int64_t max_batches) {
+  double total = 0;
+  int64_t trained = 0, batches = 0;
+  for (int64_t r = 0; r < file.n_rows() && (max_batches == 0 || batches < max_batches); ++batches) {
+    Batch b;
+    b.B = 0, b.T = file.seq_len();
+    for (int i = 0; i < rows_per_batch && r < file.n_rows(); ++i, ++r, ++b.B)
+      append_row(b, file.row_sample_lengths(r), file.row_tokens(r), file.row_trained(r), file.header().pad_id);
+    const int64_t n = b.trained_tokens();
+    if (n == 0) continue;
+    total += model.forward({b.B * b.T, b.tokens, b.targets, b.positions, b.cu_seqlens}, 1.0);
+    trained += n;
+  }
+  return {trained > 0 ? total / static_cast<double>(trained) : NAN, trained, batches};
+}
+
+TrainSummary train(const TrainConfig& c, bool resume, const std::atomic<bool>* stop) {
+  if (c.threads > 0) omp_set_num_threads(c.threads);
+  const fs::path out(c.out_dir), ckpt_root = fs::path(c.out_dir) / "checkpoints";
+  fs::create_directories(out);
+  const fs::path metrics = out / "metrics.jsonl", samples = out / "samples.jsonl";
+
+  const std::unique_ptr<Tokenizer> tok = load_tokenizer(c.tokenizer);
+  const ModelConfig mc = model_config(c, *tok);
+  IFT_CHECK(tok->vocab_size() <= mc.vocab_size, "the tokenizer (", c.tokenizer, ") has ", tok->vocab_size(),
+            " tokens, more than the model's vocab_size ", mc.vocab_size);
+  CpuModel<float> model(mc);
+  AdamW opt(model.layout(), c.adamw);
+
+  const fs::path train_dir = resolve_data(c.data.train, c, *tok, "train");
+  const PackedFile train_file(train_dir / "train.pack");
+  IFT_CHECK(train_file.seq_len() == c.seq_len, train_dir.string(), ": rows of ", train_file.seq_len(),
+            " tokens, the config's seq_len is ", c.seq_len);
+  IFT_CHECK(train_file.header().tokenizer_hash == tokenizer_hash(*tok), train_dir.string(),
+            ": prepared with another tokenizer (", train_file.header().tokenizer_id, ")");
+  IFT_CHECK(train_file.n_rows() > 0, train_dir.string(), ": no rows to train on");
+  std::unique_ptr<PackedFile> eval_file;
+  if (!c.data.eval.empty()) eval_file = std::make_unique<PackedFile>(resolve_data(c.data.eval, c, *tok, "eval") / "train.pack");
+  Loader loader(train_file, c.micro_batch, c.seed);
+
+  const int64_t rows_per_step = int64_t(c.micro_batch) * c.grad_accum;
+  const int64_t total_steps = c.max_steps > 0 ? c.max_steps
+      : std::max<int64_t>(1, static_cast<int64_t>(std::ceil(c.epochs * train_file.n_rows() / rows_per_step)));
+
+  TrainSummary summary;
+  int64_t step = 0, tokens_seen = 0, bad_in_row = 0;
+  double elapsed_before = 0;
+  if (resume) {
+    const std::vector<fs::path> all = list_checkpoints(ckpt_root);
+    IFT_CHECK(!all.empty(), ckpt_root.string(), ": no checkpoint to resume from");
+    const fs::path last = all.back();
+    load_weights<float>(last / "model.safetensors", model.layout(), model.params);
+    load_optimizer_state(last, opt);
+    const json st = load_trainer_state(last);
+    step = st.at("step").get<int64_t>();
+    tokens_seen = st.at("tokens_seen").get<int64_t>();
+    summary.skipped_steps = st.at("skipped_steps").get<int64_t>();
+    elapsed_before = st.at("elapsed_s").get<double>();
+    loader.restore(LoaderState::from_json(st.at("loader").get<std::string>()));
+    truncate_metrics(metrics, step);
+    std::fprintf(stderr, "resumed from %s (step %lld)\n", last.c_str(), static_cast<long long>(step));
+  } else {
+    if (c.model_path.empty()) model.init_random(c.seed);
+    else load_weights<float>(resolve_model_dir(c.model_path) / "model.safetensors", model.layout(), model.params);
+    fs::remove(metrics);
+    fs::remove(samples);
+  }
+  {
+    std::ofstream(out / "config.yaml") << c.to_yaml();
+  }
+  std::fprintf(stderr, "model: %s, %zu parameters; %lld rows of %d tokens; %lld steps of %lld rows\n",
+               mc.model_type.c_str(), model.layout().total, static_cast<long long>(train_file.n_rows()), c.seq_len,
+               static_cast<long long>(total_steps), static_cast<long long>(rows_per_step));
+
+  const std::string yaml = c.to_yaml();
+  auto save = [&](int64_t at_step, double elapsed) {
+    CheckpointContents cc;
+    cc.config = &mc, cc.layout = &model.layout(), cc.params = model.params, cc.optimizer = &opt;
+    cc.trainer_state = {{"step", at_step},
+                        {"tokens_seen", tokens_seen},
+                        {"skipped_steps", summary.skipped_steps},
+                        {"elapsed_s", elapsed},
+                        {"loader", loader.state().to_json()}};
+    cc.tokenizer_files = tok->files();
+    cc.config_yaml = yaml;
+    const fs::path dir = ckpt_root / checkpoint_name(at_step);
+    write_checkpoint(dir, cc);
+    prune_checkpoints(ckpt_root, c.keep_last);
+    summary.last_checkpoint = dir;
+  };
+
+  std::unique_ptr<ChatFormatter> formatter;
+  if (!c.sample_prompts.empty()) formatter = std::make_unique<ChatFormatter>(find_template(c.data.tmpl), *tok);
+  auto run_eval = [&](int64_t at_step, json& line, Progress& progress) {
+    if (eval_file) {
+      summary.last_eval_loss = evaluate(model, *eval_file, c.micro_batch, c.eval_batches).loss;
+      line["eval_loss"] = summary.last_eval_loss;
+      char buf[96];
+      std::snprintf(buf, sizeof buf, "step %lld: eval loss %.4f", static_cast<long long>(at_step),
+                    summary.last_eval_loss);
+      progress.log(buf);
+    }
+    for (const std::string& prompt : c.sample_prompts) {
+      Conversation conv;
+      conv.turns.push_back({Role::user, prompt, ""});
+      const Sample p = formatter->render_prompt(conv);
+      SamplingOptions so;
+      so.max_new_tokens = c.sample_max_tokens;
+      so.stop_ids = {tok->eos_id()};
+      std::vector<int32_t> ids = generate(model, p.tokens, so);
+      if (!ids.empty() && ids.back() == tok->eos_id()) ids.pop_back();
+      append_line(samples, {{"step", at_step}, {"prompt", prompt}, {"output", tok->decode(ids)}});
+    }
+  };
+
+  Progress progress("train", "tok");
+  const auto t0 = std::chrono::steady_clock::now();
+  auto elapsed = [&] { return elapsed_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+  double window_loss = 0;
+  int64_t window_steps = 0, window_tokens = 0;
+  auto window_start = std::chrono::steady_clock::now();
+  std::vector<Batch> micro(c.grad_accum);
+  while (step < total_steps) {
+    const float lr = learning_rate(c, step, total_steps);
+    int64_t trained = 0, tokens = 0;
+    for (Batch& b : micro) {
+      b = loader.next();
+      trained += b.trained_tokens();
+      tokens += int64_t(b.B) * b.T;
+    }
+    std::fill(model.grads.begin(), model.grads.end(), 0.0f);
+    double loss = 0;
+    if (trained > 0) {
+      for (const Batch& b : micro) {
+        loss += model.forward({b.B * b.T, b.tokens, b.targets, b.positions, b.cu_seqlens}, static_cast<double>(trained));
+        model.backward();
+      }
+    }
+    const double norm = std::isfinite(loss) ? opt.step<float>(model.params, model.grads, lr) : NAN;
+    ++step;
+    tokens_seen += tokens;
+    if (!std::isfinite(loss) || !std::isfinite(norm)) {
+      ++summary.skipped_steps;
+      char buf[128];
+      std::snprintf(buf, sizeof buf, "step %lld: non-finite %s, step skipped (%lld in a row)",
+                    static_cast<long long>(step), std::isfinite(loss) ? "gradient" : "loss",
+                    static_cast<long long>(bad_in_row + 1));
+      progress.log(buf);
+      IFT_CHECK(++bad_in_row < c.max_bad_steps, "training stopped: ", bad_in_row,
+                " steps in a row had a non-finite loss or gradient (lower optimizer.lr, check the data)");
+    } else {
+      bad_in_row = 0;
+      summary.last_loss = loss;
+      window_loss += loss;
+      ++window_steps;
+    }
+    window_tokens += tokens;
+
+    const bool last = step == total_steps;
+    const bool stopping = stop && stop->load();
+    char note[96];
+    std::snprintf(note, sizeof note, "step %lld/%lld  loss %.4f  lr %.2e", static_cast<long long>(step),
+                  static_cast<long long>(total_steps), loss, lr);
+    progress.set_note(note);
+    progress.update(step, total_steps, tokens_seen);
+    if (step % c.log_every == 0 || last || stopping) {
+      const auto now = std::chrono::steady_clock::now();
+      const double secs = std::chrono::duration<double>(now - window_start).count();
+      json line = {{"step", step},
+                   {"loss", window_steps ? window_loss / window_steps : NAN},
+                   {"lr", lr},
+                   {"grad_norm", norm},
+                   {"tokens_per_s", secs > 0 ? window_tokens / secs : 0.0},
+                   {"trained_tokens", trained},
+                   {"elapsed_s", elapsed()}};
+      if ((c.eval_every > 0 && step % c.eval_every == 0) || last) run_eval(step, line, progress);
+      append_line(metrics, line);
+      window_loss = 0, window_steps = 0, window_tokens = 0, window_start = std::chrono::steady_clock::now();
+    } else if (c.eval_every > 0 && step % c.eval_every == 0) {
+      json line = {{"step", step}, {"lr", lr}, {"elapsed_s", elapsed()}};
+      run_eval(step, line, progress);
+      append_line(metrics, line);
+    }
+    if ((c.save_every > 0 && step % c.save_every == 0) || last || stopping) save(step, elapsed());
+    if (stopping && !last) {
+      progress.log("interrupted: checkpoint saved at step " + std::to_string(step) + "; continue with --resume");
+      summary.interrupted = true;
+      break;
+    }
+  }
+  progress.finish();
+  summary.steps = step;
+  return summary;
+}
+
+}  // namespace ift

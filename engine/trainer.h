@@ -1,0 +1,43 @@
+// The training loop of `ift train`: data, model, AdamW, schedule, evaluation, checkpoints, resume.
+//
+// One optimizer step = grad_accum micro-batches. Their losses are all divided by the trained
+// tokens of the whole step, so the step's gradient is the mean over its trained tokens whatever the
+// split (1 x 8 and 8 x 1 give the same update). A step whose loss or gradient is not finite is
+// skipped (parameters and moments untouched) and counted; max_bad_steps in a row stop training.
+// SIGINT finishes the current step, saves a checkpoint and returns.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+#include "data/packed_file.h"
+#include "engine/model.h"
+#include "engine/train_config.h"
+
+namespace ift {
+
+struct TrainSummary {
+  int64_t steps = 0;           // optimizer steps taken in total (resumed ones included)
+  int64_t skipped_steps = 0;   // non-finite steps skipped
+  double last_loss = 0;
+  double last_eval_loss = -1;  // -1: no evaluation ran
+  std::filesystem::path last_checkpoint;
+  bool interrupted = false;
+};
+
+struct EvalResult {
+  double loss = 0;             // mean cross-entropy per trained token
+  int64_t trained_tokens = 0;
+  int64_t batches = 0;
+};
+// Mean loss per trained token over the rows of a packed file, in file order (no shuffling: the
+// same rows every time), at most max_batches micro-batches of rows_per_batch rows (0: all).
+EvalResult evaluate(CpuModel<float>& model, const PackedFile& file, int rows_per_batch, int64_t max_batches);
+
+// Runs training as configured. With resume, continues from the newest checkpoint in
+// out_dir/checkpoints (an error if there is none). `stop` (may be null) is polled after every step.
+TrainSummary train(const TrainConfig& config, bool resume, const std::atomic<bool>* stop = nullptr);
+
+}  // namespace ift

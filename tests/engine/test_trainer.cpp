@@ -1,0 +1,157 @@
+// The trainer: config validation, accumulation invariance, bitwise resume, checkpoints that
+// survive a kill mid-write and open as Hugging Face model directories.
+#include <fstream>
+
+#include "engine/checkpoint.h"
+#include "engine/safetensors.h"
+#include "engine/train_config.h"
+#include "engine/trainer.h"
+#include "tests/support.h"
+
+using namespace ift;
+using namespace ift::test;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A small Alpaca JSONL file: 40 samples of a few words each.
+fs::path write_data(const fs::path& dir) {
+  const fs::path file = dir / "train.jsonl";
+  std::ofstream out(file);
+  const char* words[] = {"apple", "river", "stone", "cloud", "green", "quick", "seven", "north"};
+  for (int i = 0; i < 40; ++i) {
+    const std::string a = words[i % 8], b = words[(i * 3 + 1) % 8];
+    out << R"({"instruction": "Repeat the words.", "input": ")" << a << " " << b << R"(", "output": ")" << a << " "
+        << b << "\"}\n";
+  }
+  return file;
+}
+
+std::string base_config(const fs::path& dir, const fs::path& data) {
+  return "out_dir: " + (dir / "run").string() + "\n" +
+         "seed: 3\n"
+         "tokenizer: " + fixture("tokenizers/llama2/tokenizer.model").string() + "\n" +
+         "model:\n  init: {model_type: llama, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2,\n"
+         "         intermediate_size: 32, vocab_size: 32000}\n"
+         "data:\n  train: [" + data.string() + "]\n" +
+         "seq_len: 64\nmicro_batch: 2\ngrad_accum: 2\nmax_steps: 4\nlog_every: 1\n"
+         "optimizer: {lr: 1.0e-2, weight_decay: 0.1}\nschedule: {warmup_steps: 1, decay: cosine}\n";
+}
+
+std::vector<double> losses(const fs::path& metrics) {
+  std::vector<double> out;
+  std::ifstream in(metrics);
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains("loss")) out.push_back(j["loss"].get<double>());
+  }
+  return out;
+}
+
+std::vector<float> weights(const fs::path& checkpoint) {
+  const SafetensorsReader r(checkpoint / "model.safetensors");
+  std::vector<float> all;
+  for (const TensorInfo& t : r.tensors()) {
+    const std::vector<float> v = r.read_f32(t.name);
+    all.insert(all.end(), v.begin(), v.end());
+  }
+  return all;
+}
+
+}  // namespace
+
+TEST_CASE("train config: unknown keys, wrong types and impossible values name the key", "[trainer]") {
+  const std::string ok = "tokenizer: t.model\nmodel: {init: {model_type: llama}}\ndata: {train: d}\n";
+  CHECK_NOTHROW(TrainConfig::parse(ok, "c.yaml"));
+  CHECK_THROWS_WITH(TrainConfig::parse(ok + "learning_rate: 1\n", "c.yaml"), Catch::Contains("unknown key 'learning_rate'"));
+  CHECK_THROWS_WITH(TrainConfig::parse(ok + "optimizer: {lr: fast}\n", "c.yaml"),
+                    Catch::Contains("'optimizer.lr' must be a number, got 'fast'"));
+  CHECK_THROWS_WITH(TrainConfig::parse(ok + "optimizer: {betas: 1}\n", "c.yaml"),
+                    Catch::Contains("unknown key 'optimizer.betas'"));
+  CHECK_THROWS_WITH(TrainConfig::parse(ok + "micro_batch: 0\n", "c.yaml"), Catch::Contains("'micro_batch' must be"));
+  CHECK_THROWS_WITH(TrainConfig::parse(ok + "schedule: {decay: exp}\n", "c.yaml"), Catch::Contains("schedule.decay"));
+  CHECK_THROWS_WITH(TrainConfig::parse("data: {train: d}\n", "c.yaml"), Catch::Contains("'model' needs exactly one"));
+  CHECK_THROWS_WITH(TrainConfig::parse(ok + "seq_len: [1\n", "c.yaml"), Catch::Contains("c.yaml:"));
+  const TrainConfig c = TrainConfig::parse(ok, "c.yaml", {"optimizer.lr=0.5", "max_steps=7", "data.eval=[a, b]"});
+  CHECK(c.lr == 0.5f);
+  CHECK(c.max_steps == 7);
+  CHECK(c.data.eval == std::vector<std::string>{"a", "b"});
+  CHECK_THROWS_WITH(TrainConfig::parse(ok, "c.yaml", {"optimizer.lr"}), Catch::Contains("expected key=value"));
+  // The resolved YAML parses back to the same configuration.
+  const TrainConfig back = TrainConfig::parse(c.to_yaml(), "resolved");
+  CHECK(back.to_yaml() == c.to_yaml());
+}
+
+TEST_CASE("learning-rate schedule: warm-up, cosine to min_lr, linear, constant", "[trainer]") {
+  TrainConfig c;
+  c.lr = 1.0f, c.schedule.warmup_steps = 4, c.schedule.min_lr = 0.1f;
+  CHECK(learning_rate(c, 0, 14) == Approx(0.25));
+  CHECK(learning_rate(c, 3, 14) == Approx(1.0));
+  CHECK(learning_rate(c, 4, 14) == Approx(1.0));
+  CHECK(learning_rate(c, 13, 14) == Approx(0.1 + 0.9 * 0.5 * (1 + std::cos(M_PI * 9 / 10))));
+  CHECK(learning_rate(c, 8, 14) == Approx(0.1 + 0.9 * 0.5 * (1 + std::cos(M_PI * 4 / 10))));
+  CHECK(learning_rate(c, 14, 14) == Approx(0.1));
+  c.schedule.decay = "linear";
+  CHECK(learning_rate(c, 8, 14) == Approx(0.1 + 0.9 * (1 - 4.0 / 10)));
+  c.schedule.decay = "constant";
+  CHECK(learning_rate(c, 13, 14) == 1.0f);
+}
+
+TEST_CASE("gradient accumulation: 1 x 8 and 8 x 1 give the same training", "[trainer]") {
+  const fs::path dir = temp_dir("accum");
+  const fs::path data = write_data(dir);
+  const std::string cfg = base_config(dir, data);
+  // Same rows per step, split two ways; each step divides by the trained tokens of all 8 rows.
+  train(TrainConfig::parse(cfg, "a", {"out_dir=" + (dir / "a").string(), "micro_batch=8", "grad_accum=1"}), false);
+  train(TrainConfig::parse(cfg, "b", {"out_dir=" + (dir / "b").string(), "micro_batch=1", "grad_accum=8"}), false);
+  const std::vector<double> la = losses(dir / "a/metrics.jsonl"), lb = losses(dir / "b/metrics.jsonl");
+  REQUIRE(la.size() == 4);
+  require_close("losses", la, lb, 1e-6, 1e-5);
+  require_close("weights", weights(dir / "a/checkpoints" / checkpoint_name(4)),
+                weights(dir / "b/checkpoints" / checkpoint_name(4)), 1e-6, 1e-4);
+}
+
+TEST_CASE("resume: N steps + resume + N steps equals 2N steps, bitwise", "[trainer]") {
+  const fs::path dir = temp_dir("resume");
+  const fs::path data = write_data(dir);
+  const std::string cfg = base_config(dir, data);
+  const auto straight = train(TrainConfig::parse(cfg, "a", {"out_dir=" + (dir / "a").string(), "max_steps=6"}), false);
+  CHECK(straight.steps == 6);
+
+  // A run killed right after the checkpoint of step 3: what it leaves is that checkpoint, the
+  // metrics of later steps, and a half-written newer checkpoint.
+  const TrainConfig c = TrainConfig::parse(cfg, "b", {"out_dir=" + (dir / "b").string(), "max_steps=6", "save_every=3",
+                                                      "keep_last=5"});
+  train(c, false);
+  fs::remove_all(dir / "b/checkpoints" / checkpoint_name(6));
+  fs::create_directories(dir / "b/checkpoints/.tmp-step-00000006");
+  std::ofstream(dir / "b/checkpoints/.tmp-step-00000006/model.safetensors") << "torn";
+  REQUIRE(list_checkpoints(dir / "b/checkpoints").back().filename() == checkpoint_name(3));
+
+  const auto resumed = train(c, true);
+  CHECK(resumed.steps == 6);
+  CHECK(losses(dir / "a/metrics.jsonl") == losses(dir / "b/metrics.jsonl"));  // bitwise: == on doubles
+  CHECK(weights(dir / "a/checkpoints" / checkpoint_name(6)) == weights(dir / "b/checkpoints" / checkpoint_name(6)));
+  CHECK_FALSE(fs::exists(dir / "b/checkpoints/.tmp-step-00000006"));  // leftovers pruned
+}
+
+TEST_CASE("a checkpoint is a Hugging Face model directory", "[trainer]") {
+  const fs::path dir = temp_dir("ckpt");
+  const fs::path data = write_data(dir);
+  const auto s = train(TrainConfig::parse(base_config(dir, data), "c", {"max_steps=2", "keep_last=1"}), false);
+  const fs::path ck = s.last_checkpoint;
+  for (const char* f : {"config.json", "model.safetensors", "tokenizer.model", "optimizer.safetensors",
+                        "trainer_state.json", "config.yaml"})
+    CHECK(fs::exists(ck / f));
+  CHECK(list_checkpoints(dir / "run/checkpoints").size() == 1);  // keep_last
+  const SafetensorsReader r(ck / "model.safetensors");
+  CHECK(r.at("model.embed_tokens.weight").shape == std::vector<int64_t>{32000, 16});
+  CHECK(r.at("model.layers.0.self_attn.q_proj.weight").shape == std::vector<int64_t>{16, 16});
+  CHECK(r.at("lm_head.weight").shape == std::vector<int64_t>{32000, 16});
+  const CpuModel<float> m = load_model(dir / "run");  // a run directory resolves to its newest checkpoint
+  CHECK(m.config().vocab_size == 32000);
+  CHECK(m.config().eos_token_id == 2);
+  const auto cfg = nlohmann::json::parse(std::ifstream(ck / "config.json"));
+  CHECK(cfg["architectures"][0] == "LlamaForCausalLM");
+  CHECK(cfg["max_position_embeddings"] == 64);
+}

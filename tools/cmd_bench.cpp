@@ -1,0 +1,122 @@
+// `ift bench train`: times full training steps (forward, backward, AdamW) on the cpu backend and
+// reports model FLOPs utilisation against a peak measured in the same run by an sgemm.
+//
+// FLOPs per trained step (stated so the figure can be checked):
+//   6 * P_matmul * tokens                  P_matmul: every projection and the classifier (V x C),
+//                                           not the embedding lookups
+// + 6 * L * q_dim * sum_samples(len^2)/2    attention: QK^T and PV, forward (x1) and backward (x2),
+//                                           causal (half the square)
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+
+#include "engine/checkpoint.h"
+#include "engine/error.h"
+#include "engine/model.h"
+#include "engine/optimizer.h"
+#include "tools/cli.h"
+#include "tools/commands.h"
+
+namespace ift::cmd {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// Architecture presets, as Hugging Face config.json fields.
+nlohmann::json preset(const std::string& name) {
+  if (name == "gpt2-124m")
+    return {{"model_type", "gpt2"}, {"vocab_size", 50257}, {"n_embd", 768}, {"n_layer", 12}, {"n_head", 12},
+            {"n_positions", 1024}};
+  if (name == "gpt2-small-6l")
+    return {{"model_type", "gpt2"}, {"vocab_size", 50257}, {"n_embd", 384}, {"n_layer", 6}, {"n_head", 6},
+            {"n_positions", 1024}};
+  if (name == "llama-demo")  // the README demo's model (configs/demo.yaml)
+    return {{"model_type", "llama"}, {"vocab_size", 1024}, {"hidden_size", 128}, {"num_hidden_layers", 4},
+            {"num_attention_heads", 4}, {"intermediate_size", 352}, {"max_position_embeddings", 1024}};
+  fail("unknown architecture '", name, "' (gpt2-124m, gpt2-small-6l, llama-demo, or a model directory)");
+}
+
+// Peak fp32 GEMM rate of this machine with the current thread count: the best of a few
+// 1024^3 sgemms.
+double sgemm_peak_flops() {
+  const int n = 1024;
+  std::vector<float> a(size_t(n) * n, 0.5f), b(size_t(n) * n, 0.25f), c(size_t(n) * n);
+  double best = 1e30;
+  for (int rep = 0; rep < 5; ++rep) {
+    const auto t = Clock::now();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    best = std::min(best, seconds_since(t));
+  }
+  return 2.0 * n * n * n / best;
+}
+
+}  // namespace
+
+int bench(Args args) {
+  IFT_CHECK(!args.empty() && std::string(args[0]) == "train", "ift bench: expected `ift bench train` (see --help)");
+  cli::Parser p("ift bench train", "Time full training steps (forward, backward, AdamW) on the cpu backend.");
+  p.option("--model", "DIR|ARCH", "a model directory, or gpt2-124m | gpt2-small-6l | llama-demo (random init)",
+           cli::required);
+  p.option("--batch", "B", "4", "rows per step");
+  p.option("--seq-len", "T", "256", "tokens per row (one sample per row)");
+  p.option("--steps", "N", "5", "timed steps (after one warm-up step)");
+  p.option("--threads", "K", "0", "OpenMP threads; 0: all cores");
+  p.option("--backend", "NAME", "cpu", "backend (cpu)");
+  if (!p.parse(args.subspan(1))) return 0;
+  IFT_CHECK(p.str("--backend") == "cpu", "backend '", p.str("--backend"), "' is not available (cpu)");
+  if (p.integer("--threads") > 0) omp_set_num_threads(static_cast<int>(p.integer("--threads")));
+  const int B = static_cast<int>(p.integer("--batch")), T = static_cast<int>(p.integer("--seq-len"));
+  const int steps = static_cast<int>(p.integer("--steps"));
+  IFT_CHECK(B > 0 && T > 1 && steps > 0, "--batch, --seq-len and --steps must be positive");
+
+  const std::string m = p.str("--model");
+  CpuModel<float> model = std::filesystem::is_directory(m) ? load_model(m) : CpuModel<float>(ModelConfig::from_json(preset(m)));
+  if (!std::filesystem::is_directory(m)) model.init_random(0);
+  const ModelConfig& c = model.config();
+  IFT_CHECK(c.family == Family::llama || T <= c.max_positions, "--seq-len ", T, " exceeds the model's positions");
+
+  std::mt19937 rng(0);
+  const int N = B * T;
+  std::vector<int32_t> tokens(N), targets(N), positions(N), cu;
+  for (int i = 0; i < N; ++i) tokens[i] = static_cast<int32_t>(rng() % c.vocab_size), positions[i] = i % T;
+  for (int i = 0; i < N; ++i) targets[i] = (i + 1) % T ? tokens[i + 1] : -1;
+  for (int b = 0; b <= B; ++b) cu.push_back(b * T);
+  const BatchView batch{N, tokens, targets, positions, cu};
+  AdamW opt(model.layout(), {});
+
+  double matmul_params = double(c.vocab_size) * c.hidden;
+  for (const ParamView& v : model.layout().views)
+    if (v.shape.size() == 2 && v.offset != model.layout().wte && v.offset != model.layout().wpe && v.offset != model.layout().lm_head)
+      matmul_params += double(v.numel());
+  const double flops = 6.0 * matmul_params * N + 6.0 * c.n_layers * c.q_dim() * double(B) * T * T / 2.0;
+
+  std::vector<double> times;
+  for (int s = 0; s <= steps; ++s) {
+    const auto t = Clock::now();
+    std::fill(model.grads.begin(), model.grads.end(), 0.0f);
+    model.forward(batch, static_cast<double>(batch.trained_tokens()));
+    model.backward();
+    opt.step<float>(model.params, model.grads, 1e-4f);
+    if (s > 0) times.push_back(seconds_since(t));  // step 0 warms caches and the allocator
+  }
+  std::sort(times.begin(), times.end());
+  const double median = times[times.size() / 2];
+  const double peak = sgemm_peak_flops();
+  std::printf("model %s: %zu parameters, B=%d T=%d, %d threads\n", m.c_str(), model.layout().total, B, T,
+              omp_get_max_threads());
+  std::printf("step: median %.1f ms over %d steps (min %.1f, max %.1f)\n", median * 1e3, steps, times.front() * 1e3,
+              times.back() * 1e3);
+  std::printf("throughput: %.0f tokens/s, %.2f GFLOP/s of model FLOPs (%.2f GFLOP per step)\n", N / median,
+              flops / median / 1e9, flops / 1e9);
+  std::printf("MFU: %.1f%% of the measured sgemm peak %.2f GFLOP/s\n", 100.0 * flops / median / peak, peak / 1e9);
+  return 0;
+}
+
+}  // namespace ift::cmd
