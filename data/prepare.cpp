@@ -5,11 +5,11 @@
 #include <fstream>
 
 #include <nlohmann/json.hpp>
-#include <unistd.h>
 
 #include "data/loader.h"
 #include "data/packed_file.h"
 #include "engine/error.h"
+#include "engine/io.h"
 
 namespace ift {
 
@@ -94,24 +94,6 @@ std::vector<Sample> render_samples(std::span<const Conversation> conversations, 
   return out;
 }
 
-namespace {
-
-void write_text_atomically(const std::filesystem::path& path, const std::string& text) {
-  const std::filesystem::path tmp = path.string() + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    IFT_CHECK(out, tmp.string(), ": cannot create");
-    out << text << '\n';
-    out.close();
-    IFT_CHECK(out, tmp.string(), ": write failed");
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  IFT_CHECK(!ec, "cannot rename ", tmp.string(), " to ", path.string(), ": ", ec.message());
-}
-
-}  // namespace
-
 PrepareReport prepare_dataset(const PrepareOptions& o, const Tokenizer& tokenizer, const std::filesystem::path& out_dir,
                               const PrepareProgress& progress) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -183,7 +165,7 @@ PrepareReport prepare_dataset(const PrepareOptions& o, const Tokenizer& tokenize
   write_packed_file(out_dir / "train.pack", meta, rows, samples);
 
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  write_text_atomically(out_dir / "report.json", report.json(o, meta.tokenizer_id));
+  write_text_atomically(out_dir / "report.json", report.json(o, meta.tokenizer_id) + "\n");
   return report;
 }
 

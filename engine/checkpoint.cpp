@@ -53,7 +53,10 @@ void write_checkpoint(const fs::path& dir, const CheckpointContents& c) {
   TensorSet weights;
   weights.add_params(*c.layout, c.params);
   write_safetensors(tmp / "model.safetensors", weights.tensors(), DType::F32, {{"format", "pt"}});
-  for (const fs::path& f : c.tokenizer_files) fs::copy_file(f, tmp / f.filename(), fs::copy_options::overwrite_existing);
+  // Under the names Hugging Face looks for: a sentencepiece model is always tokenizer.model.
+  for (const fs::path& f : c.tokenizer_files)
+    fs::copy_file(f, tmp / (f.extension() == ".model" ? fs::path("tokenizer.model") : f.filename()),
+                  fs::copy_options::overwrite_existing);
   if (c.optimizer) {
     const AdamW& opt = *c.optimizer;
     const int64_t n = static_cast<int64_t>(opt.m().size());

@@ -11,9 +11,12 @@ using Args = std::span<char* const>;
 int bench(Args args);
 int chat(Args args);
 int dump(Args args);
+int eval(Args args);
 int generate(Args args);
 int train(Args args);
 int prepare(Args args);
+int report(Args args);
+int synth(Args args);
 int tokenize(Args args);
 int tokenizer(Args args);
 

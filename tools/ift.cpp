@@ -18,11 +18,14 @@ struct Command {
 constexpr Command kCommands[] = {
     {"train", ift::cmd::train, "train or fine-tune a model from a YAML config; --resume continues a run"},
     {"generate", ift::cmd::generate, "answer a prompt with a model (KV-cache decoding, greedy or sampled)"},
+    {"eval", ift::cmd::eval, "loss on prepared data, or exact match on instruction tasks"},
+    {"report", ift::cmd::report, "write RUN_DIR/report.html: curves, task scores, samples, config"},
     {"chat", ift::cmd::chat, "talk with a model, turn after turn"},
     {"bench", ift::cmd::bench, "`ift bench train`: time training steps, tokens/s and MFU vs a measured sgemm peak"},
     {"dump", ift::cmd::dump, "run one batch through a model; write loss, logits and all gradients"},
     {"tokenize", ift::cmd::tokenize, "print the token ids of a text as a JSON array"},
     {"tokenizer", ift::cmd::tokenizer, "tokenizer tools: `ift tokenizer train` trains a sentencepiece model"},
+    {"synth", ift::cmd::synth, "write the synthetic instruction tasks of the demo (held-out phrasings for eval)"},
     {"prepare", ift::cmd::prepare, "tokenize instruction data with a chat template and pack it for training"},
 };
 

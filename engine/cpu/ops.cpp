@@ -228,38 +228,44 @@ void check_cu_seqlens(const int32_t* cu, int S, int N) {
     IFT_CHECK(cu[s] < cu[s + 1], "cu_seqlens must increase strictly; segment ", s, " is [", cu[s], ", ", cu[s + 1], ")");
 }
 
+// Both passes work on one (segment, head) at a time in blocks of kQueryBlock query rows: the scores
+// of a block against the keys it may see, (rows x keys), are the only quadratic buffer, so memory is
+// O(kQueryBlock x segment length) per thread, and every product is a BLAS GEMM reading q, k, v in
+// place through their row stride (no copies).
+constexpr int kQueryBlock = 64;
+
 template <class T>
 void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const AttentionShape& a) {
   check_cu_seqlens(a.cu_seqlens, a.S, a.N);
   IFT_CHECK(a.KVH > 0 && a.H % a.KVH == 0, "attention: ", a.H, " query heads do not group over ", a.KVH, " kv heads");
-  const int group = a.H / a.KVH, D = a.D;
+  const int group = a.H / a.KVH, D = a.D, ldo = a.H * a.D;
 #pragma omp parallel if (parallel_pays(int64_t(a.N) * a.N / a.S * a.H * a.D))
   {
-    std::vector<double> p, acc(D);
-#pragma omp for collapse(2) schedule(dynamic, 4)
+    std::vector<T> p;
+#pragma omp for collapse(2) schedule(dynamic, 1)
     for (int s = 0; s < a.S; ++s) {
       for (int h = 0; h < a.H; ++h) {
-        const int begin = a.cu_seqlens[s], end = a.cu_seqlens[s + 1];
-        const int kvh = h / group;
-        p.resize(end - begin);
-        for (int i = begin; i < end; ++i) {
-          const T* qi = q + static_cast<int64_t>(i) * a.ld + h * D;
-          double m = -INFINITY;
-          for (int j = begin; j <= i; ++j) {
-            p[j - begin] = a.scale * dot(qi, k + static_cast<int64_t>(j) * a.ld + kvh * D, D);
-            m = std::max(m, p[j - begin]);
+        const int begin = a.cu_seqlens[s], len = a.cu_seqlens[s + 1] - begin;
+        const T* K = k + static_cast<int64_t>(begin) * a.ld + (h / group) * D;
+        const T* V = v + static_cast<int64_t>(begin) * a.ld + (h / group) * D;
+        for (int i0 = 0; i0 < len; i0 += kQueryBlock) {
+          const int rows = std::min(kQueryBlock, len - i0), keys = i0 + rows;  // causal: keys [0, i0 + rows)
+          p.resize(static_cast<size_t>(rows) * keys);
+          gemm(CblasNoTrans, CblasTrans, rows, keys, D, static_cast<T>(a.scale),
+               q + static_cast<int64_t>(begin + i0) * a.ld + h * D, a.ld, K, a.ld, T(0), p.data(), keys);
+          for (int r = 0; r < rows; ++r) {
+            T* row = &p[static_cast<size_t>(r) * keys];
+            const int seen = i0 + r + 1;
+            const T m = *std::max_element(row, row + seen);
+            double sum = 0;
+            for (int j = 0; j < seen; ++j) sum += (row[j] = std::exp(row[j] - m));
+            const T inv = static_cast<T>(1.0 / sum);
+            for (int j = 0; j < seen; ++j) row[j] *= inv;
+            std::fill(row + seen, row + keys, T(0));
+            lse[static_cast<int64_t>(begin + i0 + r) * a.H + h] = static_cast<T>(m + std::log(sum));
           }
-          double sum = 0;
-          for (int j = begin; j <= i; ++j) sum += (p[j - begin] = std::exp(p[j - begin] - m));
-          std::fill(acc.begin(), acc.end(), 0.0);
-          for (int j = begin; j <= i; ++j) {
-            const T* vj = v + static_cast<int64_t>(j) * a.ld + kvh * D;
-            const double pj = p[j - begin] / sum;
-            for (int d = 0; d < D; ++d) acc[d] += pj * vj[d];
-          }
-          T* o = out + (static_cast<int64_t>(i) * a.H + h) * D;
-          for (int d = 0; d < D; ++d) o[d] = static_cast<T>(acc[d]);
-          lse[static_cast<int64_t>(i) * a.H + h] = static_cast<T>(m + std::log(sum));
+          gemm(CblasNoTrans, CblasNoTrans, rows, D, keys, T(1), p.data(), keys, V, a.ld, T(0),
+               out + static_cast<int64_t>(begin + i0) * ldo + h * D, ldo);
         }
       }
     }
@@ -270,48 +276,55 @@ template <class T>
 void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
                         const T* lse, const AttentionShape& a) {
   check_cu_seqlens(a.cu_seqlens, a.S, a.N);
-  const int group = a.H / a.KVH, D = a.D;
+  const int group = a.H / a.KVH, D = a.D, ldo = a.H * a.D;
   // One (segment, kv head) pair owns the dk/dv rows of that head in that segment and the dq rows of
   // its query heads: pairs are independent, so no atomics and a deterministic result.
 #pragma omp parallel if (parallel_pays(int64_t(a.N) * a.N / a.S * a.H * a.D))
   {
-    std::vector<double> r_dq(D), r_dk, r_dv;
+    std::vector<T> p, dp;
+    std::vector<double> di;
 #pragma omp for collapse(2) schedule(dynamic, 1)
     for (int s = 0; s < a.S; ++s) {
       for (int kvh = 0; kvh < a.KVH; ++kvh) {
-        const int begin = a.cu_seqlens[s], end = a.cu_seqlens[s + 1], len = end - begin;
-        r_dk.assign(static_cast<size_t>(len) * D, 0.0);
-        r_dv.assign(static_cast<size_t>(len) * D, 0.0);
-        for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
-          for (int i = begin; i < end; ++i) {
-            const T* qi = q + static_cast<int64_t>(i) * a.ld + h * D;
-            const T* doi = dout + (static_cast<int64_t>(i) * a.H + h) * D;
-            const double lse_i = lse[static_cast<int64_t>(i) * a.H + h];
-            const double Di = dot(doi, out + (static_cast<int64_t>(i) * a.H + h) * D, D);
-            std::fill(r_dq.begin(), r_dq.end(), 0.0);
-            for (int j = begin; j <= i; ++j) {
-              const T* kj = k + static_cast<int64_t>(j) * a.ld + kvh * D;
-              const T* vj = v + static_cast<int64_t>(j) * a.ld + kvh * D;
-              const double p = std::exp(a.scale * dot(qi, kj, D) - lse_i);
-              const double ds = p * (dot(doi, vj, D) - Di) * a.scale;
-              double* dkj = &r_dk[static_cast<size_t>(j - begin) * D];
-              double* dvj = &r_dv[static_cast<size_t>(j - begin) * D];
-              for (int d = 0; d < D; ++d) {
-                r_dq[d] += ds * kj[d];
-                dkj[d] += ds * qi[d];
-                dvj[d] += p * doi[d];
-              }
-            }
-            T* dqi = dq + static_cast<int64_t>(i) * a.ld + h * D;
-            for (int d = 0; d < D; ++d) dqi[d] = static_cast<T>(r_dq[d]);
-          }
+        const int begin = a.cu_seqlens[s], len = a.cu_seqlens[s + 1] - begin;
+        const int64_t kv_at = static_cast<int64_t>(begin) * a.ld + kvh * D;
+        const T *K = k + kv_at, *V = v + kv_at;
+        T *dK = dk + kv_at, *dV = dv + kv_at;
+        for (int j = 0; j < len; ++j) {
+          std::fill_n(dK + static_cast<int64_t>(j) * a.ld, D, T(0));
+          std::fill_n(dV + static_cast<int64_t>(j) * a.ld, D, T(0));
         }
-        for (int j = begin; j < end; ++j) {
-          T* dkj = dk + static_cast<int64_t>(j) * a.ld + kvh * D;
-          T* dvj = dv + static_cast<int64_t>(j) * a.ld + kvh * D;
-          for (int d = 0; d < D; ++d) {
-            dkj[d] = static_cast<T>(r_dk[static_cast<size_t>(j - begin) * D + d]);
-            dvj[d] = static_cast<T>(r_dv[static_cast<size_t>(j - begin) * D + d]);
+        for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
+          for (int i0 = 0; i0 < len; i0 += kQueryBlock) {
+            const int rows = std::min(kQueryBlock, len - i0), keys = i0 + rows;
+            const T* Q = q + static_cast<int64_t>(begin + i0) * a.ld + h * D;
+            const T* dO = dout + static_cast<int64_t>(begin + i0) * ldo + h * D;
+            const T* O = out + static_cast<int64_t>(begin + i0) * ldo + h * D;
+            p.resize(static_cast<size_t>(rows) * keys);
+            dp.resize(p.size());
+            di.resize(rows);
+            // P = exp(scale q.k - lse), recomputed; D_i = dout_i . out_i.
+            gemm(CblasNoTrans, CblasTrans, rows, keys, D, static_cast<T>(a.scale), Q, a.ld, K, a.ld, T(0), p.data(), keys);
+            for (int r = 0; r < rows; ++r) {
+              T* row = &p[static_cast<size_t>(r) * keys];
+              const T l = lse[static_cast<int64_t>(begin + i0 + r) * a.H + h];
+              const int seen = i0 + r + 1;
+              for (int j = 0; j < seen; ++j) row[j] = std::exp(row[j] - l);
+              std::fill(row + seen, row + keys, T(0));
+              di[r] = dot(dO + static_cast<int64_t>(r) * ldo, O + static_cast<int64_t>(r) * ldo, D);
+            }
+            // dV += P^T dO;  dP = dO V^T;  dS = scale P (dP - D_i);  dQ = dS K;  dK += dS^T Q.
+            gemm(CblasTrans, CblasNoTrans, keys, D, rows, T(1), p.data(), keys, dO, ldo, T(1), dV, a.ld);
+            gemm(CblasNoTrans, CblasTrans, rows, keys, D, T(1), dO, ldo, V, a.ld, T(0), dp.data(), keys);
+            for (int r = 0; r < rows; ++r) {
+              T* ds = &dp[static_cast<size_t>(r) * keys];
+              const T* pr = &p[static_cast<size_t>(r) * keys];
+              const T d_i = static_cast<T>(di[r]), scale = static_cast<T>(a.scale);
+              for (int j = 0; j < keys; ++j) ds[j] = scale * pr[j] * (ds[j] - d_i);
+            }
+            gemm(CblasNoTrans, CblasNoTrans, rows, D, keys, T(1), dp.data(), keys, K, a.ld, T(0),
+                 dq + static_cast<int64_t>(begin + i0) * a.ld + h * D, a.ld);
+            gemm(CblasTrans, CblasNoTrans, keys, D, rows, T(1), dp.data(), keys, Q, a.ld, T(1), dK, a.ld);
           }
         }
       }

@@ -1,0 +1,54 @@
+// Synthetic instruction tasks for the demo and for tests: several task families (reverse a word
+// list, upper-case it, sort numbers, add, count words, extract the number from a sentence), each
+// asked in many phrasings. Phrasings are built as (verb phrase x object phrase); a fixed quarter of
+// the combinations is held out of training and used only for evaluation, so the evaluation measures
+// following an instruction worded in a way never seen, not a memorised string. Every verb phrase and
+// every object phrase also occurs in training, in other combinations.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "data/template.h"
+
+namespace ift {
+
+// One Alpaca-style record with its family: {"instruction", "input", "output", "task"}.
+struct TaskExample {
+  std::string task, instruction, input, output;
+};
+
+struct SynthOptions {
+  int64_t train = 20000;  // training examples (training phrasings only)
+  int64_t eval = 300;     // evaluation examples (held-out phrasings only)
+  uint64_t seed = 0;
+};
+
+struct SynthSet {
+  std::vector<TaskExample> train, eval;
+};
+
+// The task families, in generation order.
+std::vector<std::string> synthetic_task_names();
+// All phrasings of one family's instruction, and whether each is held out.
+struct Phrasing {
+  std::string text;
+  bool held_out = false;
+};
+std::vector<Phrasing> synthetic_phrasings(const std::string& task);
+
+// Examples spread evenly over the families, deterministic in the seed.
+SynthSet make_synthetic(const SynthOptions& options);
+
+// Writes records as JSON lines ({"instruction","input","output","task"}), atomically.
+void write_task_jsonl(const std::filesystem::path& path, const std::vector<TaskExample>& examples);
+// Text for training a tokenizer on these examples: each one as the model will read it, rendered in
+// `tmpl` as plain text (its {bos}/{eos}/special-token markers left out), one example per paragraph.
+std::string tokenizer_corpus(const std::vector<TaskExample>& examples, const Template& tmpl);
+
+// Reads such a file; a malformed line or a missing field is an error naming FILE:LINE.
+std::vector<TaskExample> read_task_jsonl(const std::filesystem::path& path);
+
+}  // namespace ift

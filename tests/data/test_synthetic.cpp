@@ -1,0 +1,136 @@
+#include "data/synthetic.h"
+
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "engine/error.h"
+#include "tests/support.h"
+
+using namespace ift;
+
+namespace {
+
+std::vector<std::string> split(const std::string& s) {
+  std::istringstream in(s);
+  std::vector<std::string> out;
+  for (std::string w; in >> w;) out.push_back(w);
+  return out;
+}
+
+// Recomputes the answer of one example from its input, independently of the generator.
+std::string solve(const TaskExample& e) {
+  std::vector<std::string> w = split(e.input);
+  if (e.task == "reverse") std::reverse(w.begin(), w.end());
+  if (e.task == "uppercase")
+    for (std::string& x : w) std::transform(x.begin(), x.end(), x.begin(), ::toupper);
+  if (e.task == "sort") std::sort(w.begin(), w.end(), [](auto& a, auto& b) { return std::stoi(a) < std::stoi(b); });
+  if (e.task == "add") return std::to_string(std::stoi(w.at(0)) + std::stoi(w.at(2)));
+  if (e.task == "count") return std::to_string(w.size());
+  if (e.task == "extract") {
+    for (const std::string& x : w)
+      if (std::isdigit(static_cast<unsigned char>(x[0]))) return x;
+    return "?";
+  }
+  std::string s;
+  for (const std::string& x : w) s += (s.empty() ? "" : " ") + x;
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("synthetic: a quarter of each task's phrasings is held out, every phrase still seen in training",
+          "[synthetic]") {
+  const std::vector<std::string> names = synthetic_task_names();
+  CHECK(names == std::vector<std::string>{"reverse", "uppercase", "sort", "add", "count", "extract"});
+  for (const std::string& task : names) {
+    const std::vector<Phrasing> ph = synthetic_phrasings(task);
+    REQUIRE(ph.size() == 16);
+    CHECK(std::count_if(ph.begin(), ph.end(), [](const Phrasing& p) { return p.held_out; }) == 4);
+    // Every word of a held-out phrasing occurs in some training phrasing of the same task.
+    std::set<std::string> train_words;
+    for (const Phrasing& p : ph)
+      if (!p.held_out)
+        for (const std::string& w : split(p.text)) train_words.insert(w);
+    for (const Phrasing& p : ph)
+      if (p.held_out)
+        for (const std::string& w : split(p.text)) CHECK(train_words.count(w) == 1);
+  }
+  CHECK_THROWS_AS(synthetic_phrasings("juggle"), Error);
+}
+
+TEST_CASE("synthetic: answers are right, eval uses only held-out phrasings, same seed same data", "[synthetic]") {
+  SynthOptions o;
+  o.train = 601;
+  o.eval = 97;
+  o.seed = 3;
+  const SynthSet s = make_synthetic(o);
+  REQUIRE(s.train.size() == 601);
+  REQUIRE(s.eval.size() == 97);
+  std::map<std::string, std::set<std::string>> held;
+  for (const std::string& t : synthetic_task_names())
+    for (const Phrasing& p : synthetic_phrasings(t))
+      if (p.held_out) held[t].insert(p.text);
+  std::map<std::string, int> per_task;
+  for (const TaskExample& e : s.train) {
+    CHECK(solve(e) == e.output);
+    CHECK(held[e.task].count(e.instruction) == 0);
+    ++per_task[e.task];
+  }
+  for (const TaskExample& e : s.eval) {
+    CHECK(solve(e) == e.output);
+    CHECK(held[e.task].count(e.instruction) == 1);
+  }
+  for (const auto& [task, n] : per_task) CHECK((n == 100 || n == 101));  // spread evenly
+
+  const SynthSet again = make_synthetic(o);
+  CHECK(again.train.back().input == s.train.back().input);
+  CHECK(again.eval.front().output == s.eval.front().output);
+  o.seed = 4;
+  CHECK(make_synthetic(o).train.front().input != s.train.front().input);
+}
+
+TEST_CASE("synthetic: JSONL round trip, bad lines named by FILE:LINE", "[synthetic]") {
+  const auto dir = test::temp_dir("synthetic");
+  SynthOptions o;
+  o.train = 12;
+  o.eval = 0;
+  const SynthSet s = make_synthetic(o);
+  write_task_jsonl(dir / "t.jsonl", s.train);
+  const std::vector<TaskExample> back = read_task_jsonl(dir / "t.jsonl");
+  REQUIRE(back.size() == 12);
+  for (size_t i = 0; i < back.size(); ++i) {
+    CHECK(back[i].task == s.train[i].task);
+    CHECK(back[i].instruction == s.train[i].instruction);
+    CHECK(back[i].input == s.train[i].input);
+    CHECK(back[i].output == s.train[i].output);
+  }
+  {
+    std::ofstream(dir / "bad.jsonl") << R"({"instruction":"a","output":"b"})" << "\n\n" << R"({"instruction":"a"})" << "\n";
+  }
+  try {
+    read_task_jsonl(dir / "bad.jsonl");
+    FAIL("no error");
+  } catch (const Error& e) {
+    CHECK_THAT(e.what(), Catch::Contains("bad.jsonl:3") && Catch::Contains("'output'"));
+  }
+  {
+    std::ofstream(dir / "bad2.jsonl") << "{not json\n";
+  }
+  CHECK_THROWS_WITH(read_task_jsonl(dir / "bad2.jsonl"), Catch::Contains("bad2.jsonl:1"));
+}
+
+TEST_CASE("synthetic: the tokenizer corpus is the examples as the template renders them", "[synthetic]") {
+  SynthOptions o;
+  o.train = 2;
+  o.eval = 0;
+  const SynthSet s = make_synthetic(o);
+  const std::string text = tokenizer_corpus(s.train, builtin_template("alpaca"));
+  const TaskExample& e = s.train[0];
+  CHECK_THAT(text, Catch::StartsWith("Below is an instruction that describes a task, paired with an input"));
+  CHECK_THAT(text, Catch::Contains("### Instruction:\n" + e.instruction + "\n\n### Input:\n" + e.input +
+                                   "\n\n### Response:" + e.output + "\n\n"));
+  CHECK(text.find("{eos}") == std::string::npos);
+}
