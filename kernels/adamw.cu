@@ -1,0 +1,187 @@
+// The optimizer's kernels (kernels/adamw.h): the sum of squares behind the global gradient norm,
+// in two deterministic stages, and the fused AdamW step. Master weights, moments and the optional
+// bf16 working copy are written (=) in place; the gradient is only read.
+#include "kernels/common.cuh"
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/adamw.h"
+
+namespace ift {
+
+constexpr int kSsqThreads = 256;           // threads of both sum-of-squares stages
+constexpr int kSsqValuesPerThread = 8;     // values a stage-1 thread reads before the grid is capped
+constexpr int kSsqMaxBlocks = 1024;        // stage-1 blocks at most (= floats of scratch)
+constexpr int kAdamWThreads = 256;
+constexpr int64_t kAdamWMaxBlocks = 4096;  // beyond this the grid strides
+
+// ---- sum of squares ------------------------------------------------------------------------------
+// The number of stage-1 blocks depends only on n, and every value has a fixed thread and place in
+// the sums, so the result is the same bits on every run and every GPU.
+
+// Stage 1: block b writes the sum of squares of its grid-strided share of x to g_partial[b].
+template <class T>
+static __global__ void sum_of_squares_partial_kernel(float* __restrict__ g_partial,  // (gridDim.x)
+                                                     const T* __restrict__ g_x,      // (n)
+                                                     int64_t n) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  float r_sum = 0.0f;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    const float x = to_float(g_x[i]);
+    r_sum += x * x;
+  }
+  r_sum = block_reduce_sum(r_sum);
+  if (threadIdx.x == 0) g_partial[blockIdx.x] = r_sum;
+}
+
+// Stage 2: one block sums the `blocks` partials (thread j takes j, j + blockDim, ... in order).
+static __global__ void sum_of_squares_final_kernel(float* __restrict__ g_out, const float* __restrict__ g_partial,
+                                                   int blocks) {
+  float r_sum = 0.0f;
+  for (int j = threadIdx.x; j < blocks; j += blockDim.x) r_sum += g_partial[j];
+  r_sum = block_reduce_sum(r_sum);
+  if (threadIdx.x == 0) *g_out = r_sum;
+}
+
+// ---- AdamW ---------------------------------------------------------------------------------------
+
+struct AdamWKernelParams {
+  float* master;             // (n) fp32 master weights
+  float* m;                  // (n) first moments
+  float* v;                  // (n) second moments
+  bf16* params_bf16;         // (n) or null: the rounded copy of the updated master
+  const int64_t* seg_ends;   // (seg_count) exclusive ends of the decay segments
+  const uint8_t* seg_decays; // (seg_count) 1 where the segment decays
+  int seg_count;             // 0: every element decays
+  int64_t n;                 // elements
+  float lr, beta1, beta2, eps, grad_scale;
+  float decay_factor;        // 1 - lr * weight_decay, for the elements that decay
+  float bias1, bias2;        // 1 - beta1^t, 1 - beta2^t
+};
+
+// The segment holding element i, searching from `from` (a thread's indices only grow, so its last
+// segment is a lower bound): the first s >= from with ends[s] > i, or the last segment when none is
+// (a malformed mask, which then cannot read out of bounds).
+__device__ __forceinline__ int adamw_segment(const int64_t* __restrict__ g_ends, int count, int from, int64_t i) {
+  if (g_ends[from] > i) return from;
+  int lo = from + 1, hi = count - 1;
+  while (lo < hi) {
+    const int mid = lo + (hi - lo) / 2;
+    if (g_ends[mid] > i)
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  return lo < count ? lo : count - 1;
+}
+
+template <class G>
+static __global__ void adamw_kernel(AdamWKernelParams p, const G* __restrict__ g_grad /* (n) */) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  int r_seg = 0;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < p.n; i += stride) {
+    float decay = p.decay_factor;
+    if (p.seg_count > 0) {
+      r_seg = adamw_segment(p.seg_ends, p.seg_count, r_seg, i);
+      if (!p.seg_decays[r_seg]) decay = 1.0f;
+    }
+    const float g = to_float(g_grad[i]) * p.grad_scale;
+    const float m = p.beta1 * p.m[i] + (1.0f - p.beta1) * g;
+    const float v = p.beta2 * p.v[i] + (1.0f - p.beta2) * g * g;
+    p.m[i] = m;
+    p.v[i] = v;
+    const float w = p.master[i] * decay - p.lr * (m / p.bias1) / (sqrtf(v / p.bias2) + p.eps);
+    p.master[i] = w;
+    if (p.params_bf16) p.params_bf16[i] = from_float<bf16>(w);
+  }
+}
+
+// launchers
+
+static int sum_of_squares_blocks(int64_t n) {
+  const int64_t per_block = static_cast<int64_t>(kSsqThreads) * kSsqValuesPerThread;
+  return static_cast<int>(std::clamp<int64_t>((n + per_block - 1) / per_block, 1, kSsqMaxBlocks));
+}
+
+template <class T>
+static void launch_sum_of_squares(float* out, const T* x, int64_t n, float* scratch, cudaStream_t stream) {
+  const int blocks = sum_of_squares_blocks(n);
+  launch_kernel(sum_of_squares_partial_kernel<T>, blocks, kSsqThreads, 0, stream, scratch, x, n);
+  launch_kernel(sum_of_squares_final_kernel, 1, kSsqThreads, 0, stream, out, scratch, blocks);
+}
+
+template <class T>
+static void sum_of_squares_checked(float* out, const T* x, int64_t n, float* scratch, size_t scratch_floats,
+                                   cudaStream_t stream) {
+  IFT_CHECK(n >= 0, "sum_of_squares: n must not be negative, got ", n);
+  IFT_CHECK(out != nullptr, "sum_of_squares: out is null");
+  IFT_CHECK(x != nullptr || n == 0, "sum_of_squares: x is null");
+  IFT_CHECK(scratch != nullptr, "sum_of_squares: scratch is null");
+  IFT_CHECK(scratch_floats >= sum_of_squares_scratch_floats(n), "sum_of_squares: scratch holds ", scratch_floats,
+            " floats, n = ", n, " needs ", sum_of_squares_scratch_floats(n), " (sum_of_squares_scratch_floats)");
+  launch_sum_of_squares(out, x, n, scratch, stream);
+}
+
+template <class G>
+static void launch_adamw(const AdamWKernelParams& p, const G* grads, cudaStream_t stream) {
+  const int blocks = static_cast<int>(std::min<int64_t>((p.n + kAdamWThreads - 1) / kAdamWThreads, kAdamWMaxBlocks));
+  launch_kernel(adamw_kernel<G>, blocks, kAdamWThreads, 0, stream, p, grads);
+}
+
+template <class G>
+static void adamw_checked(const AdamWUpdate& u, const G* grads, cudaStream_t stream) {
+  IFT_CHECK(u.n >= 0, "adamw_update: n must not be negative, got ", u.n);
+  IFT_CHECK(u.n == 0 || u.master != nullptr, "adamw_update: master is null");
+  IFT_CHECK(u.n == 0 || u.m != nullptr, "adamw_update: m is null");
+  IFT_CHECK(u.n == 0 || u.v != nullptr, "adamw_update: v is null");
+  IFT_CHECK(u.n == 0 || grads != nullptr, "adamw_update: grads is null");
+  IFT_CHECK(u.t >= 1, "adamw_update: step t must be >= 1 (1-based, for bias correction), got ", u.t);
+  IFT_CHECK(u.beta1 >= 0.0f && u.beta1 < 1.0f, "adamw_update: beta1 must be in [0, 1), got ", u.beta1);
+  IFT_CHECK(u.beta2 >= 0.0f && u.beta2 < 1.0f, "adamw_update: beta2 must be in [0, 1), got ", u.beta2);
+  IFT_CHECK(u.eps >= 0.0f && std::isfinite(u.eps), "adamw_update: eps must be finite and >= 0, got ", u.eps);
+  IFT_CHECK(u.lr >= 0.0f && std::isfinite(u.lr), "adamw_update: lr must be finite and >= 0, got ", u.lr);
+  IFT_CHECK(u.weight_decay >= 0.0f && std::isfinite(u.weight_decay),
+            "adamw_update: weight_decay must be finite and >= 0, got ", u.weight_decay);
+  IFT_CHECK(std::isfinite(u.grad_scale), "adamw_update: grad_scale must be finite, got ", u.grad_scale,
+            " (skip the step when the gradient norm is not finite)");
+  IFT_CHECK(u.mask.count >= 0, "adamw_update: mask.count must not be negative, got ", u.mask.count);
+  IFT_CHECK(u.mask.count == 0 || (u.mask.ends != nullptr && u.mask.decays != nullptr),
+            "adamw_update: mask has ", u.mask.count, " segments but null ends or decays");
+  IFT_CHECK(u.mask.count <= u.n || u.n == 0, "adamw_update: mask has ", u.mask.count, " segments for ", u.n,
+            " elements (segments are not empty)");
+  if (u.n == 0) return;
+  // Bias corrections and decay in double, as cpu::adamw_update computes them, then rounded once.
+  const double t = static_cast<double>(u.t);
+  AdamWKernelParams p{};
+  p.master = u.master, p.m = u.m, p.v = u.v, p.params_bf16 = u.params_bf16;
+  p.seg_ends = u.mask.ends, p.seg_decays = u.mask.decays, p.seg_count = u.mask.count;
+  p.n = u.n;
+  p.lr = u.lr, p.beta1 = u.beta1, p.beta2 = u.beta2, p.eps = u.eps, p.grad_scale = u.grad_scale;
+  p.decay_factor = static_cast<float>(1.0 - static_cast<double>(u.lr) * u.weight_decay);
+  p.bias1 = static_cast<float>(1.0 - std::pow(static_cast<double>(u.beta1), t));
+  p.bias2 = static_cast<float>(1.0 - std::pow(static_cast<double>(u.beta2), t));
+  IFT_CHECK(p.bias1 > 0.0f && p.bias2 > 0.0f, "adamw_update: bias correction 1 - beta^t is 0 (beta1 ", u.beta1,
+            ", beta2 ", u.beta2, ", t ", u.t, ")");
+  launch_adamw(p, grads, stream);
+}
+
+size_t sum_of_squares_scratch_floats(int64_t n) { return static_cast<size_t>(sum_of_squares_blocks(n)); }
+
+void sum_of_squares(float* out, const float* x, int64_t n, float* scratch, size_t scratch_floats, cudaStream_t stream) {
+  sum_of_squares_checked(out, x, n, scratch, scratch_floats, stream);
+}
+
+void sum_of_squares(float* out, const bf16* x, int64_t n, float* scratch, size_t scratch_floats, cudaStream_t stream) {
+  sum_of_squares_checked(out, x, n, scratch, scratch_floats, stream);
+}
+
+void adamw_update(const AdamWUpdate& update, const float* grads, cudaStream_t stream) {
+  adamw_checked(update, grads, stream);
+}
+
+void adamw_update(const AdamWUpdate& update, const bf16* grads, cudaStream_t stream) {
+  adamw_checked(update, grads, stream);
+}
+
+}  // namespace ift

@@ -1,0 +1,170 @@
+// Masked cross-entropy fused with its gradient (kernels/cross_entropy.h). The loss is written (=),
+// the gradient is written (=) over the logits when asked to work in place. Three launches:
+//   1. partial:  grid (N, chunks): each block reduces one vocabulary chunk of one row to an online
+//                (max, sum of exp(x - max)) pair;
+//   2. backward: grid (N, chunks): each block combines its row's pairs, in chunk order, into the
+//                row's logsumexp, writes the gradient of its chunk and, in the block holding the
+//                target, the row's loss (read before the in-place write, by the same thread);
+//   3. loss sum: one block sums the row losses in a fixed order and divides by the normaliser.
+#include "kernels/common.cuh"
+
+#include <cmath>
+
+#include "kernels/cross_entropy.h"
+
+namespace ift {
+
+constexpr int kCeThreads = 256;  // threads of the partial and backward blocks (a multiple of 32)
+constexpr int kCeSumThreads = 1024;
+
+// Online (max, sum) of one chunk: sum of exp(x - max) over the chunk, max its largest logit. A
+// thread that saw nothing holds (-inf, 0), which contributes nothing when combined.
+template <class T>
+static __global__ void cross_entropy_partial_kernel(float2* __restrict__ g_partial,  // (N, chunks)
+                                             const T* __restrict__ g_logits,  // (N, V)
+                                             const int32_t* __restrict__ g_targets, int V, int chunks) {
+  const int row = blockIdx.x, chunk = blockIdx.y;
+  // The whole block leaves together, before any barrier: rows that are not trained need no sums.
+  if (g_targets[row] < 0) return;
+  const T* g_row = g_logits + static_cast<size_t>(row) * V;
+  const int lo = chunk * kCrossEntropyChunk, hi = V - lo < kCrossEntropyChunk ? V : lo + kCrossEntropyChunk;
+  float r_max = -INFINITY, r_sum = 0.0f;
+  for (int i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+    const float x = to_float(g_row[i]);
+    if (x > r_max) {
+      r_sum = r_sum * expf(r_max - x) + 1.0f;
+      r_max = x;
+    } else if (x != -INFINITY) {  // -inf adds nothing (and exp(-inf - -inf) would be NaN); NaN propagates
+      r_sum += expf(x - r_max);
+    }
+  }
+  const float b_max = block_reduce_max(r_max);
+  const float b_sum = block_reduce_sum(r_sum == 0.0f ? 0.0f : r_sum * expf(r_max - b_max));
+  if (threadIdx.x == 0) g_partial[static_cast<size_t>(row) * chunks + chunk] = make_float2(b_max, b_sum);
+}
+
+// Gradient of one chunk of one row and, from the block holding the target, the row's loss. With
+// g_dlogits null the grid is (N, 1) and only the loss is computed.
+template <class T>
+static __global__ void cross_entropy_backward_kernel(T* g_dlogits,                               // (N, V) or null; may be g_logits
+                                              float* __restrict__ g_row_loss,             // (N)
+                                              const T* g_logits,                          // (N, V)
+                                              const int32_t* __restrict__ g_targets,      // (N)
+                                              const float2* __restrict__ g_partial,       // (N, chunks)
+                                              int V, int chunks, float inv_normaliser) {
+  const int row = blockIdx.x, chunk = blockIdx.y;
+  const int t = g_targets[row];
+  const T* g_row = g_logits + static_cast<size_t>(row) * V;
+  T* g_drow = g_dlogits ? g_dlogits + static_cast<size_t>(row) * V : nullptr;
+  const int lo = chunk * kCrossEntropyChunk, hi = V - lo < kCrossEntropyChunk ? V : lo + kCrossEntropyChunk;
+
+  if (t < 0 || t >= V) {
+    // Not trained: zero loss and gradient. Out of the vocabulary: NaN, so the step is seen to fail.
+    const float fill = t < 0 ? 0.0f : NAN;
+    if (chunk == 0 && threadIdx.x == 0) g_row_loss[row] = fill;
+    if (g_drow)
+      for (int i = lo + threadIdx.x; i < hi; i += blockDim.x) g_drow[i] = from_float<T>(fill);
+    return;
+  }
+
+  // The row's logsumexp from its chunk pairs, in chunk order (every thread alike, so every block of
+  // the row gets the same bits).
+  const float2* g_pairs = g_partial + static_cast<size_t>(row) * chunks;
+  float r_max = -INFINITY;
+  for (int c = 0; c < chunks; ++c) r_max = fmaxf(r_max, g_pairs[c].x);
+  float r_sum = 0.0f;
+  for (int c = 0; c < chunks; ++c) {
+    const float2 p = g_pairs[c];
+    r_sum += p.y == 0.0f ? 0.0f : p.y * expf(p.x - r_max);
+  }
+  const float r_lse = r_max + logf(r_sum);
+
+  if (!g_drow) {
+    if (threadIdx.x == 0) g_row_loss[row] = r_lse - to_float(g_row[t]);
+    return;
+  }
+  for (int i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+    const float x = to_float(g_row[i]);
+    const float p = expf(x - r_lse);
+    if (i == t) {
+      // The thread that overwrites the target logit is the one that reads it for the loss.
+      g_row_loss[row] = r_lse - x;
+      g_drow[i] = from_float<T>((p - 1.0f) * inv_normaliser);
+    } else {
+      g_drow[i] = from_float<T>(p * inv_normaliser);
+    }
+  }
+}
+
+// One block: loss = (sum of the N row losses) / normaliser, in a fixed order (each thread a fixed
+// stride of rows, then the block tree), so the result does not depend on scheduling.
+static __global__ void cross_entropy_loss_sum_kernel(float* __restrict__ g_loss, const float* __restrict__ g_row_loss, int N,
+                                              float normaliser) {
+  float r_sum = 0.0f;
+  for (int i = threadIdx.x; i < N; i += blockDim.x) r_sum += g_row_loss[i];
+  r_sum = block_reduce_sum(r_sum);
+  if (threadIdx.x == 0) *g_loss = r_sum / normaliser;
+}
+
+// launchers
+
+static int cross_entropy_chunks(int V) { return static_cast<int>((static_cast<int64_t>(V) + kCrossEntropyChunk - 1) / kCrossEntropyChunk); }
+
+template <class T>
+static void launch_cross_entropy(float* loss, T* dlogits, const T* logits, const int32_t* targets, int N, int V, float normaliser,
+                          void* scratch, cudaStream_t stream) {
+  const int chunks = cross_entropy_chunks(V);
+  auto* partial = static_cast<float2*>(scratch);
+  auto* row_loss = reinterpret_cast<float*>(partial + static_cast<size_t>(N) * chunks);
+  launch_kernel(cross_entropy_partial_kernel<T>, dim3(N, chunks), kCeThreads, 0, stream, partial, logits, targets, V, chunks);
+  launch_kernel(cross_entropy_backward_kernel<T>, dim3(N, dlogits ? chunks : 1), kCeThreads, 0, stream, dlogits, row_loss,
+                logits, targets, partial, V, chunks, 1.0f / normaliser);
+  launch_kernel(cross_entropy_loss_sum_kernel, 1, kCeSumThreads, 0, stream, loss, row_loss, N, normaliser);
+}
+
+static bool overlaps(const void* a, size_t a_bytes, const void* b, size_t b_bytes) {
+  const auto pa = reinterpret_cast<uintptr_t>(a), pb = reinterpret_cast<uintptr_t>(b);
+  return pa < pb + b_bytes && pb < pa + a_bytes;
+}
+
+template <class T>
+static void cross_entropy_checked(float* loss, T* dlogits, const T* logits, const int32_t* targets, int N, int V, float normaliser,
+                           void* scratch, size_t scratch_bytes, cudaStream_t stream) {
+  IFT_CHECK(N > 0 && V > 0, "cross_entropy_forward: logits must be (N, V) with N, V > 0, got (", N, ", ", V, ")");
+  IFT_CHECK(cross_entropy_chunks(V) <= 65535, "cross_entropy_forward: V = ", V, " needs more than 65535 chunks of ",
+            kCrossEntropyChunk);
+  IFT_CHECK(normaliser > 0.0f && std::isfinite(normaliser),
+            "cross_entropy_forward: normaliser must be positive and finite, got ", normaliser);
+  IFT_CHECK(loss != nullptr, "cross_entropy_forward: loss is null");
+  IFT_CHECK(logits != nullptr, "cross_entropy_forward: logits is null");
+  IFT_CHECK(targets != nullptr, "cross_entropy_forward: targets is null");
+  IFT_CHECK(scratch != nullptr, "cross_entropy_forward: scratch is null");
+  IFT_CHECK(reinterpret_cast<uintptr_t>(scratch) % alignof(float2) == 0, "cross_entropy_forward: scratch must be ",
+            alignof(float2), "-byte aligned");
+  const size_t need = cross_entropy_scratch_bytes(N, V);
+  IFT_CHECK(scratch_bytes >= need, "cross_entropy_forward: scratch holds ", scratch_bytes, " bytes, (N, V) = (", N, ", ",
+            V, ") needs ", need, " (cross_entropy_scratch_bytes)");
+  const size_t logit_bytes = static_cast<size_t>(N) * V * sizeof(T);
+  IFT_CHECK(dlogits == nullptr || dlogits == logits || !overlaps(dlogits, logit_bytes, logits, logit_bytes),
+            "cross_entropy_forward: dlogits partly overlaps logits (it must be logits itself or apart from it)");
+  IFT_CHECK(!overlaps(scratch, need, logits, logit_bytes) && (!dlogits || !overlaps(scratch, need, dlogits, logit_bytes)),
+            "cross_entropy_forward: scratch overlaps the logits");
+  launch_cross_entropy(loss, dlogits, logits, targets, N, V, normaliser, scratch, stream);
+}
+
+size_t cross_entropy_scratch_bytes(int N, int V) {
+  if (N <= 0 || V <= 0) return 0;
+  return static_cast<size_t>(N) * cross_entropy_chunks(V) * sizeof(float2) + static_cast<size_t>(N) * sizeof(float);
+}
+
+void cross_entropy_forward(float* loss, float* dlogits, const float* logits, const int32_t* targets, int N, int V,
+                           float normaliser, void* scratch, size_t scratch_bytes, cudaStream_t stream) {
+  cross_entropy_checked(loss, dlogits, logits, targets, N, V, normaliser, scratch, scratch_bytes, stream);
+}
+
+void cross_entropy_forward(float* loss, bf16* dlogits, const bf16* logits, const int32_t* targets, int N, int V,
+                           float normaliser, void* scratch, size_t scratch_bytes, cudaStream_t stream) {
+  cross_entropy_checked(loss, dlogits, logits, targets, N, V, normaliser, scratch, scratch_bytes, stream);
+}
+
+}  // namespace ift

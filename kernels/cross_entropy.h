@@ -1,0 +1,44 @@
+// Masked cross-entropy over logits (N, V), fused with its gradient, in the semantics of
+// cpu::cross_entropy_forward (engine/cpu/ops.h):
+//
+//   loss     = sum over trained rows n of (logsumexp(logits[n]) - logits[n, targets[n]]) / normaliser
+//   dlogits  = (softmax(logits[n]) - onehot(targets[n])) / normaliser on trained rows, 0 on the others
+//
+// A row whose target is negative (-100, -1) is not trained. The normaliser is passed in, so that all
+// micro-batches of a step divide by the trained tokens of the whole step. The gradient may be written
+// in place of the logits (dlogits == logits): no second (N, V) buffer is ever needed. Storage is
+// float or bf16; all arithmetic is fp32. The loss is summed in a fixed order (no atomics), so it is
+// bit-for-bit the same from run to run. Pointers are device pointers.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+namespace ift {
+
+// Vocabulary entries one thread block handles: a row is split into ceil(V / kCrossEntropyChunk)
+// blocks, so no block has to hold a whole (128k) vocabulary.
+inline constexpr int kCrossEntropyChunk = 4096;
+
+// Bytes of device scratch cross_entropy_forward needs for N rows of V logits: one (max, sum) pair
+// per row and chunk, and one loss per row.
+size_t cross_entropy_scratch_bytes(int N, int V);
+
+// loss:     (1) device float, written: the summed row losses / normaliser.
+// dlogits:  (N, V) or null (loss only); may be `logits` itself (in place), must not partly overlap it.
+// logits:   (N, V).
+// targets:  (N) int32; < 0 not trained; a target >= V cannot be reported from the device, so it
+//           makes the loss and that row's gradient NaN (the trainer's non-finite check then skips
+//           the step).
+// normaliser: > 0, finite; usually the trained tokens of the whole step.
+// scratch:  cross_entropy_scratch_bytes(N, V) bytes, 8-byte aligned, not overlapping the others.
+// Throws ift::Error naming the op and the argument on bad shapes, pointers or sizes.
+void cross_entropy_forward(float* loss, float* dlogits, const float* logits, const int32_t* targets, int N, int V,
+                           float normaliser, void* scratch, size_t scratch_bytes, cudaStream_t stream);
+void cross_entropy_forward(float* loss, __nv_bfloat16* dlogits, const __nv_bfloat16* logits, const int32_t* targets,
+                           int N, int V, float normaliser, void* scratch, size_t scratch_bytes, cudaStream_t stream);
+
+}  // namespace ift

@@ -1,0 +1,283 @@
+// The optimizer kernels (kernels/adamw.cu, run by the SIMT emulator) against the CPU reference:
+// adamw_update against cpu::adamw_update called tensor by tensor with each tensor's weight decay,
+// sum_of_squares against cpu::sum_of_squares.
+//
+// Tolerances. The kernel computes in fp32, the reference in double rounded to float once, so they
+// differ by a few float roundings: after several steps, master weights within 1e-6 relative (plus
+// 1e-7 absolute), moments within 1e-6 relative plus 1e-6 of the largest moment (m = beta1 m +
+// (1 - beta1) g cancels where g changes sign, so its small entries carry no relative meaning). The
+// bf16 working copy must be exactly the kernel's master rounded to nearest even. The sum of squares
+// is within 1e-5 relative of the double sum (fp32 per-thread and tree sums). Both are bit-for-bit
+// the same across runs; the ctest registration also runs every case under a random schedule.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <cuda_bf16.h>
+
+#include "engine/cpu/ops.h"
+#include "engine/error.h"
+#include "kernels/kernels.h"
+#include "kernels/simt/runtime.h"
+#include "tests/support.h"
+
+using namespace ift;
+using namespace ift::test;
+
+namespace {
+
+void report(const std::string& what, double value) {
+  const char* v = std::getenv("IFT_TEST_VERBOSE");
+  if (v && v[0] == '1') std::printf("  %-60s %.3e\n", what.c_str(), value);
+}
+
+// Random tensor sizes (1 to 3000) tiling [0, n), each decaying or not at random.
+struct Segments {
+  std::vector<int64_t> ends;
+  std::vector<uint8_t> decays;
+  AdamWDecayMask mask() const { return {ends.data(), decays.data(), static_cast<int>(ends.size())}; }
+};
+Segments make_segments(int64_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  Segments s;
+  int64_t at = 0;
+  while (at < n) {
+    at = std::min<int64_t>(n, at + 1 + static_cast<int64_t>(rng() % 3000));
+    s.ends.push_back(at);
+    s.decays.push_back(static_cast<uint8_t>(rng() % 2));
+  }
+  return s;
+}
+
+// The reference: cpu::adamw_update on each segment, with weight_decay where it decays.
+void reference_step(std::vector<float>& w, const std::vector<float>& g, std::vector<float>& m, std::vector<float>& v,
+                    const Segments& seg, const AdamWUpdate& u) {
+  int64_t begin = 0;
+  for (size_t s = 0; s < seg.ends.size(); ++s) {
+    cpu::AdamWStep step;
+    step.lr = u.lr, step.beta1 = u.beta1, step.beta2 = u.beta2, step.eps = u.eps, step.grad_scale = u.grad_scale;
+    step.t = u.t;
+    step.weight_decay = seg.decays[s] ? u.weight_decay : 0.0f;
+    cpu::adamw_update<float>(w.data() + begin, g.data() + begin, m.data() + begin, v.data() + begin, seg.ends[s] - begin,
+                             step);
+    begin = seg.ends[s];
+  }
+}
+
+std::vector<__nv_bfloat16> to_bf16(const std::vector<float>& x) {
+  std::vector<__nv_bfloat16> y(x.size());
+  for (size_t i = 0; i < x.size(); ++i) y[i] = __float2bfloat16(x[i]);
+  return y;
+}
+std::vector<float> to_float(const std::vector<__nv_bfloat16>& x) {
+  std::vector<float> y(x.size());
+  for (size_t i = 0; i < x.size(); ++i) y[i] = __bfloat162float(x[i]);
+  return y;
+}
+
+// The largest |err| / (atol + rtol |ref|): the share of the tolerance used (<= 1 passes).
+double tolerance_used(const std::vector<float>& got, const std::vector<float>& ref, double atol, double rtol) {
+  double worst = 0;
+  for (size_t i = 0; i < ref.size(); ++i)
+    worst = std::max(worst, std::abs(static_cast<double>(got[i]) - ref[i]) / (atol + rtol * std::abs(ref[i])));
+  return worst;
+}
+
+double max_abs(const std::vector<float>& x) {
+  double m = 0;
+  for (float v : x) m = std::max(m, static_cast<double>(std::abs(v)));
+  return m;
+}
+
+// `steps` AdamW steps with gradient type G, kernel against reference; with bf16 grads the reference
+// takes the same rounded gradients. Returns the kernel's final state for determinism checks.
+template <class G>
+std::vector<float> check_steps(int64_t n, uint64_t seed, int steps, bool bf16_copy) {
+  INFO("n = " << n << ", seed " << seed << (sizeof(G) == 2 ? ", bf16 grads" : ", fp32 grads"));
+  const Segments seg = make_segments(n, seed);
+  std::vector<float> w = random_vector<float>(n, seed + 1), m(n, 0.0f), v(n, 0.0f);
+  std::vector<float> rw = w, rm = m, rv = v;
+  std::vector<__nv_bfloat16> copy(bf16_copy ? n : 0);
+  AdamWUpdate u;
+  u.master = w.data(), u.m = m.data(), u.v = v.data(), u.params_bf16 = bf16_copy ? copy.data() : nullptr;
+  u.n = n, u.mask = seg.mask();
+  u.beta1 = 0.9f, u.beta2 = 0.95f, u.eps = 1e-8f, u.weight_decay = 0.1f;
+  for (int t = 1; t <= steps; ++t) {
+    std::vector<float> g = random_vector<float>(n, seed + 100 + t, -2.0, 2.0);
+    u.lr = 1e-2f / t, u.grad_scale = t == 2 ? 0.25f : 1.0f, u.t = t;
+    if constexpr (sizeof(G) == 2) {
+      const std::vector<__nv_bfloat16> gb = to_bf16(g);
+      g = to_float(gb);
+      adamw_update(u, gb.data(), nullptr);
+    } else {
+      adamw_update(u, g.data(), nullptr);
+    }
+    reference_step(rw, g, rm, rv, seg, u);
+  }
+  require_close("master weights", w, rw, 1e-7, 1e-6);
+  require_close("m", m, rm, 1e-6 * max_abs(rm), 1e-6);
+  require_close("v", v, rv, 1e-6 * max_abs(rv), 1e-6);
+  const std::string tag = std::string(sizeof(G) == 2 ? "bf16" : "fp32") + " grads n=" + std::to_string(n);
+  report(tag + " master: share of tolerance used", tolerance_used(w, rw, 1e-7, 1e-6));
+  report(tag + " m: share of tolerance used", tolerance_used(m, rm, 1e-6 * max_abs(rm), 1e-6));
+  report(tag + " v: share of tolerance used", tolerance_used(v, rv, 1e-6 * max_abs(rv), 1e-6));
+  if (bf16_copy) {
+    size_t bad = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const __nv_bfloat16 want = __float2bfloat16(w[i]);
+      if (std::memcmp(&copy[i], &want, sizeof(want)) != 0) ++bad;
+    }
+    INFO(bad << " bf16 parameters are not the rounded master");
+    CHECK(bad == 0);
+  }
+  std::vector<float> state = w;
+  state.insert(state.end(), m.begin(), m.end());
+  state.insert(state.end(), v.begin(), v.end());
+  return state;
+}
+
+template <class F>
+void require_error(F&& f, const std::string& op, const std::string& part) {
+  std::string message;
+  try {
+    f();
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  INFO("error message: '" << message << "'");
+  CHECK(message.find(op) != std::string::npos);
+  CHECK(message.find(part) != std::string::npos);
+}
+
+}  // namespace
+
+TEST_CASE("adamw_update matches cpu::adamw_update over several steps, per-segment decay", "[kernels][adamw]") {
+  for (int64_t n : {1, 37, 1025, 100003}) {
+    const std::vector<float> a = check_steps<float>(n, 10 + n, 4, false);
+    CHECK(check_steps<float>(n, 10 + n, 4, false) == a);  // deterministic (bitwise: no NaNs here)
+  }
+}
+
+TEST_CASE("adamw_update with bf16 gradients writes the bf16 copy of the master", "[kernels][adamw]") {
+  for (int64_t n : {1, 97, 65537}) {
+    const std::vector<float> a = check_steps<__nv_bfloat16>(n, 20 + n, 3, true);
+    CHECK(check_steps<__nv_bfloat16>(n, 20 + n, 3, true) == a);
+  }
+  check_steps<float>(4099, 7, 2, true);  // fp32 gradients with a bf16 copy
+}
+
+TEST_CASE("adamw_update: the decay mask decides exactly which parameters decay", "[kernels][adamw]") {
+  // With zero gradients the update is exactly w * (1 - lr wd) where the mask decays and w elsewhere.
+  const int64_t n = 5000;
+  const Segments seg = make_segments(n, 3);
+  const std::vector<float> w0 = random_vector<float>(n, 4);
+  std::vector<float> w = w0, m(n, 0.0f), v(n, 0.0f), g(n, 0.0f);
+  AdamWUpdate u;
+  u.master = w.data(), u.m = m.data(), u.v = v.data(), u.n = n, u.mask = seg.mask();
+  u.lr = 0.5f, u.weight_decay = 0.1f;
+  adamw_update(u, g.data(), nullptr);
+  const float decay = static_cast<float>(1.0 - 0.5 * static_cast<double>(0.1f));
+  int64_t begin = 0;
+  size_t decayed = 0;
+  for (size_t s = 0; s < seg.ends.size(); ++s) {
+    for (int64_t i = begin; i < seg.ends[s]; ++i) {
+      INFO("element " << i << " of segment " << s << " (decays " << int(seg.decays[s]) << ")");
+      REQUIRE(w[i] == (seg.decays[s] ? w0[i] * decay : w0[i]));
+    }
+    decayed += seg.decays[s];
+    begin = seg.ends[s];
+  }
+  CHECK(decayed > 0);
+  CHECK(decayed < seg.ends.size());
+
+  // No mask: everything decays.
+  w = w0;
+  u.mask = {};
+  adamw_update(u, g.data(), nullptr);
+  for (int64_t i = 0; i < n; ++i) REQUIRE(w[i] == w0[i] * decay);
+}
+
+TEST_CASE("sum_of_squares matches cpu::sum_of_squares and is deterministic", "[kernels][adamw]") {
+  for (int64_t n : {0, 1, 97, 1025, 1000003}) {
+    INFO("n = " << n);
+    const std::vector<float> x = random_vector<float>(n, 70 + n, -3.0, 3.0);
+    const std::vector<__nv_bfloat16> xb = to_bf16(x);
+    const std::vector<float> xbf = to_float(xb);
+    std::vector<float> scratch(sum_of_squares_scratch_floats(n));
+    float out = -1, again = -1, outb = -1;
+    sum_of_squares(&out, x.data(), n, scratch.data(), scratch.size(), nullptr);
+    sum_of_squares(&again, x.data(), n, scratch.data(), scratch.size(), nullptr);
+    sum_of_squares(&outb, xb.data(), n, scratch.data(), scratch.size(), nullptr);
+    const double ref = cpu::sum_of_squares(x.data(), n), refb = cpu::sum_of_squares(xbf.data(), n);
+    CHECK(std::abs(out - ref) <= 1e-5 * ref);
+    CHECK(std::abs(outb - refb) <= 1e-5 * refb);
+    CHECK(std::memcmp(&out, &again, sizeof(float)) == 0);
+    if (n > 0) {
+      report("sum_of_squares fp32 n=" + std::to_string(n) + " rel err", std::abs(out - ref) / ref);
+      report("sum_of_squares bf16 n=" + std::to_string(n) + " rel err", std::abs(outb - refb) / refb);
+    }
+  }
+}
+
+TEST_CASE("adamw_update and sum_of_squares reject bad arguments, naming them", "[kernels][adamw]") {
+  const int64_t n = 10;
+  std::vector<float> w(n, 1.0f), m(n, 0.0f), v(n, 0.0f), g(n, 0.5f);
+  AdamWUpdate ok;
+  ok.master = w.data(), ok.m = m.data(), ok.v = v.data(), ok.n = n, ok.lr = 1e-3f;
+  auto with = [&](auto change) {
+    AdamWUpdate u = ok;
+    change(u);
+    return [=, &g] { adamw_update(u, g.data(), nullptr); };
+  };
+  require_error(with([](AdamWUpdate& u) { u.n = -1; }), "adamw_update", "n must not be negative");
+  require_error(with([](AdamWUpdate& u) { u.master = nullptr; }), "adamw_update", "master is null");
+  require_error(with([](AdamWUpdate& u) { u.m = nullptr; }), "adamw_update", "m is null");
+  require_error(with([](AdamWUpdate& u) { u.v = nullptr; }), "adamw_update", "v is null");
+  require_error([&] { adamw_update(ok, static_cast<const float*>(nullptr), nullptr); }, "adamw_update", "grads is null");
+  require_error(with([](AdamWUpdate& u) { u.t = 0; }), "adamw_update", "step t");
+  require_error(with([](AdamWUpdate& u) { u.beta1 = 1.0f; }), "adamw_update", "beta1");
+  require_error(with([](AdamWUpdate& u) { u.beta2 = -0.1f; }), "adamw_update", "beta2");
+  require_error(with([](AdamWUpdate& u) { u.eps = -1.0f; }), "adamw_update", "eps");
+  require_error(with([](AdamWUpdate& u) { u.lr = NAN; }), "adamw_update", "lr");
+  require_error(with([](AdamWUpdate& u) { u.weight_decay = -0.1f; }), "adamw_update", "weight_decay");
+  require_error(with([](AdamWUpdate& u) { u.grad_scale = INFINITY; }), "adamw_update", "grad_scale");
+  require_error(with([](AdamWUpdate& u) { u.mask.count = 2; }), "adamw_update", "null ends or decays");
+  require_error(with([](AdamWUpdate& u) { u.mask.count = -1; }), "adamw_update", "mask.count");
+  CHECK(w == std::vector<float>(n, 1.0f));  // nothing ran
+
+  float out = 0;
+  std::vector<float> scratch(sum_of_squares_scratch_floats(1 << 20));
+  require_error([&] { sum_of_squares(&out, g.data(), -1, scratch.data(), scratch.size(), nullptr); }, "sum_of_squares",
+                "n must not be negative");
+  require_error([&] { sum_of_squares(nullptr, g.data(), n, scratch.data(), scratch.size(), nullptr); }, "sum_of_squares",
+                "out is null");
+  require_error([&] { sum_of_squares(&out, static_cast<const float*>(nullptr), n, scratch.data(), scratch.size(), nullptr); },
+                "sum_of_squares", "x is null");
+  require_error([&] { sum_of_squares(&out, g.data(), n, nullptr, scratch.size(), nullptr); }, "sum_of_squares",
+                "scratch is null");
+  require_error([&] { sum_of_squares(&out, g.data(), 1 << 20, scratch.data(), scratch.size() - 1, nullptr); },
+                "sum_of_squares", "sum_of_squares_scratch_floats");
+}
+
+TEST_CASE("adamw_update and sum_of_squares give the same bits under every schedule", "[kernels][adamw]") {
+  const int64_t n = 300001;
+  const std::vector<float> x = random_vector<float>(n, 81, -2.0, 2.0);
+  std::vector<float> scratch(sum_of_squares_scratch_floats(n));
+  float base = 0;
+  sum_of_squares(&base, x.data(), n, scratch.data(), scratch.size(), nullptr);
+  const std::vector<float> base_state = check_steps<__nv_bfloat16>(5003, 82, 2, true);
+  for (auto [schedule, seed] : {std::pair{simt::Schedule::reverse, 1}, {simt::Schedule::random, 3}, {simt::Schedule::random, 99}}) {
+    simt::Options o = simt::options();
+    o.schedule = schedule, o.seed = static_cast<uint64_t>(seed);
+    const simt::ScopedOptions scoped(o);
+    INFO("schedule " << static_cast<int>(schedule) << ", seed " << seed);
+    float out = 0;
+    sum_of_squares(&out, x.data(), n, scratch.data(), scratch.size(), nullptr);
+    CHECK(std::memcmp(&out, &base, sizeof(float)) == 0);
+    CHECK(check_steps<__nv_bfloat16>(5003, 82, 2, true) == base_state);
+  }
+}

@@ -1,0 +1,440 @@
+// The elementwise and embedding kernels (kernels/elementwise.cu), run in the SIMT emulator, against
+// the CPU reference (engine/cpu/ops.h) on awkward sizes, in fp32 and bf16 storage. Where the kernel
+// and the float reference do the very same fp32 operations (embedding, residual add, casts, the
+// in-order embedding scatter-add) results must be equal bit for bit. Otherwise:
+//   fp32 storage: |got - ref| <= 1e-5 * |ref| + 1e-5 * max|ref| element by element, against the
+//     CPU reference run in double on the same inputs. The max|ref| term covers outputs that are
+//     sums with cancellation (normalised rows, gradients), whose small entries carry an absolute,
+//     not a relative, fp32 error.
+//   bf16 storage (FlashAttention's rule): max|got - ref| <= 2 * max|naive - ref| + 1e-5 * max|ref|,
+//     where ref is the CPU reference in double on the bf16 inputs and naive is the same reference
+//     run in float on the same inputs with its outputs rounded to bf16 (bf16 storage, fp32-or-
+//     better math). The kernel may be at most twice as far from the truth as the unavoidable
+//     rounding of a bf16 result.
+// Outputs stored in fp32 (mean, rstd, parameter gradients) follow the fp32 rule whatever the input
+// storage, since they are fp32 sums of exactly representable inputs.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <cuda_bf16.h>
+
+#include "engine/cpu/ops.h"
+#include "engine/error.h"
+#include "kernels/elementwise.h"
+#include "kernels/simt/runtime.h"
+#include "tests/support.h"
+
+// ---- helpers (the same block opens test_norm.cpp: each kernel test is its own binary) ----------
+namespace ift::test {
+
+using bf16 = __nv_bfloat16;
+
+inline float to_f(float x) { return x; }
+inline float to_f(bf16 x) { return __bfloat162float(x); }
+
+template <class T>
+T from_f(float x) {
+  if constexpr (std::is_same_v<T, bf16>)
+    return __float2bfloat16(x);
+  else
+    return x;
+}
+
+template <class T>
+const char* type_name() {
+  return std::is_same_v<T, bf16> ? "bf16" : "float";
+}
+
+// Values converted to storage type T (rounded to nearest even for bf16).
+template <class T>
+std::vector<T> to_storage(const std::vector<float>& v) {
+  std::vector<T> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = from_f<T>(v[i]);
+  return out;
+}
+
+template <class T>
+std::vector<double> to_double(const std::vector<T>& v) {
+  std::vector<double> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = static_cast<double>(to_f(v[i]));
+  return out;
+}
+
+template <class T>
+std::vector<float> to_floats(const std::vector<T>& v) {
+  std::vector<float> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = to_f(v[i]);
+  return out;
+}
+
+// What a value computed in float (or better) looks like once stored as T.
+template <class T>
+std::vector<double> stored_as(const std::vector<float>& v) {
+  return to_double(to_storage<T>(v));
+}
+
+inline double max_abs(const std::vector<double>& v) {
+  double m = 0;
+  for (double x : v) m = std::max(m, std::abs(x));
+  return m;
+}
+
+inline double max_error(const std::vector<double>& got, const std::vector<double>& ref) {
+  double m = 0;
+  for (size_t i = 0; i < ref.size(); ++i) m = std::max(m, std::abs(got[i] - ref[i]));
+  return m;
+}
+
+// Prints measured errors when IFT_TEST_PRINT_ERRORS is set (how the numbers in reports are made).
+inline void print_error(const std::string& what, double err, double scale, double naive_err = -1) {
+  if (!std::getenv("IFT_TEST_PRINT_ERRORS")) return;
+  if (naive_err >= 0)
+    std::printf("%-60s max err %.3e (naive bf16 %.3e), max|ref| %.3e\n", what.c_str(), err, naive_err, scale);
+  else
+    std::printf("%-60s max err %.3e (rel to max|ref| %.3e)\n", what.c_str(), err, scale > 0 ? err / scale : err);
+}
+
+// The fp32 rule (see the top of this file).
+inline void require_fp32_close(const std::string& what, const std::vector<double>& got, const std::vector<double>& ref) {
+  const double scale = max_abs(ref);
+  print_error(what, max_error(got, ref), scale);
+  require_close(what, got, ref, 1e-5 * scale, 1e-5);
+}
+
+// The rule of the storage type T: fp32 for float, FlashAttention's for bf16 (naive: the float
+// reference's outputs, before rounding to bf16).
+template <class T>
+void require_storage_close(const std::string& what, const std::vector<T>& got, const std::vector<double>& ref,
+                           const std::vector<float>& naive_unrounded) {
+  const std::vector<double> g = to_double(got);
+  if constexpr (std::is_same_v<T, float>) {
+    require_fp32_close(what, g, ref);
+  } else {
+    const std::vector<double> naive = stored_as<bf16>(naive_unrounded);
+    const double scale = max_abs(ref), err = max_error(g, ref), naive_err = max_error(naive, ref);
+    print_error(what, err, scale, naive_err);
+    INFO(what << ": max error " << err << " vs naive bf16 " << naive_err << " (max|ref| " << scale << ")");
+    CHECK(err <= 2 * naive_err + 1e-5 * scale);
+    size_t nonfinite = 0;
+    for (double x : g) nonfinite += !std::isfinite(x);
+    CHECK(nonfinite == 0);
+  }
+}
+
+template <class T>
+bool bitwise_equal(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+}  // namespace ift::test
+
+using namespace ift;
+using namespace ift::test;
+
+namespace {
+
+std::vector<int32_t> random_ids(int n, int hi, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int32_t> dist(0, hi - 1);
+  std::vector<int32_t> ids(n);
+  for (auto& id : ids) id = dist(rng);
+  return ids;
+}
+
+template <class T>
+void check_embedding(int N, int C, bool with_wpe, uint64_t seed) {
+  INFO("embedding<" << type_name<T>() << "> N=" << N << " C=" << C << (with_wpe ? " +wpe" : "") << " seed=" << seed);
+  const int V = 50, P = 40;
+  const auto tokens = random_ids(N, V, seed);  // 50 ids for up to 1025 rows: many repeats
+  std::vector<int32_t> positions(N);
+  for (int n = 0; n < N; ++n) positions[n] = n % P;
+  const auto wte = to_storage<T>(random_vector<float>(size_t(V) * C, seed + 1));
+  const auto wpe = to_storage<T>(random_vector<float>(size_t(P) * C, seed + 2));
+
+  // Forward: the sum of two stored values in fp32, rounded once, is what the float reference
+  // computes too: equal bit for bit.
+  std::vector<T> out(size_t(N) * C);
+  embedding_forward(out.data(), tokens.data(), with_wpe ? positions.data() : nullptr, wte.data(),
+                    with_wpe ? wpe.data() : nullptr, N, C, V, P, nullptr);
+  const auto wtef = to_floats(wte), wpef = to_floats(wpe);
+  std::vector<float> ref(size_t(N) * C);
+  cpu::embedding_forward(ref.data(), tokens.data(), positions.data(), wtef.data(), with_wpe ? wpef.data() : nullptr, N,
+                         C, V, P);
+  CHECK(bitwise_equal(out, to_storage<T>(ref)));
+
+  // Backward: rows summed in order in fp32, as the reference does: equal bit for bit, including
+  // the accumulation (+=) into non-zero gradients.
+  const auto dout = to_storage<T>(random_vector<float>(size_t(N) * C, seed + 3));
+  const auto doutf = to_floats(dout);
+  std::vector<float> dwte = random_vector<float>(size_t(V) * C, seed + 4), dwpe = random_vector<float>(size_t(P) * C, seed + 5);
+  std::vector<float> dwte_ref = dwte, dwpe_ref = dwpe;
+  embedding_backward(dwte.data(), with_wpe ? dwpe.data() : nullptr, dout.data(), tokens.data(),
+                     with_wpe ? positions.data() : nullptr, N, C, V, P, nullptr);
+  cpu::embedding_backward(dwte_ref.data(), with_wpe ? dwpe_ref.data() : nullptr, doutf.data(), tokens.data(),
+                          positions.data(), N, C);
+  CHECK(bitwise_equal(dwte, dwte_ref));
+  CHECK(bitwise_equal(dwpe, dwpe_ref));
+  // Against double: the fp32 rule.
+  std::vector<double> dwte_d(dwte_ref.size());
+  {
+    std::vector<double> d0(dwte_ref.size());
+    const auto init = random_vector<float>(size_t(V) * C, seed + 4);
+    for (size_t i = 0; i < d0.size(); ++i) d0[i] = init[i];
+    const auto doutd = to_double(dout);
+    cpu::embedding_backward<double>(d0.data(), nullptr, doutd.data(), tokens.data(), nullptr, N, C);
+    dwte_d = d0;
+  }
+  require_fp32_close("embedding_backward dwte vs double", to_double(dwte), dwte_d);
+}
+
+template <class T>
+void check_gelu(int64_t n, uint64_t seed) {
+  const std::string name = std::string("gelu<") + type_name<T>() + "> n=" + std::to_string(n) + " seed=" + std::to_string(seed);
+  INFO(name);
+  const auto inp = to_storage<T>(random_vector<float>(n, seed, -5.0, 5.0));
+  const auto dout = to_storage<T>(random_vector<float>(n, seed + 1));
+  const auto inpd = to_double(inp), doutd = to_double(dout);
+  const auto inpf = to_floats(inp), doutf = to_floats(dout);
+
+  std::vector<T> out(n), dinp(n);
+  gelu_forward(out.data(), inp.data(), n, nullptr);
+  gelu_backward(dinp.data(), inp.data(), dout.data(), n, nullptr);
+  std::vector<double> ref(n), dref(n);
+  std::vector<float> naive(n), dnaive(n);
+  cpu::gelu_forward(ref.data(), inpd.data(), n);
+  cpu::gelu_forward(naive.data(), inpf.data(), n);
+  cpu::gelu_backward(dref.data(), inpd.data(), doutd.data(), n);
+  cpu::gelu_backward(dnaive.data(), inpf.data(), doutf.data(), n);
+  require_storage_close(name + " forward", out, ref, naive);
+  require_storage_close(name + " backward", dinp, dref, dnaive);
+
+  std::vector<T> inplace = dout;  // dinp aliasing dout
+  gelu_backward(inplace.data(), inp.data(), inplace.data(), n, nullptr);
+  CHECK(bitwise_equal(inplace, dinp));
+}
+
+template <class T>
+void check_swiglu(int N, int F, uint64_t seed) {
+  const std::string name = std::string("swiglu<") + type_name<T>() + "> N=" + std::to_string(N) + " F=" +
+                           std::to_string(F) + " seed=" + std::to_string(seed);
+  INFO(name);
+  const size_t NF = size_t(N) * F;
+  const auto inp = to_storage<T>(random_vector<float>(2 * NF, seed, -4.0, 4.0));
+  const auto dout = to_storage<T>(random_vector<float>(NF, seed + 1));
+  const auto inpd = to_double(inp), doutd = to_double(dout);
+  const auto inpf = to_floats(inp), doutf = to_floats(dout);
+
+  std::vector<T> out(NF), dinp(2 * NF);
+  swiglu_forward(out.data(), inp.data(), N, F, nullptr);
+  swiglu_backward(dinp.data(), inp.data(), dout.data(), N, F, nullptr);
+  std::vector<double> ref(NF), dref(2 * NF);
+  std::vector<float> naive(NF), dnaive(2 * NF);
+  cpu::swiglu_forward(ref.data(), inpd.data(), N, F);
+  cpu::swiglu_forward(naive.data(), inpf.data(), N, F);
+  cpu::swiglu_backward(dref.data(), inpd.data(), doutd.data(), N, F);
+  cpu::swiglu_backward(dnaive.data(), inpf.data(), doutf.data(), N, F);
+  require_storage_close(name + " forward", out, ref, naive);
+  require_storage_close(name + " backward", dinp, dref, dnaive);
+}
+
+template <class T>
+void check_residual(int64_t n, uint64_t seed, int offset = 0) {
+  INFO("residual<" << type_name<T>() << "> n=" << n << (offset ? " misaligned" : "") << " seed=" << seed);
+  const auto a = to_storage<T>(random_vector<float>(n + offset, seed));
+  const auto b = to_storage<T>(random_vector<float>(n + offset, seed + 1));
+  std::vector<T> out(n + offset);
+  residual_forward(out.data() + offset, a.data() + offset, b.data() + offset, n, nullptr);
+  const auto af = to_floats(a), bf = to_floats(b);
+  std::vector<float> ref(n + offset);
+  cpu::residual_forward(ref.data(), af.data(), bf.data(), n + offset);
+  const std::vector<T> got(out.begin() + offset, out.end());
+  const std::vector<T> want = to_storage<T>(std::vector<float>(ref.begin() + offset, ref.end()));
+  CHECK(bitwise_equal(got, want));  // one fp32 add, rounded once: exactly the reference's
+  std::vector<T> inplace = a;       // out aliasing a
+  residual_forward(inplace.data() + offset, inplace.data() + offset, b.data() + offset, n, nullptr);
+  CHECK(bitwise_equal(std::vector<T>(inplace.begin() + offset, inplace.end()), want));
+}
+
+template <class T>
+std::vector<float> run_bias_backward(const std::vector<T>& dout, const std::vector<float>& db0, int N, int O) {
+  std::vector<float> db = db0;
+  std::vector<float> scratch(bias_backward_scratch_floats(N, O), std::nanf(""));
+  bias_backward(db.data(), dout.data(), N, O, scratch.data(), scratch.size(), nullptr);
+  return db;
+}
+
+template <class T>
+void check_bias_backward(int N, int O, uint64_t seed) {
+  const std::string name = std::string("bias_backward<") + type_name<T>() + "> N=" + std::to_string(N) + " O=" +
+                           std::to_string(O) + " seed=" + std::to_string(seed);
+  INFO(name);
+  const auto dout = to_storage<T>(random_vector<float>(size_t(N) * O, seed));
+  const auto db0 = random_vector<float>(O, seed + 1);
+  const auto db = run_bias_backward(dout, db0, N, O);
+  // The reference: matmul_backward's db (column sums of dout, +=), in double.
+  std::vector<double> ref(db0.begin(), db0.end());
+  const auto doutd = to_double(dout);
+  std::vector<double> dw(O, 0.0), inp(1, 0.0), w(O, 0.0);
+  cpu::matmul_backward<double>(nullptr, dw.data(), ref.data(), doutd.data(), inp.data(), w.data(), N, 1, O);
+  (void)dw;
+  require_fp32_close(name, to_double(db), ref);
+}
+
+}  // namespace
+
+TEST_CASE("elementwise kernels: embedding forward and deterministic backward", "[kernels][elementwise]") {
+  uint64_t seed = 100;
+  for (int N : {1, 97, 1025})
+    for (int C : {37, 64, 768}) {
+      if (N * C > 1025 * 64) continue;  // keep the emulated run short
+      for (bool with_wpe : {true, false}) {
+        check_embedding<float>(N, C, with_wpe, seed);
+        check_embedding<bf16>(N, C, with_wpe, seed + 1);
+        seed += 10;
+      }
+    }
+}
+
+TEST_CASE("elementwise kernels: embedding rows with out-of-range ids are NaN, and skipped by backward",
+          "[kernels][elementwise]") {
+  const int N = 9, C = 16, V = 5, P = 4;
+  std::vector<int32_t> tokens = {0, 4, 5, 1, -1, 2, 3, 0, 4}, positions = {0, 1, 2, 3, 0, 9, 2, -2, 3};
+  const auto wte = random_vector<float>(V * C, 1), wpe = random_vector<float>(P * C, 2);
+  std::vector<float> out(N * C);
+  embedding_forward(out.data(), tokens.data(), positions.data(), wte.data(), wpe.data(), N, C, V, P, nullptr);
+  for (int n = 0; n < N; ++n) {
+    const bool bad = tokens[n] < 0 || tokens[n] >= V || positions[n] < 0 || positions[n] >= P;
+    INFO("row " << n);
+    for (int c = 0; c < C; ++c) {
+      if (bad)
+        CHECK(std::isnan(out[n * C + c]));
+      else
+        CHECK(out[n * C + c] == wte[tokens[n] * C + c] + wpe[positions[n] * C + c]);
+    }
+  }
+  const auto dout = random_vector<float>(N * C, 3);
+  std::vector<float> dwte(V * C, 0.0f), dwpe(P * C, 0.0f), ref_wte = dwte, ref_wpe = dwpe;
+  embedding_backward(dwte.data(), dwpe.data(), dout.data(), tokens.data(), positions.data(), N, C, V, P, nullptr);
+  for (int n = 0; n < N; ++n) {
+    if (tokens[n] < 0 || tokens[n] >= V || positions[n] < 0 || positions[n] >= P) continue;
+    for (int c = 0; c < C; ++c) ref_wte[tokens[n] * C + c] += dout[n * C + c], ref_wpe[positions[n] * C + c] += dout[n * C + c];
+  }
+  CHECK(bitwise_equal(dwte, ref_wte));
+  CHECK(bitwise_equal(dwpe, ref_wpe));
+}
+
+TEST_CASE("elementwise kernels: GELU forward and backward", "[kernels][elementwise]") {
+  uint64_t seed = 200;
+  for (int64_t n : {1, 97, 1024, 1025, 4099}) {
+    check_gelu<float>(n, seed);
+    check_gelu<bf16>(n, seed + 1);
+    seed += 10;
+  }
+}
+
+TEST_CASE("elementwise kernels: SwiGLU forward and backward", "[kernels][elementwise]") {
+  uint64_t seed = 300;
+  const int shapes[][2] = {{1, 37}, {97, 64}, {33, 100}, {5, 768}, {1025, 8}};
+  for (const auto& s : shapes) {
+    check_swiglu<float>(s[0], s[1], seed);
+    check_swiglu<bf16>(s[0], s[1], seed + 1);
+    seed += 10;
+  }
+}
+
+TEST_CASE("elementwise kernels: residual add, aligned and not, in place", "[kernels][elementwise]") {
+  uint64_t seed = 400;
+  for (int64_t n : {1, 97, 1024, 1025}) {
+    check_residual<float>(n, seed);
+    check_residual<bf16>(n, seed + 1);
+    seed += 10;
+  }
+  check_residual<float>(1024, 5, 1);
+  check_residual<bf16>(1024, 6, 3);
+}
+
+TEST_CASE("elementwise kernels: bias gradient (column sums, +=)", "[kernels][elementwise]") {
+  uint64_t seed = 500;
+  const int shapes[][2] = {{1, 37}, {97, 100}, {1025, 64}, {1025, 37}, {33, 768}, {8000, 8}};
+  for (const auto& s : shapes) {
+    check_bias_backward<float>(s[0], s[1], seed);
+    check_bias_backward<bf16>(s[0], s[1], seed + 1);
+    seed += 10;
+  }
+}
+
+TEST_CASE("elementwise kernels: bias gradient is bitwise reproducible across runs, schedules and workers",
+          "[kernels][elementwise]") {
+  const int N = 1025, O = 100;
+  const auto dout = to_storage<bf16>(random_vector<float>(size_t(N) * O, 61));
+  const auto db0 = random_vector<float>(O, 62);
+  const auto first = run_bias_backward(dout, db0, N, O);
+  CHECK(bitwise_equal(run_bias_backward(dout, db0, N, O), first));
+  for (uint64_t s : {3u, 11u}) {
+    simt::Options o = simt::options();
+    o.schedule = simt::Schedule::random;
+    o.seed = s;
+    simt::ScopedOptions scope(o);
+    CHECK(bitwise_equal(run_bias_backward(dout, db0, N, O), first));
+  }
+  simt::Options o = simt::options();
+  o.schedule = simt::Schedule::reverse;
+  o.workers = 1;
+  simt::ScopedOptions scope(o);
+  CHECK(bitwise_equal(run_bias_backward(dout, db0, N, O), first));
+}
+
+TEST_CASE("elementwise kernels: fp32 <-> bf16 casts round to nearest even, bit for bit", "[kernels][elementwise]") {
+  std::vector<float> in = random_vector<float>(1030, 71, -1e4, 1e4);
+  const float specials[] = {0.0f, -0.0f, 1.0f, 1.0f + 1.0f / 256, 1.0f + 3.0f / 512, -1.0f - 1.0f / 256,
+                            INFINITY, -INFINITY, 1e-40f, -1e-41f, 3.0e38f, 3.4e38f, 1e-45f, 65504.0f};
+  std::copy(std::begin(specials), std::end(specials), in.begin());
+  for (int64_t n : {int64_t(1030), int64_t(1024), int64_t(1)}) {
+    for (int offset : {0, 1}) {
+      INFO("n=" << n << " offset=" << offset);
+      std::vector<bf16> out(n + offset);
+      cast(out.data() + offset, in.data() + offset, n, nullptr);
+      std::vector<bf16> want(n);
+      for (int64_t i = 0; i < n; ++i) want[i] = __float2bfloat16(in[i + offset]);
+      CHECK(bitwise_equal(std::vector<bf16>(out.begin() + offset, out.end()), want));
+      std::vector<float> back(n + offset);
+      cast(back.data() + offset, out.data() + offset, n, nullptr);
+      std::vector<float> want_back(n);
+      for (int64_t i = 0; i < n; ++i) want_back[i] = __bfloat162float(want[i]);
+      CHECK(bitwise_equal(std::vector<float>(back.begin() + offset, back.end()), want_back));
+    }
+  }
+}
+
+TEST_CASE("elementwise kernels: bad arguments are ift::Error naming the op and the argument", "[kernels][elementwise]") {
+  std::vector<float> a(64, 1.0f), b(64, 1.0f), out(64);
+  std::vector<int32_t> ids(4, 0);
+  CHECK_THROWS_AS(gelu_forward(out.data(), a.data(), -1, nullptr), Error);
+  CHECK_THROWS_WITH(gelu_forward(out.data(), a.data(), -1, nullptr), Catch::Contains("gelu_forward: negative element count"));
+  CHECK_THROWS_WITH(gelu_backward(out.data(), nullptr, a.data(), 8, nullptr), Catch::Contains("gelu_backward") && Catch::Contains("inp"));
+  CHECK_THROWS_WITH(swiglu_forward(out.data(), a.data(), 4, 0, nullptr), Catch::Contains("swiglu_forward: empty shape N = 4, F = 0"));
+  CHECK_THROWS_WITH(swiglu_backward(out.data(), a.data(), nullptr, 4, 4, nullptr), Catch::Contains("swiglu_backward") && Catch::Contains("dout"));
+  CHECK_THROWS_WITH(residual_forward(out.data(), a.data(), nullptr, 4, nullptr), Catch::Contains("residual_forward"));
+  CHECK_THROWS_WITH(embedding_forward(out.data(), ids.data(), nullptr, a.data(), nullptr, 4, 16, 0, 0, nullptr),
+                    Catch::Contains("embedding_forward: vocabulary size V = 0"));
+  CHECK_THROWS_WITH(embedding_forward(out.data(), ids.data(), nullptr, a.data(), b.data(), 4, 16, 4, 4, nullptr),
+                    Catch::Contains("embedding_forward: wpe given without positions"));
+  CHECK_THROWS_WITH(embedding_backward(out.data(), nullptr, a.data(), ids.data(), nullptr, 0, 16, 4, 0, nullptr),
+                    Catch::Contains("embedding_backward: empty shape N = 0"));
+  std::vector<float> scratch(bias_backward_scratch_floats(4, 16));
+  CHECK_THROWS_WITH(bias_backward(out.data(), a.data(), 4, 16, scratch.data(), scratch.size() - 1, nullptr),
+                    Catch::Contains("bias_backward: scratch holds"));
+  CHECK_THROWS_WITH(bias_backward(out.data(), a.data(), 4, -16, scratch.data(), scratch.size(), nullptr),
+                    Catch::Contains("bias_backward: empty shape"));
+  CHECK_THROWS_WITH(column_sums_accumulate(out.data(), nullptr, 4, 16, nullptr), Catch::Contains("column_sums_accumulate"));
+  CHECK_THROWS_WITH(cast(static_cast<bf16*>(nullptr), a.data(), 4, nullptr), Catch::Contains("cast: out and in"));
+  // n == 0 is a no-op, not an error.
+  CHECK_NOTHROW(gelu_forward(out.data(), a.data(), 0, nullptr));
+}

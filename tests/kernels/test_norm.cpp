@@ -1,0 +1,441 @@
+// The normalisation kernels (kernels/norm.cu), run in the SIMT emulator, against the CPU reference
+// (engine/cpu/ops.h) on awkward sizes, in fp32 and bf16 storage. Accuracy rules:
+//   fp32 storage: |got - ref| <= 1e-5 * |ref| + 1e-5 * max|ref| element by element, against the
+//     CPU reference run in double on the same inputs. The max|ref| term covers outputs that are
+//     sums with cancellation (normalised rows, gradients), whose small entries carry an absolute,
+//     not a relative, fp32 error.
+//   bf16 storage (FlashAttention's rule): max|got - ref| <= 2 * max|naive - ref| + 1e-5 * max|ref|,
+//     where ref is the CPU reference in double on the bf16 inputs and naive is the same reference
+//     run in float on the same inputs with its outputs rounded to bf16 (bf16 storage, fp32-or-
+//     better math). The kernel may be at most twice as far from the truth as the unavoidable
+//     rounding of a bf16 result.
+// Outputs stored in fp32 (mean, rstd, parameter gradients) follow the fp32 rule whatever the input
+// storage, since they are fp32 sums of exactly representable inputs.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <cuda_bf16.h>
+
+#include "engine/cpu/ops.h"
+#include "engine/error.h"
+#include "kernels/norm.h"
+#include "kernels/simt/runtime.h"
+#include "tests/support.h"
+
+// ---- helpers (the same block opens test_elementwise.cpp: each kernel test is its own binary) ----
+namespace ift::test {
+
+using bf16 = __nv_bfloat16;
+
+inline float to_f(float x) { return x; }
+inline float to_f(bf16 x) { return __bfloat162float(x); }
+
+template <class T>
+T from_f(float x) {
+  if constexpr (std::is_same_v<T, bf16>)
+    return __float2bfloat16(x);
+  else
+    return x;
+}
+
+template <class T>
+const char* type_name() {
+  return std::is_same_v<T, bf16> ? "bf16" : "float";
+}
+
+// Values converted to storage type T (rounded to nearest even for bf16).
+template <class T>
+std::vector<T> to_storage(const std::vector<float>& v) {
+  std::vector<T> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = from_f<T>(v[i]);
+  return out;
+}
+
+template <class T>
+std::vector<double> to_double(const std::vector<T>& v) {
+  std::vector<double> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = static_cast<double>(to_f(v[i]));
+  return out;
+}
+
+template <class T>
+std::vector<float> to_floats(const std::vector<T>& v) {
+  std::vector<float> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = to_f(v[i]);
+  return out;
+}
+
+// What a value computed in float (or better) looks like once stored as T.
+template <class T>
+std::vector<double> stored_as(const std::vector<float>& v) {
+  return to_double(to_storage<T>(v));
+}
+
+inline double max_abs(const std::vector<double>& v) {
+  double m = 0;
+  for (double x : v) m = std::max(m, std::abs(x));
+  return m;
+}
+
+inline double max_error(const std::vector<double>& got, const std::vector<double>& ref) {
+  double m = 0;
+  for (size_t i = 0; i < ref.size(); ++i) m = std::max(m, std::abs(got[i] - ref[i]));
+  return m;
+}
+
+// Prints measured errors when IFT_TEST_PRINT_ERRORS is set (how the numbers in reports are made).
+inline void print_error(const std::string& what, double err, double scale, double naive_err = -1) {
+  if (!std::getenv("IFT_TEST_PRINT_ERRORS")) return;
+  if (naive_err >= 0)
+    std::printf("%-60s max err %.3e (naive bf16 %.3e), max|ref| %.3e\n", what.c_str(), err, naive_err, scale);
+  else
+    std::printf("%-60s max err %.3e (rel to max|ref| %.3e)\n", what.c_str(), err, scale > 0 ? err / scale : err);
+}
+
+// The fp32 rule (see the top of this file).
+inline void require_fp32_close(const std::string& what, const std::vector<double>& got, const std::vector<double>& ref) {
+  const double scale = max_abs(ref);
+  print_error(what, max_error(got, ref), scale);
+  require_close(what, got, ref, 1e-5 * scale, 1e-5);
+}
+
+// The rule of the storage type T: fp32 for float, FlashAttention's for bf16 (naive: the float
+// reference's outputs, before rounding to bf16).
+template <class T>
+void require_storage_close(const std::string& what, const std::vector<T>& got, const std::vector<double>& ref,
+                           const std::vector<float>& naive_unrounded) {
+  const std::vector<double> g = to_double(got);
+  if constexpr (std::is_same_v<T, float>) {
+    require_fp32_close(what, g, ref);
+  } else {
+    const std::vector<double> naive = stored_as<bf16>(naive_unrounded);
+    const double scale = max_abs(ref), err = max_error(g, ref), naive_err = max_error(naive, ref);
+    print_error(what, err, scale, naive_err);
+    INFO(what << ": max error " << err << " vs naive bf16 " << naive_err << " (max|ref| " << scale << ")");
+    CHECK(err <= 2 * naive_err + 1e-5 * scale);
+    size_t nonfinite = 0;
+    for (double x : g) nonfinite += !std::isfinite(x);
+    CHECK(nonfinite == 0);
+  }
+}
+
+template <class T>
+bool bitwise_equal(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+}  // namespace ift::test
+
+using namespace ift;
+using namespace ift::test;
+
+namespace {
+
+struct NormCase {
+  int N, C;
+};
+// Awkward sizes: one row, odd rows, C below / not a multiple of / a multiple of the vector width.
+const NormCase kCases[] = {{1, 37}, {97, 100}, {1025, 64}, {33, 768}, {4, 5}};
+
+// Inputs of one case, as stored (T) and as the references see them.
+template <class T>
+struct NormInputs {
+  std::vector<T> x, w, b;
+  std::vector<double> xd, wd, bd;
+  NormInputs(int N, int C, uint64_t seed)
+      : x(to_storage<T>(random_vector<float>(size_t(N) * C, seed, -2.0, 3.0))),
+        w(to_storage<T>(random_vector<float>(C, seed + 1, 0.5, 1.5))),
+        b(to_storage<T>(random_vector<float>(C, seed + 2, -0.5, 0.5))),
+        xd(to_double(x)), wd(to_double(w)), bd(to_double(b)) {}
+};
+
+// Forward of one norm through the kernel. `offset` shifts every pointer by that many elements, so
+// that the vector path is refused (misaligned) and the scalar path is taken.
+template <class T>
+void check_norm_forward(bool rms, bool residual, bool with_bias, int N, int C, uint64_t seed, int offset = 0) {
+  const std::string name = std::string(rms ? "rmsnorm" : "layernorm") + (residual ? "_residual" : "") + "_forward<" +
+                           type_name<T>() + "> N=" + std::to_string(N) + " C=" + std::to_string(C) +
+                           (with_bias ? "" : " no bias") + (offset ? " misaligned" : "") + " seed=" + std::to_string(seed);
+  INFO(name);
+  const size_t NC = size_t(N) * C;
+  NormInputs<T> in(N, C, seed);
+  const std::vector<T> r = to_storage<T>(random_vector<float>(NC, seed + 3, -1.0, 1.0));
+  const float eps = 1e-5f;
+
+  // The rows actually normalised: x, or the residual sum as the kernel stores it (a float sum of
+  // the stored values, rounded once to T).
+  std::vector<float> src_f = to_floats(in.x);
+  if (residual)
+    for (size_t i = 0; i < NC; ++i) src_f[i] = to_f(in.x[i]) + to_f(r[i]);
+  const std::vector<T> src = to_storage<T>(src_f);
+  const std::vector<double> srcd = to_double(src);
+  const std::vector<double> bd = with_bias ? in.bd : std::vector<double>(C, 0.0);
+
+  // Reference in double and naive in float, on the same stored inputs.
+  std::vector<double> ref(NC), mean_ref(N), rstd_ref(N);
+  std::vector<float> naive(NC), mean_n(N), rstd_n(N);
+  const std::vector<float> srcf = to_floats(src), wf = to_floats(in.w);
+  std::vector<float> bf(C, 0.0f);
+  if (with_bias) bf = to_floats(in.b);
+  if (rms) {
+    cpu::rmsnorm_forward(ref.data(), rstd_ref.data(), srcd.data(), in.wd.data(), N, C, eps);
+    cpu::rmsnorm_forward(naive.data(), rstd_n.data(), srcf.data(), wf.data(), N, C, eps);
+  } else {
+    cpu::layernorm_forward(ref.data(), mean_ref.data(), rstd_ref.data(), srcd.data(), in.wd.data(), bd.data(), N, C, eps);
+    cpu::layernorm_forward(naive.data(), mean_n.data(), rstd_n.data(), srcf.data(), wf.data(), bf.data(), N, C, eps);
+  }
+
+  // Kernel buffers with room for the offset.
+  std::vector<T> x(NC + offset), rr(NC + offset), w(C + offset), b(C + offset), out(NC + offset), res_out(NC + offset);
+  std::copy(in.x.begin(), in.x.end(), x.begin() + offset);
+  std::copy(r.begin(), r.end(), rr.begin() + offset);
+  std::copy(in.w.begin(), in.w.end(), w.begin() + offset);
+  std::copy(in.b.begin(), in.b.end(), b.begin() + offset);
+  std::vector<float> mean(N, -1.0f), rstd(N, -1.0f);
+  const T* bias = with_bias ? b.data() + offset : nullptr;
+  if (rms && residual)
+    rmsnorm_residual_forward(res_out.data() + offset, out.data() + offset, rstd.data(), x.data() + offset,
+                             rr.data() + offset, w.data() + offset, N, C, eps, nullptr);
+  else if (rms)
+    rmsnorm_forward(out.data() + offset, rstd.data(), x.data() + offset, w.data() + offset, N, C, eps, nullptr);
+  else if (residual)
+    layernorm_residual_forward(res_out.data() + offset, out.data() + offset, mean.data(), rstd.data(),
+                               x.data() + offset, rr.data() + offset, w.data() + offset, bias, N, C, eps, nullptr);
+  else
+    layernorm_forward(out.data() + offset, mean.data(), rstd.data(), x.data() + offset, w.data() + offset, bias, N, C,
+                      eps, nullptr);
+
+  const std::vector<T> got(out.begin() + offset, out.end());
+  require_storage_close(name + " out", got, ref, naive);
+  require_fp32_close(name + " rstd", to_double(rstd), rstd_ref);
+  if (!rms) require_fp32_close(name + " mean", to_double(mean), mean_ref);
+  if (residual) {
+    const std::vector<T> got_res(res_out.begin() + offset, res_out.end());
+    CHECK(bitwise_equal(got_res, src));  // x + r computed in fp32 and rounded once, like the naive sum
+  }
+}
+
+// Inputs and outputs of one backward run.
+template <class T>
+struct NormBackward {
+  std::vector<T> dx;
+  std::vector<float> dw, db;
+};
+
+// Backward through the kernel. dw and db start from `dw0`/`db0` (they accumulate).
+template <class T>
+NormBackward<T> run_norm_backward(bool rms, const NormInputs<T>& in, const std::vector<T>& dout,
+                                  const std::vector<T>* dres, bool alias, const std::vector<float>& mean,
+                                  const std::vector<float>& rstd, const std::vector<float>& dw0,
+                                  const std::vector<float>& db0, int N, int C) {
+  NormBackward<T> o{std::vector<T>(size_t(N) * C, from_f<T>(7.0f)), dw0, db0};
+  const size_t scratch_n = rms ? rmsnorm_backward_scratch_floats(N, C) : layernorm_backward_scratch_floats(N, C);
+  std::vector<float> scratch(scratch_n, std::nanf(""));  // stale NaNs must never leak into results
+  if (alias) o.dx = *dres;
+  const T* dres_ptr = alias ? o.dx.data() : dres ? dres->data() : nullptr;
+  if (rms)
+    rmsnorm_backward(o.dx.data(), o.dw.data(), dres_ptr, dout.data(), in.x.data(), in.w.data(), rstd.data(), N, C,
+                     scratch.data(), scratch.size(), nullptr);
+  else
+    layernorm_backward(o.dx.data(), o.dw.data(), o.db.data(), dres_ptr, dout.data(), in.x.data(), in.w.data(),
+                       mean.data(), rstd.data(), N, C, scratch.data(), scratch.size(), nullptr);
+  return o;
+}
+
+template <class T>
+void check_norm_backward(bool rms, bool with_dres, int N, int C, uint64_t seed) {
+  const std::string name = std::string(rms ? "rmsnorm" : "layernorm") + "_backward<" + type_name<T>() +
+                           "> N=" + std::to_string(N) + " C=" + std::to_string(C) + (with_dres ? " +dres" : "") +
+                           " seed=" + std::to_string(seed);
+  INFO(name);
+  const size_t NC = size_t(N) * C;
+  const float eps = 1e-5f;
+  NormInputs<T> in(N, C, seed);
+  const std::vector<T> dout = to_storage<T>(random_vector<float>(NC, seed + 4, -1.0, 1.0));
+  const std::vector<T> dres = to_storage<T>(random_vector<float>(NC, seed + 5, -1.0, 1.0));
+  const std::vector<float> dw0 = random_vector<float>(C, seed + 6), db0 = random_vector<float>(C, seed + 7);
+
+  // Saved statistics: the double forward's, rounded to fp32 (what the forward kernel saves); all
+  // three backward computations use these same values.
+  std::vector<double> tmp(NC), mean_d(N), rstd_d(N);
+  if (rms)
+    cpu::rmsnorm_forward(tmp.data(), rstd_d.data(), in.xd.data(), in.wd.data(), N, C, eps);
+  else
+    cpu::layernorm_forward(tmp.data(), mean_d.data(), rstd_d.data(), in.xd.data(), in.wd.data(), in.bd.data(), N, C, eps);
+  std::vector<float> mean(N), rstd(N);
+  for (int n = 0; n < N; ++n) mean[n] = static_cast<float>(mean_d[n]), rstd[n] = static_cast<float>(rstd_d[n]);
+  const std::vector<double> meand(mean.begin(), mean.end()), rstdd(rstd.begin(), rstd.end());
+
+  // Reference (double) and naive (float) backward.
+  const std::vector<double> doutd = to_double(dout), dresd = to_double(dres);
+  std::vector<double> dx_ref(NC), dw_ref(dw0.begin(), dw0.end()), db_ref(db0.begin(), db0.end());
+  const std::vector<float> xf = to_floats(in.x), wf = to_floats(in.w), doutf = to_floats(dout), dresf = to_floats(dres);
+  std::vector<float> dx_naive(NC), dw_naive = dw0, db_naive = db0;
+  if (rms) {
+    cpu::rmsnorm_backward(dx_ref.data(), dw_ref.data(), with_dres ? dresd.data() : nullptr, doutd.data(), in.xd.data(),
+                          in.wd.data(), rstdd.data(), N, C);
+    cpu::rmsnorm_backward(dx_naive.data(), dw_naive.data(), with_dres ? dresf.data() : nullptr, doutf.data(), xf.data(),
+                          wf.data(), rstd.data(), N, C);
+  } else {
+    cpu::layernorm_backward(dx_ref.data(), dw_ref.data(), db_ref.data(), with_dres ? dresd.data() : nullptr,
+                            doutd.data(), in.xd.data(), in.wd.data(), meand.data(), rstdd.data(), N, C);
+    cpu::layernorm_backward(dx_naive.data(), dw_naive.data(), db_naive.data(), with_dres ? dresf.data() : nullptr,
+                            doutf.data(), xf.data(), wf.data(), mean.data(), rstd.data(), N, C);
+  }
+
+  const NormBackward<T> got = run_norm_backward(rms, in, dout, with_dres ? &dres : nullptr, false, mean, rstd, dw0, db0, N, C);
+  require_storage_close(name + " dx", got.dx, dx_ref, dx_naive);
+  require_fp32_close(name + " dweight (+=)", to_double(got.dw), dw_ref);
+  if (!rms) require_fp32_close(name + " dbias (+=)", to_double(got.db), db_ref);
+
+  if (with_dres) {  // dres aliasing dx (the residual stream's gradient updated in place): same bits
+    const NormBackward<T> inplace = run_norm_backward(rms, in, dout, &dres, true, mean, rstd, dw0, db0, N, C);
+    CHECK(bitwise_equal(inplace.dx, got.dx));
+    CHECK(bitwise_equal(inplace.dw, got.dw));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("norm kernels: layernorm forward against the CPU reference", "[kernels][norm]") {
+  uint64_t seed = 100;
+  for (const auto& c : kCases) {
+    check_norm_forward<float>(false, false, true, c.N, c.C, seed);
+    check_norm_forward<bf16>(false, false, true, c.N, c.C, seed + 10);
+    seed += 20;
+  }
+  check_norm_forward<float>(false, false, false, 97, 64, 7);   // no bias
+  check_norm_forward<float>(false, false, true, 97, 64, 8, 1);  // misaligned: the scalar path
+  check_norm_forward<bf16>(false, false, true, 97, 64, 9, 1);
+}
+
+TEST_CASE("norm kernels: layernorm with the residual add fused in front", "[kernels][norm]") {
+  uint64_t seed = 300;
+  for (const auto& c : kCases) {
+    check_norm_forward<float>(false, true, true, c.N, c.C, seed);
+    check_norm_forward<bf16>(false, true, true, c.N, c.C, seed + 10);
+    seed += 20;
+  }
+  // residual_out aliasing x: the residual stream updated in place.
+  const int N = 97, C = 100;
+  NormInputs<bf16> in(N, C, 31);
+  const auto r = to_storage<bf16>(random_vector<float>(size_t(N) * C, 32));
+  std::vector<bf16> res(size_t(N) * C), out1(res.size()), out2(res.size());
+  std::vector<float> mean(N), rstd(N);
+  layernorm_residual_forward(res.data(), out1.data(), mean.data(), rstd.data(), in.x.data(), r.data(), in.w.data(),
+                             in.b.data(), N, C, 1e-5f, nullptr);
+  std::vector<bf16> x = in.x;
+  layernorm_residual_forward(x.data(), out2.data(), mean.data(), rstd.data(), x.data(), r.data(), in.w.data(),
+                             in.b.data(), N, C, 1e-5f, nullptr);
+  CHECK(bitwise_equal(x, res));
+  CHECK(bitwise_equal(out2, out1));
+}
+
+TEST_CASE("norm kernels: rmsnorm forward, plain and with the fused residual", "[kernels][norm]") {
+  uint64_t seed = 500;
+  for (const auto& c : kCases) {
+    check_norm_forward<float>(true, false, false, c.N, c.C, seed);
+    check_norm_forward<bf16>(true, false, false, c.N, c.C, seed + 10);
+    check_norm_forward<float>(true, true, false, c.N, c.C, seed + 20);
+    check_norm_forward<bf16>(true, true, false, c.N, c.C, seed + 30);
+    seed += 40;
+  }
+  check_norm_forward<float>(true, false, false, 33, 768, 9, 1);  // misaligned: the scalar path
+}
+
+TEST_CASE("norm kernels: layernorm backward, dx with and without dres, dweight/dbias +=", "[kernels][norm]") {
+  uint64_t seed = 700;
+  for (const auto& c : kCases) {
+    for (bool with_dres : {false, true}) {
+      check_norm_backward<float>(false, with_dres, c.N, c.C, seed);
+      check_norm_backward<bf16>(false, with_dres, c.N, c.C, seed + 10);
+      seed += 20;
+    }
+  }
+}
+
+TEST_CASE("norm kernels: rmsnorm backward, dx with and without dres, dweight +=", "[kernels][norm]") {
+  uint64_t seed = 900;
+  for (const auto& c : kCases) {
+    for (bool with_dres : {false, true}) {
+      check_norm_backward<float>(true, with_dres, c.N, c.C, seed);
+      check_norm_backward<bf16>(true, with_dres, c.N, c.C, seed + 10);
+      seed += 20;
+    }
+  }
+}
+
+TEST_CASE("norm kernels: backward reductions are bitwise reproducible across runs, schedules and workers",
+          "[kernels][norm]") {
+  for (bool rms : {false, true}) {
+    const int N = 1025, C = 40;  // 256 blocks of 4 or 5 rows; bf16 takes the vector path
+    INFO((rms ? "rmsnorm" : "layernorm") << " N=" << N << " C=" << C);
+    NormInputs<bf16> in(N, C, 41);
+    const auto dout = to_storage<bf16>(random_vector<float>(size_t(N) * C, 42));
+    const auto dres = to_storage<bf16>(random_vector<float>(size_t(N) * C, 43));
+    const std::vector<float> mean = random_vector<float>(N, 44), rstd = random_vector<float>(N, 45, 0.5, 2.0);
+    const std::vector<float> dw0 = random_vector<float>(C, 46), db0 = random_vector<float>(C, 47);
+    const auto run = [&] { return run_norm_backward(rms, in, dout, &dres, false, mean, rstd, dw0, db0, N, C); };
+    const NormBackward<bf16> first = run();
+    const auto same = [&](const NormBackward<bf16>& o) {
+      CHECK(bitwise_equal(o.dx, first.dx));
+      CHECK(bitwise_equal(o.dw, first.dw));
+      CHECK(bitwise_equal(o.db, first.db));
+    };
+    same(run());
+    for (uint64_t s : {3u, 11u}) {
+      simt::Options o = simt::options();
+      o.schedule = simt::Schedule::random;
+      o.seed = s;
+      simt::ScopedOptions scope(o);
+      same(run());
+    }
+    {
+      simt::Options o = simt::options();
+      o.schedule = simt::Schedule::reverse;
+      o.workers = 1;
+      simt::ScopedOptions scope(o);
+      same(run());
+    }
+  }
+}
+
+TEST_CASE("norm kernels: bad arguments are ift::Error naming the op and the argument", "[kernels][norm]") {
+  const int N = 4, C = 8;
+  std::vector<float> x(N * C, 1.0f), out(N * C), w(C, 1.0f), b(C), mean(N), rstd(N), dw(C), db(C);
+  std::vector<float> scratch(layernorm_backward_scratch_floats(N, C));
+  CHECK_THROWS_AS(layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), 0, C, 1e-5f,
+                                    nullptr),
+                  Error);
+  CHECK_THROWS_WITH(layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), 0, C, 1e-5f,
+                                      nullptr),
+                    Catch::Equals("layernorm_forward: empty shape N = 0, C = 8"));
+  CHECK_THROWS_WITH(rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), N, -3, 1e-5f, nullptr),
+                    Catch::Contains("rmsnorm_forward: empty shape"));
+  CHECK_THROWS_WITH(layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, C, -1.0f,
+                                      nullptr),
+                    Catch::Contains("layernorm_forward: eps = -1"));
+  CHECK_THROWS_WITH(layernorm_forward(out.data(), mean.data(), nullptr, x.data(), w.data(), b.data(), N, C, 1e-5f, nullptr),
+                    Catch::Contains("layernorm_forward") && Catch::Contains("rstd"));
+  CHECK_THROWS_WITH(rmsnorm_residual_forward(out.data(), out.data(), rstd.data(), x.data(), nullptr, w.data(), N, C,
+                                             1e-5f, nullptr),
+                    Catch::Contains("rmsnorm_residual_forward") && Catch::Contains("residual"));
+  CHECK_THROWS_WITH(layernorm_backward(out.data(), dw.data(), db.data(), nullptr, x.data(), x.data(), w.data(),
+                                       mean.data(), rstd.data(), N, C, scratch.data(), scratch.size() - 1, nullptr),
+                    Catch::Contains("layernorm_backward: scratch holds"));
+  CHECK_THROWS_WITH(rmsnorm_backward(out.data(), nullptr, nullptr, x.data(), x.data(), w.data(), rstd.data(), N, C,
+                                     scratch.data(), scratch.size(), nullptr),
+                    Catch::Contains("rmsnorm_backward") && Catch::Contains("dweight"));
+  // C beyond what the backward's shared-memory column sums hold.
+  const int big = 6145;
+  std::vector<float> bx(big), bw(big), bdw(big), bdb(big), bs(layernorm_backward_scratch_floats(1, big));
+  CHECK_THROWS_WITH(layernorm_backward(bx.data(), bdw.data(), bdb.data(), nullptr, bx.data(), bx.data(), bw.data(),
+                                       mean.data(), rstd.data(), 1, big, bs.data(), bs.size(), nullptr),
+                    Catch::Contains("layernorm_backward: C = 6145 is too large"));
+}

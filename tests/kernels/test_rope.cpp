@@ -1,0 +1,156 @@
+// RoPE kernels in the emulator against the CPU reference (engine/cpu/ops.h), computed in double.
+// fp32: |x - ref| <= 1e-6 + 1e-5 |ref| element by element (the kernel's angles are double, its
+// rotation fp32: ~1e-7 expected). bf16: the FlashAttention rule, max error vs the fp64 reference at
+// most 2x that of a naive bf16 implementation (bf16 storage, fp32 angles and math, as Hugging Face
+// computes it) + 1e-6.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "engine/cpu/ops.h"
+#include "engine/error.h"
+#include "kernels/rope.h"
+#include "tests/support.h"
+
+using namespace ift;
+using namespace ift::test;
+using bf16 = __nv_bfloat16;
+
+namespace {
+
+struct RopeCase {
+  int N, heads, extra_heads, D;
+  float theta;
+  uint64_t seed;
+};
+
+// Rows of `heads + extra_heads` heads plus 3 padding columns, so ld is odd and the rotation must
+// stop at `heads`.
+struct RopeData {
+  int ld;
+  std::vector<int32_t> positions;
+  std::vector<float> x;
+};
+
+RopeData make_rope_data(const RopeCase& c) {
+  RopeData r;
+  r.ld = (c.heads + c.extra_heads) * c.D + 3;
+  std::mt19937_64 rng(c.seed);
+  std::uniform_int_distribution<int32_t> pos(0, 4095);
+  r.positions.resize(c.N);
+  for (auto& p : r.positions) p = pos(rng);
+  if (c.N > 1) r.positions[0] = 0;  // position 0 (the identity) in every case with a second row
+  r.x = random_vector<float>(static_cast<size_t>(c.N) * r.ld, c.seed + 1, -2.0, 2.0);
+  return r;
+}
+
+std::vector<double> reference(const RopeData& r, const RopeCase& c, bool backward) {
+  std::vector<double> y(r.x.begin(), r.x.end());
+  if (backward) cpu::rope_backward(y.data(), r.positions.data(), c.N, c.heads, c.D, r.ld, c.theta);
+  else cpu::rope_forward(y.data(), r.positions.data(), c.N, c.heads, c.D, r.ld, c.theta);
+  return y;
+}
+
+// What a naive bf16 implementation computes: HF's fp32 inv_freq and angles, fp32 math on bf16
+// inputs, one rounding to bf16 at the end.
+std::vector<float> naive_bf16(const std::vector<float>& x_bf16, const RopeData& r, const RopeCase& c, float sign) {
+  std::vector<float> y = x_bf16;
+  const int half = c.D / 2;
+  for (int n = 0; n < c.N; ++n)
+    for (int h = 0; h < c.heads; ++h)
+      for (int j = 0; j < half; ++j) {
+        const float inv_freq = 1.0f / std::pow(c.theta, static_cast<float>(2 * j) / c.D);
+        const float angle = static_cast<float>(r.positions[n]) * inv_freq;
+        const float cs = std::cos(angle), sn = sign * std::sin(angle);
+        float* row = y.data() + static_cast<size_t>(n) * r.ld + h * c.D;
+        const float a = row[j], b = row[j + half];
+        row[j] = __bfloat162float(__float2bfloat16(a * cs - b * sn));
+        row[j + half] = __bfloat162float(__float2bfloat16(b * cs + a * sn));
+      }
+  return y;
+}
+
+double max_error(const std::vector<float>& got, const std::vector<double>& ref) {
+  double e = 0;
+  for (size_t i = 0; i < ref.size(); ++i) e = std::max(e, std::abs(static_cast<double>(got[i]) - ref[i]));
+  return e;
+}
+
+const RopeCase kCases[] = {
+    {1, 1, 0, 2, 10000.0f, 1},         // one row, the smallest head
+    {97, 5, 1, 40, 10000.0f, 2},       // awkward rows and head dim, a head left alone
+    {97, 6, 2, 64, 500000.0f, 3},      // Llama 3 theta, GQA-like q+k heads
+    {33, 3, 0, 128, 10000.0f, 4},      // largest usual head dim
+    {1025, 2, 1, 16, 10000.0f, 5},     // many rows
+};
+
+}  // namespace
+
+TEST_CASE("rope fp32: forward and backward match the CPU reference, other columns untouched", "[kernels][rope]") {
+  for (const RopeCase& c : kCases) {
+    INFO("N=" << c.N << " heads=" << c.heads << " D=" << c.D << " theta=" << c.theta << " seed=" << c.seed);
+    const RopeData r = make_rope_data(c);
+    for (bool backward : {false, true}) {
+      INFO((backward ? "backward" : "forward"));
+      std::vector<float> y = r.x;
+      if (backward) rope_backward(y.data(), r.positions.data(), c.N, c.heads, c.D, r.ld, c.theta, nullptr);
+      else rope_forward(y.data(), r.positions.data(), c.N, c.heads, c.D, r.ld, c.theta, nullptr);
+      const std::vector<double> ref = reference(r, c, backward);
+      double err = 0;
+      for (size_t i = 0; i < ref.size(); ++i) err = std::max(err, std::abs(y[i] - ref[i]));
+      INFO("max error " << err);
+      require_close("x", y, ref, 1e-6, 1e-5);
+      int changed_rows = 0;  // columns past heads*D must stay bitwise unchanged
+      for (int n = 0; n < c.N; ++n)
+        changed_rows += std::memcmp(y.data() + static_cast<size_t>(n) * r.ld + c.heads * c.D,
+                                    r.x.data() + static_cast<size_t>(n) * r.ld + c.heads * c.D,
+                                    sizeof(float) * (r.ld - c.heads * c.D)) != 0;
+      CHECK(changed_rows == 0);
+      if (backward) {
+        // The backward is the inverse: forward after backward gives x back.
+        rope_forward(y.data(), r.positions.data(), c.N, c.heads, c.D, r.ld, c.theta, nullptr);
+        require_close("forward(backward(x))", y, r.x, 1e-6, 1e-5);
+      }
+    }
+  }
+}
+
+TEST_CASE("rope bf16: at most twice the error of a naive bf16 implementation", "[kernels][rope]") {
+  for (const RopeCase& c : kCases) {
+    INFO("N=" << c.N << " heads=" << c.heads << " D=" << c.D << " theta=" << c.theta << " seed=" << c.seed);
+    RopeData r = make_rope_data(c);
+    for (auto& v : r.x) v = __bfloat162float(__float2bfloat16(v));  // the inputs are bf16 values
+    for (bool backward : {false, true}) {
+      INFO((backward ? "backward" : "forward"));
+      std::vector<bf16> y(r.x.size());
+      for (size_t i = 0; i < y.size(); ++i) y[i] = __float2bfloat16(r.x[i]);
+      if (backward) rope_backward(y.data(), r.positions.data(), c.N, c.heads, c.D, r.ld, c.theta, nullptr);
+      else rope_forward(y.data(), r.positions.data(), c.N, c.heads, c.D, r.ld, c.theta, nullptr);
+      std::vector<float> got(y.size());
+      for (size_t i = 0; i < y.size(); ++i) got[i] = __bfloat162float(y[i]);
+      const std::vector<double> ref = reference(r, c, backward);
+      const double err = max_error(got, ref);
+      const double naive = max_error(naive_bf16(r.x, r, c, backward ? -1.0f : 1.0f), ref);
+      INFO("max error " << err << ", naive bf16 " << naive);
+      CHECK(err <= 2 * naive + 1e-6);
+      CHECK(err > 0);  // the comparison is not vacuous: bf16 rounding shows
+    }
+  }
+}
+
+TEST_CASE("rope: bad shapes are errors naming the op and the argument", "[kernels][rope]") {
+  std::vector<float> x(64, 0.0f);
+  std::vector<int32_t> pos(4, 0);
+  auto fwd = [&](int N, int heads, int D, int ld, float theta) {
+    rope_forward(x.data(), pos.data(), N, heads, D, ld, theta, nullptr);
+  };
+  CHECK_THROWS_WITH(fwd(4, 1, 3, 16, 1e4f), Catch::Contains("rope_forward") && Catch::Contains("head dim D"));
+  CHECK_THROWS_WITH(fwd(4, 1, 258, 300, 1e4f), Catch::Contains("head dim D"));
+  CHECK_THROWS_WITH(fwd(4, 2, 8, 15, 1e4f), Catch::Contains("row stride ld"));
+  CHECK_THROWS_WITH(fwd(4, 0, 8, 16, 1e4f), Catch::Contains("heads"));
+  CHECK_THROWS_WITH(fwd(-1, 1, 8, 16, 1e4f), Catch::Contains("N (rows)"));
+  CHECK_THROWS_WITH(fwd(4, 1, 8, 16, 0.0f), Catch::Contains("theta"));
+  CHECK_THROWS_WITH(rope_backward(x.data(), nullptr, 4, 1, 8, 16, 1e4f, nullptr),
+                    Catch::Contains("rope_backward") && Catch::Contains("positions"));
+  CHECK_NOTHROW(fwd(0, 1, 8, 16, 1e4f));  // no rows: nothing to do
+}
