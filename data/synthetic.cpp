@@ -45,7 +45,7 @@ std::string join(const std::vector<std::string>& v) {
 }
 
 std::string make_reverse(std::mt19937_64& rng, std::string& input) {
-  std::vector<std::string> w = pick_words(rng, uniform(rng, 2, 4));
+  std::vector<std::string> w = pick_words(rng, uniform(rng, 2, 3));
   input = join(w);
   std::reverse(w.begin(), w.end());
   return join(w);
@@ -65,7 +65,7 @@ std::vector<std::string> to_strings(const std::vector<int>& v) {
 }
 
 std::string make_sort(std::mt19937_64& rng, std::string& input) {
-  std::vector<int> v(uniform(rng, 3, 5));
+  std::vector<int> v(uniform(rng, 3, 4));
   for (int& x : v) x = uniform(rng, 0, 9);
   input = join(to_strings(v));
   std::sort(v.begin(), v.end());

@@ -8,6 +8,7 @@
 //                                           causal (half the square)
 #include <cblas.h>
 #include <omp.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -69,6 +70,7 @@ int bench(Args args) {
   p.option("--steps", "N", "5", "timed steps (after one warm-up step)");
   p.option("--threads", "K", "0", "OpenMP threads; 0: all cores");
   p.option("--backend", "NAME", "cpu", "backend (cpu)");
+  p.flag("--json", "print one JSON line instead of the text (for tools/bench/compare_torch.sh)");
   if (!p.parse(args.subspan(1))) return 0;
   IFT_CHECK(p.str("--backend") == "cpu", "backend '", p.str("--backend"), "' is not available (cpu)");
   if (p.integer("--threads") > 0) omp_set_num_threads(static_cast<int>(p.integer("--threads")));
@@ -109,6 +111,18 @@ int bench(Args args) {
   std::sort(times.begin(), times.end());
   const double median = times[times.size() / 2];
   const double peak = sgemm_peak_flops();
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  const double rss_mb = usage.ru_maxrss / 1024.0;
+  if (p.on("--json")) {
+    std::printf("%s\n", nlohmann::json{{"model", m}, {"batch", B}, {"seq_len", T}, {"threads", omp_get_max_threads()},
+                                       {"median_ms", median * 1e3}, {"tokens_per_s", N / median},
+                                       {"mfu", flops / median / peak}, {"sgemm_peak_gflops", peak / 1e9},
+                                       {"peak_rss_mb", rss_mb}}
+                             .dump()
+                             .c_str());
+    return 0;
+  }
   std::printf("model %s: %zu parameters, B=%d T=%d, %d threads\n", m.c_str(), model.layout().total, B, T,
               omp_get_max_threads());
   std::printf("step: median %.1f ms over %d steps (min %.1f, max %.1f)\n", median * 1e3, steps, times.front() * 1e3,
@@ -116,6 +130,7 @@ int bench(Args args) {
   std::printf("throughput: %.0f tokens/s, %.2f GFLOP/s of model FLOPs (%.2f GFLOP per step)\n", N / median,
               flops / median / 1e9, flops / 1e9);
   std::printf("MFU: %.1f%% of the measured sgemm peak %.2f GFLOP/s\n", 100.0 * flops / median / peak, peak / 1e9);
+  std::printf("peak resident memory: %.0f MiB\n", rss_mb);
   return 0;
 }
 
