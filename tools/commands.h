@@ -13,6 +13,7 @@ int chat(Args args);
 int dump(Args args);
 int eval(Args args);
 int generate(Args args);
+int inspect(Args args);
 int train(Args args);
 int prepare(Args args);
 int report(Args args);

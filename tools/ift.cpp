@@ -23,6 +23,7 @@ constexpr Command kCommands[] = {
     {"chat", ift::cmd::chat, "talk with a model, turn after turn"},
     {"bench", ift::cmd::bench, "`ift bench train`: time training steps, tokens/s and MFU vs a measured sgemm peak"},
     {"dump", ift::cmd::dump, "run one batch through a model; write loss, logits and all gradients"},
+    {"inspect", ift::cmd::inspect, "show prepared rows: JSON (HF labels, positions, sample lengths) or marked text"},
     {"tokenize", ift::cmd::tokenize, "print the token ids of a text as a JSON array"},
     {"tokenizer", ift::cmd::tokenizer, "tokenizer tools: `ift tokenizer train` trains a sentencepiece model"},
     {"synth", ift::cmd::synth, "write the synthetic instruction tasks of the demo (held-out phrasings for eval)"},

@@ -220,4 +220,35 @@ TEST_CASE("ift prepare with the llama2 tokenizer: trained tokens are the outputs
   std::ifstream log(dir / "log.txt");
   const std::string text((std::istreambuf_iterator<char>(log)), {});
   CHECK_THAT(text, Catch::Matchers::Contains("packing efficiency"));
+
+  // `ift inspect --json`: the row with Hugging Face's labels (aligned, -100 = no loss), positions
+  // restarting per sample, and the sample lengths; the text view marks exactly the trained spans.
+  const std::string inspect = std::string(IFT_BINARY) + " inspect " + (dir / "out").string();
+  REQUIRE(std::system((inspect + " --json --rows 0: > " + (dir / "rows.jsonl").string()).c_str()) == 0);
+  std::ifstream rows(dir / "rows.jsonl");
+  std::string line;
+  REQUIRE(std::getline(rows, line));
+  const auto row = nlohmann::json::parse(line);
+  CHECK(row["row"] == 0);
+  const auto ids = row["input_ids"].get<std::vector<int32_t>>();
+  const auto labels = row["labels"].get<std::vector<int32_t>>();
+  const auto positions = row["position_ids"].get<std::vector<int32_t>>();
+  CHECK(row["seq_lens"].get<std::vector<int32_t>>().size() == 2);
+  REQUIRE(ids.size() == labels.size());
+  REQUIRE(ids.size() == positions.size());
+  CHECK(positions[0] == 0);
+  CHECK(positions[row["seq_lens"][0].get<size_t>()] == 0);  // the second sample restarts
+  std::vector<int32_t> trained_ids;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (labels[i] == -100) continue;
+    CHECK(labels[i] == ids[i]);
+    trained_ids.push_back(labels[i]);
+  }
+  CHECK(static_cast<uint64_t>(trained_ids.size()) == f.header().n_trained);
+  CHECK_FALSE(std::getline(rows, line));  // one row in all
+  REQUIRE(std::system((inspect + " --tokenizer " + tok_path.string() + " > " + (dir / "rows.txt").string()).c_str()) == 0);
+  std::ifstream view(dir / "rows.txt");
+  const std::string shown((std::istreambuf_iterator<char>(view)), {});
+  CHECK_THAT(shown, Catch::Matchers::Contains("[[Blue is a color.</s>]]") || Catch::Matchers::Contains("[[The sum is 5.</s>]]"));
+  CHECK(std::system((inspect + " --rows 3:1 2> /dev/null").c_str()) != 0);
 }
