@@ -22,7 +22,8 @@ step "synthetic instruction tasks"
 step "sentencepiece tokenizer trained on the task text"
 "$ift" tokenizer train --input "$run/data/corpus.txt" --vocab-size 1024 --out "$run/tokenizer" --quiet
 
-overrides=(--set "out_dir=$run" --set "tokenizer=$run/tokenizer.model" --set "data.train=[$run/data/train.jsonl]")
+overrides=(--set "out_dir=$run" --set "tokenizer=$run/tokenizer.model" --set "data.train=[$run/data/train.jsonl]"
+           --set "data.eval=[$run/data/eval_tasks.jsonl]")
 eval_args=(--tasks "$run/data/eval_tasks.jsonl" --template configs/demo-template.yaml --examples 1)
 
 step "the model before training (its random initialisation: one step at learning rate 1e-12)"
