@@ -290,39 +290,45 @@ constexpr size_t bwd_shared_bytes(int D) {
 }
 static_assert(bwd_shared_bytes(kMaxD) <= 48 * 1024, "backward tiles must fit the default dynamic shared memory");
 
+// Per-row values of the query tile q0.. of both backward kernels, in static shared memory.
+struct BwdRowStats {
+  int seg[kBwdRows];      // first key row of the row's segment (N past the last row)
+  float lse[kBwdRows];    // log-sum-exp of the row's scores from the forward (0 past N)
+  float delta[kBwdRows];  // rowsum(dO * O) from attention_delta_kernel (0 past N)
+};
+
 // P and dS = P * (dO.V - delta) * scale of one (query tile, key tile) pair into s_p, s_ds: each
 // thread takes key column tid % kBwdKeys for two query rows. Masked entries are 0.
 template <class T>
 __device__ __forceinline__ void bwd_scores(const AttnArgs<T>& a, const BwdTiles& t, int q0, int k0,
-                                           const int* s_seg, const float* s_lse, const float* s_delta) {
+                                           const BwdRowStats& s_rows) {
   const int D = a.D, ldt = D + 1, lds = kBwdKeys + 1;
   const int c = threadIdx.x % kBwdKeys, j = k0 + c;
 IFT_ATTN_UNROLL
   for (int half = 0; half < 2; ++half) {
     const int r = threadIdx.x / kBwdKeys + half * (kBwdRows / 2), i = q0 + r;
     float p = 0.0f, ds = 0.0f;
-    if (i < a.N && j <= i && j >= s_seg[r]) {
+    if (i < a.N && j <= i && j >= s_rows.seg[r]) {
       const float s = dot_shared(t.s_q + r * ldt, t.s_k + c * ldt, D) * a.scale;
       const float dp = dot_shared(t.s_do + r * ldt, t.s_v + c * ldt, D);
-      p = expf(s - s_lse[r]);
-      ds = p * (dp - s_delta[r]) * a.scale;
+      p = expf(s - s_rows.lse[r]);
+      ds = p * (dp - s_rows.delta[r]) * a.scale;
     }
     t.s_p[r * lds + c] = p;
     t.s_ds[r * lds + c] = ds;
   }
 }
 
-// Per-row values of a query tile: segment start (N past the last row), lse and delta (0 past N).
+// The per-row values of the query tile q0.. of head h.
 template <class T>
 __device__ __forceinline__ void load_row_stats(const AttnArgs<T>& a, int q0, int h, const float* __restrict__ g_lse,
-                                               const float* __restrict__ g_delta, int* s_seg, float* s_lse,
-                                               float* s_delta) {
+                                               const float* __restrict__ g_delta, BwdRowStats& s_rows) {
   for (int r = threadIdx.x; r < kBwdRows; r += blockDim.x) {
     const int i = q0 + r;
     const bool in = i < a.N;
-    s_seg[r] = in ? segment_begin(a, i) : a.N;
-    s_lse[r] = in ? g_lse[static_cast<int64_t>(i) * a.H + h] : 0.0f;
-    s_delta[r] = in ? g_delta[static_cast<int64_t>(i) * a.H + h] : 0.0f;
+    s_rows.seg[r] = in ? segment_begin(a, i) : a.N;
+    s_rows.lse[r] = in ? g_lse[static_cast<int64_t>(i) * a.H + h] : 0.0f;
+    s_rows.delta[r] = in ? g_delta[static_cast<int64_t>(i) * a.H + h] : 0.0f;
   }
 }
 
@@ -332,9 +338,7 @@ static __global__ void __launch_bounds__(kAttnThreads)
                           const T* __restrict__ g_dout,                   // (N, H*D)
                           const float* __restrict__ g_lse,                // (N, H)
                           const float* __restrict__ g_delta) {            // (N, H)
-  __shared__ int s_seg[kBwdRows];
-  __shared__ float s_lse[kBwdRows];
-  __shared__ float s_delta[kBwdRows];
+  __shared__ BwdRowStats s_rows;
   IFT_DYNAMIC_SHARED(float, s_buf);
   const int D = a.D, ldt = D + 1, lds = kBwdKeys + 1;
   const BwdTiles t = bwd_tiles(s_buf, D);
@@ -359,9 +363,9 @@ IFT_ATTN_UNROLL
     for (int q0 = k0; q0 < q_end; q0 += kBwdRows) {
       load_head_tile(t.s_q, a.qkv + h * D, ld, q0, kBwdRows, q_end, D);
       load_head_tile(t.s_do, g_dout + h * D, ldo, q0, kBwdRows, q_end, D);
-      load_row_stats(a, q0, h, g_lse, g_delta, s_seg, s_lse, s_delta);
+      load_row_stats(a, q0, h, g_lse, g_delta, s_rows);
       __syncthreads();
-      bwd_scores(a, t, q0, k0, s_seg, s_lse, s_delta);
+      bwd_scores(a, t, q0, k0, s_rows);
       __syncthreads();
       // dV += P^T dO, dK += dS^T Q
       for (int r = 0; r < kBwdRows; ++r) {
@@ -408,9 +412,7 @@ static __global__ void __launch_bounds__(kAttnThreads)
                         const T* __restrict__ g_dout,            // (N, H*D)
                         const float* __restrict__ g_lse,         // (N, H)
                         const float* __restrict__ g_delta) {     // (N, H)
-  __shared__ int s_seg[kBwdRows];
-  __shared__ float s_lse[kBwdRows];
-  __shared__ float s_delta[kBwdRows];
+  __shared__ BwdRowStats s_rows;
   IFT_DYNAMIC_SHARED(float, s_buf);
   const int D = a.D, ldt = D + 1, lds = kBwdKeys + 1;
   const BwdTiles t = bwd_tiles(s_buf, D);
@@ -422,7 +424,7 @@ static __global__ void __launch_bounds__(kAttnThreads)
 
   load_head_tile(t.s_q, a.qkv + h * D, ld, q0, kBwdRows, q_end, D);
   load_head_tile(t.s_do, g_dout + h * D, ldo, q0, kBwdRows, q_end, D);
-  load_row_stats(a, q0, h, g_lse, g_delta, s_seg, s_lse, s_delta);
+  load_row_stats(a, q0, h, g_lse, g_delta, s_rows);
   __syncthreads();
 
   // Accumulator role: query rows warp + kAttnWarps*k, dims lane + 32*c.
@@ -433,12 +435,12 @@ IFT_ATTN_UNROLL
 IFT_ATTN_UNROLL
     for (int c = 0; c < kDSlices; ++c) r_dq[k][c] = 0.0f;
 
-  const int k_begin = s_seg[0], k_end = q_end;
+  const int k_begin = s_rows.seg[0], k_end = q_end;
   for (int k0 = k_begin; k0 < k_end; k0 += kBwdKeys) {
     load_head_tile(t.s_k, g_k, ld, k0, kBwdKeys, k_end, D);
     load_head_tile(t.s_v, g_v, ld, k0, kBwdKeys, k_end, D);
     __syncthreads();
-    bwd_scores(a, t, q0, k0, s_seg, s_lse, s_delta);
+    bwd_scores(a, t, q0, k0, s_rows);
     __syncthreads();
     // dQ += dS K
     for (int cc = 0; cc < kBwdKeys; ++cc) {

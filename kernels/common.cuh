@@ -1,6 +1,6 @@
 // What every kernel file includes first: the CUDA environment (the real one under nvcc, the SIMT
 // emulator's under the host compiler), the launch helper, and the small device helpers kernels
-// share: warp and block reductions, 16-byte vector loads, bf16 conversions.
+// share: warp and block reductions, 16-byte vector loads and stores, bf16 conversions.
 //
 // IFT_EMULATED is 1 when the file is compiled by the host compiler over the emulator and 0 under
 // nvcc. Kernels test it (never __CUDA_ARCH__) where the two must differ, e.g. an inline-PTX wrapper
@@ -76,6 +76,40 @@ __device__ __forceinline__ void store128(T* g_address, const Pack128<T>& value) 
 #endif
   *reinterpret_cast<Pack128<T>*>(g_address) = value;
 }
+
+// K consecutive elements as floats. K = 1 is a scalar access; otherwise K is a multiple of T's
+// 16-byte pack and the address is 16-byte aligned (one or two 128-bit transactions).
+template <int K, class T>
+__device__ __forceinline__ void load_floats(float (&r)[K], const T* g) {
+  if constexpr (K == 1) {
+    r[0] = to_float(g[0]);
+  } else {
+    constexpr int P = Pack128<T>::kSize;
+    static_assert(K % P == 0, "load_floats: K must be 1 or a multiple of the 16-byte pack");
+    for (int j = 0; j < K / P; ++j) {
+      const Pack128<T> v = load128(g + j * P);
+      for (int k = 0; k < P; ++k) r[j * P + k] = to_float(v[k]);
+    }
+  }
+}
+
+template <int K, class T>
+__device__ __forceinline__ void store_floats(T* g, const float (&r)[K]) {
+  if constexpr (K == 1) {
+    g[0] = from_float<T>(r[0]);
+  } else {
+    constexpr int P = Pack128<T>::kSize;
+    static_assert(K % P == 0, "store_floats: K must be 1 or a multiple of the 16-byte pack");
+    for (int j = 0; j < K / P; ++j) {
+      Pack128<T> v;
+      for (int k = 0; k < P; ++k) v[k] = from_float<T>(r[j * P + k]);
+      store128(g + j * P, v);
+    }
+  }
+}
+
+// Host side, for launchers choosing between the vector and the scalar path.
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // ---- reductions ---------------------------------------------------------------------------------
 // Warp reductions: all 32 lanes must call; every lane gets the result (butterfly, so the result is

@@ -12,39 +12,6 @@ namespace ift {
 
 namespace {
 
-// K consecutive elements as floats. K = 1 is a scalar access; otherwise K is a multiple of T's
-// 16-byte pack and the address is 16-byte aligned (one or two 128-bit transactions).
-template <int K, class T>
-__device__ __forceinline__ void load_floats(float (&r)[K], const T* g) {
-  if constexpr (K == 1) {
-    r[0] = to_float(g[0]);
-  } else {
-    constexpr int P = Pack128<T>::kSize;
-    static_assert(K % P == 0, "load_floats: K must be 1 or a multiple of the 16-byte pack");
-    for (int j = 0; j < K / P; ++j) {
-      const Pack128<T> v = load128(g + j * P);
-      for (int k = 0; k < P; ++k) r[j * P + k] = to_float(v[k]);
-    }
-  }
-}
-
-template <int K, class T>
-__device__ __forceinline__ void store_floats(T* g, const float (&r)[K]) {
-  if constexpr (K == 1) {
-    g[0] = from_float<T>(r[0]);
-  } else {
-    constexpr int P = Pack128<T>::kSize;
-    static_assert(K % P == 0, "store_floats: K must be 1 or a multiple of the 16-byte pack");
-    for (int j = 0; j < K / P; ++j) {
-      Pack128<T> v;
-      for (int k = 0; k < P; ++k) v[k] = from_float<T>(r[j * P + k]);
-      store128(g + j * P, v);
-    }
-  }
-}
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 // The widest vector that covers whole 16-byte packs of every type involved: 8 when a bf16 is
 // among them, 4 for floats only.
 template <class... Ts>

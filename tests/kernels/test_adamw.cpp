@@ -23,17 +23,13 @@
 #include "engine/error.h"
 #include "kernels/kernels.h"
 #include "kernels/simt/runtime.h"
+#include "tests/kernels/kernel_support.h"
 #include "tests/support.h"
 
 using namespace ift;
 using namespace ift::test;
 
 namespace {
-
-void report(const std::string& what, double value) {
-  const char* v = std::getenv("IFT_TEST_VERBOSE");
-  if (v && v[0] == '1') std::printf("  %-60s %.3e\n", what.c_str(), value);
-}
 
 // Random tensor sizes (1 to 3000) tiling [0, n), each decaying or not at random.
 struct Segments {
@@ -68,29 +64,12 @@ void reference_step(std::vector<float>& w, const std::vector<float>& g, std::vec
   }
 }
 
-std::vector<__nv_bfloat16> to_bf16(const std::vector<float>& x) {
-  std::vector<__nv_bfloat16> y(x.size());
-  for (size_t i = 0; i < x.size(); ++i) y[i] = __float2bfloat16(x[i]);
-  return y;
-}
-std::vector<float> to_float(const std::vector<__nv_bfloat16>& x) {
-  std::vector<float> y(x.size());
-  for (size_t i = 0; i < x.size(); ++i) y[i] = __bfloat162float(x[i]);
-  return y;
-}
-
 // The largest |err| / (atol + rtol |ref|): the share of the tolerance used (<= 1 passes).
 double tolerance_used(const std::vector<float>& got, const std::vector<float>& ref, double atol, double rtol) {
   double worst = 0;
   for (size_t i = 0; i < ref.size(); ++i)
     worst = std::max(worst, std::abs(static_cast<double>(got[i]) - ref[i]) / (atol + rtol * std::abs(ref[i])));
   return worst;
-}
-
-double max_abs(const std::vector<float>& x) {
-  double m = 0;
-  for (float v : x) m = std::max(m, static_cast<double>(std::abs(v)));
-  return m;
 }
 
 // `steps` AdamW steps with gradient type G, kernel against reference; with bf16 grads the reference
@@ -110,8 +89,8 @@ std::vector<float> check_steps(int64_t n, uint64_t seed, int steps, bool bf16_co
     std::vector<float> g = random_vector<float>(n, seed + 100 + t, -2.0, 2.0);
     u.lr = 1e-2f / t, u.grad_scale = t == 2 ? 0.25f : 1.0f, u.t = t;
     if constexpr (sizeof(G) == 2) {
-      const std::vector<__nv_bfloat16> gb = to_bf16(g);
-      g = to_float(gb);
+      const std::vector<__nv_bfloat16> gb = to_storage<bf16>(g);
+      g = to_floats(gb);
       adamw_update(u, gb.data(), nullptr);
     } else {
       adamw_update(u, g.data(), nullptr);
@@ -205,8 +184,8 @@ TEST_CASE("sum_of_squares matches cpu::sum_of_squares and is deterministic", "[k
   for (int64_t n : {0, 1, 97, 1025, 1000003}) {
     INFO("n = " << n);
     const std::vector<float> x = random_vector<float>(n, 70 + n, -3.0, 3.0);
-    const std::vector<__nv_bfloat16> xb = to_bf16(x);
-    const std::vector<float> xbf = to_float(xb);
+    const std::vector<__nv_bfloat16> xb = to_storage<bf16>(x);
+    const std::vector<float> xbf = to_floats(xb);
     std::vector<float> scratch(sum_of_squares_scratch_floats(n));
     float out = -1, again = -1, outb = -1;
     sum_of_squares(&out, x.data(), n, scratch.data(), scratch.size(), nullptr);

@@ -14,11 +14,11 @@
 #include "engine/error.h"
 #include "kernels/attention.h"
 #include "kernels/simt/runtime.h"
+#include "tests/kernels/kernel_support.h"
 #include "tests/support.h"
 
 using namespace ift;
 using namespace ift::test;
-using bf16 = __nv_bfloat16;
 
 namespace {
 
@@ -93,32 +93,7 @@ std::vector<double> columns(const std::vector<T>& x, int N, int ld, int col, int
   return y;
 }
 
-template <class T>
-std::vector<double> to_double(const std::vector<T>& x) {
-  std::vector<double> y(x.size());
-  for (size_t i = 0; i < x.size(); ++i) y[i] = static_cast<double>(x[i]);
-  return y;
-}
-
 float bf(float x) { return __bfloat162float(__float2bfloat16(x)); }
-
-std::vector<double> bf16_to_double(const std::vector<bf16>& x) {
-  std::vector<double> y(x.size());
-  for (size_t i = 0; i < x.size(); ++i) y[i] = __bfloat162float(x[i]);
-  return y;
-}
-
-double max_abs(const std::vector<double>& x) {
-  double m = 0;
-  for (double v : x) m = std::max(m, std::abs(v));
-  return m;
-}
-
-double max_error(const std::vector<double>& got, const std::vector<double>& ref) {
-  double e = 0;
-  for (size_t i = 0; i < ref.size(); ++i) e = std::max(e, std::abs(got[i] - ref[i]));
-  return e;
-}
 
 // |x - ref| <= rtol * max(1, max|ref|): see the head of the file.
 void require_close_fp32(const std::string& what, const std::vector<double>& got, const std::vector<double>& ref) {
@@ -263,13 +238,13 @@ void check_bf16(const AttnCase& c) {
   const Reference ref = reference(a, to_double(a.qkv), to_double(a.dout));
   const NaiveBf16 naive = naive_bf16(a, a.qkv, a.dout);
   require_close("lse", lse, ref.lse, 1e-5, 1e-5);
-  const std::vector<double> got_dqkv = bf16_to_double(dqkv);
+  const std::vector<double> got_dqkv = to_double(dqkv);
   struct Part {
     const char* name;
     std::vector<double> got, naive, ref;
   };
   const Part parts[] = {
-      {"out", bf16_to_double(out), naive.out, ref.out},
+      {"out", to_double(out), naive.out, ref.out},
       {"dq", columns(got_dqkv, N, a.ld, 0, H * D), columns(naive.dqkv, N, a.ld, 0, H * D),
        columns(ref.dqkv, N, a.ld, 0, H * D)},
       {"dk", columns(got_dqkv, N, a.ld, H * D, KVH * D), columns(naive.dqkv, N, a.ld, H * D, KVH * D),

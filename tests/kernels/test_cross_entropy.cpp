@@ -22,18 +22,13 @@
 #include "engine/error.h"
 #include "kernels/kernels.h"
 #include "kernels/simt/runtime.h"
+#include "tests/kernels/kernel_support.h"
 #include "tests/support.h"
 
 using namespace ift;
 using namespace ift::test;
 
 namespace {
-
-// Prints measured errors when IFT_TEST_VERBOSE=1 (for reports; the assertions do not depend on it).
-void report(const std::string& what, double value) {
-  const char* v = std::getenv("IFT_TEST_VERBOSE");
-  if (v && v[0] == '1') std::printf("  %-60s %.3e\n", what.c_str(), value);
-}
 
 // Random targets in [0, V), every `ignore_every`-th row (and row 1 when N > 2) ignored with -100.
 std::vector<int32_t> make_targets(int N, int V, uint64_t seed, int ignore_every) {
@@ -63,25 +58,6 @@ Result run_kernel(std::vector<T> logits, const std::vector<int32_t>& targets, in
   r.grad.resize(logits.size());
   for (size_t i = 0; i < logits.size(); ++i) r.grad[i] = static_cast<float>(logits[i]);
   return r;
-}
-
-double max_abs(const std::vector<double>& x) {
-  double m = 0;
-  for (double v : x) m = std::max(m, std::abs(v));
-  return m;
-}
-
-template <class A>
-double max_abs_diff(const A& got, const std::vector<double>& ref) {
-  double m = 0;
-  for (size_t i = 0; i < ref.size(); ++i) m = std::max(m, std::abs(static_cast<double>(got[i]) - ref[i]));
-  return m;
-}
-
-std::vector<__nv_bfloat16> to_bf16(const std::vector<float>& x) {
-  std::vector<__nv_bfloat16> y(x.size());
-  for (size_t i = 0; i < x.size(); ++i) y[i] = __float2bfloat16(x[i]);
-  return y;
 }
 
 // The naive bf16 implementation the bf16 rule compares with: bf16 storage, fp32 math in one
@@ -160,7 +136,7 @@ void check_fp32(int N, int V, uint64_t seed, int ignore_every, double scale) {
 void check_bf16(int N, int V, uint64_t seed, int ignore_every, double scale) {
   INFO("N = " << N << ", V = " << V << ", seed " << seed);
   const std::vector<__nv_bfloat16> logits =
-      to_bf16(random_vector<float>(static_cast<size_t>(N) * V, seed, -scale, scale));
+      to_storage<bf16>(random_vector<float>(static_cast<size_t>(N) * V, seed, -scale, scale));
   const std::vector<int32_t> targets = make_targets(N, V, seed + 1, ignore_every);
   const double normaliser = trained(targets) + 1.0;
 
@@ -173,7 +149,7 @@ void check_bf16(int N, int V, uint64_t seed, int ignore_every, double scale) {
 
   const Result r = run_kernel(logits, targets, N, V, static_cast<float>(normaliser));
   const double ref_max = max_abs(ref_grad);
-  const double naive_grad_err = max_abs_diff(naive_grad, ref_grad), grad_err = max_abs_diff(r.grad, ref_grad);
+  const double naive_grad_err = max_error(naive_grad, ref_grad), grad_err = max_error(r.grad, ref_grad);
   const double naive_loss_err = std::abs(naive_loss - ref_loss), loss_err = std::abs(r.loss - ref_loss);
   INFO("grad error " << grad_err << " (naive " << naive_grad_err << "), loss error " << loss_err << " (naive "
                      << naive_loss_err << ")");
@@ -238,7 +214,7 @@ TEST_CASE("cross_entropy_forward with every row ignored gives zero loss and grad
   CHECK(std::all_of(r.grad.begin(), r.grad.end(), [](float g) { return g == 0.0f; }));
 
   // bf16 in place, too.
-  const Result rb = run_kernel(to_bf16(logits), std::vector<int32_t>(N, -1), N, V, 2.0f);
+  const Result rb = run_kernel(to_storage<bf16>(logits), std::vector<int32_t>(N, -1), N, V, 2.0f);
   CHECK(rb.loss == 0.0f);
   CHECK(std::all_of(rb.grad.begin(), rb.grad.end(), [](float g) { return g == 0.0f; }));
 }
@@ -290,7 +266,7 @@ TEST_CASE("cross_entropy_forward gives the same bits under every thread and bloc
   const std::vector<float> logits = random_vector<float>(static_cast<size_t>(N) * V, 71, -6, 6);
   const std::vector<int32_t> targets = make_targets(N, V, 72, 3);
   const Result base = run_kernel(logits, targets, N, V, 5.0f);
-  const Result base_bf16 = run_kernel(to_bf16(logits), targets, N, V, 5.0f);
+  const Result base_bf16 = run_kernel(to_storage<bf16>(logits), targets, N, V, 5.0f);
   for (auto [schedule, seed] : {std::pair{simt::Schedule::reverse, 1}, {simt::Schedule::random, 3}, {simt::Schedule::random, 99}}) {
     simt::Options o = simt::options();
     o.schedule = schedule, o.seed = static_cast<uint64_t>(seed);
@@ -299,7 +275,7 @@ TEST_CASE("cross_entropy_forward gives the same bits under every thread and bloc
     const Result r = run_kernel(logits, targets, N, V, 5.0f);
     CHECK(std::memcmp(&r.loss, &base.loss, sizeof(float)) == 0);
     CHECK(std::memcmp(r.grad.data(), base.grad.data(), r.grad.size() * sizeof(float)) == 0);
-    const Result rb = run_kernel(to_bf16(logits), targets, N, V, 5.0f);
+    const Result rb = run_kernel(to_storage<bf16>(logits), targets, N, V, 5.0f);
     CHECK(std::memcmp(&rb.loss, &base_bf16.loss, sizeof(float)) == 0);
     CHECK(std::memcmp(rb.grad.data(), base_bf16.grad.data(), rb.grad.size() * sizeof(float)) == 0);
   }

@@ -29,111 +29,8 @@
 #include "engine/error.h"
 #include "kernels/elementwise.h"
 #include "kernels/simt/runtime.h"
+#include "tests/kernels/kernel_support.h"
 #include "tests/support.h"
-
-// ---- helpers (the same block opens test_norm.cpp: each kernel test is its own binary) ----------
-namespace ift::test {
-
-using bf16 = __nv_bfloat16;
-
-inline float to_f(float x) { return x; }
-inline float to_f(bf16 x) { return __bfloat162float(x); }
-
-template <class T>
-T from_f(float x) {
-  if constexpr (std::is_same_v<T, bf16>)
-    return __float2bfloat16(x);
-  else
-    return x;
-}
-
-template <class T>
-const char* type_name() {
-  return std::is_same_v<T, bf16> ? "bf16" : "float";
-}
-
-// Values converted to storage type T (rounded to nearest even for bf16).
-template <class T>
-std::vector<T> to_storage(const std::vector<float>& v) {
-  std::vector<T> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = from_f<T>(v[i]);
-  return out;
-}
-
-template <class T>
-std::vector<double> to_double(const std::vector<T>& v) {
-  std::vector<double> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = static_cast<double>(to_f(v[i]));
-  return out;
-}
-
-template <class T>
-std::vector<float> to_floats(const std::vector<T>& v) {
-  std::vector<float> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = to_f(v[i]);
-  return out;
-}
-
-// What a value computed in float (or better) looks like once stored as T.
-template <class T>
-std::vector<double> stored_as(const std::vector<float>& v) {
-  return to_double(to_storage<T>(v));
-}
-
-inline double max_abs(const std::vector<double>& v) {
-  double m = 0;
-  for (double x : v) m = std::max(m, std::abs(x));
-  return m;
-}
-
-inline double max_error(const std::vector<double>& got, const std::vector<double>& ref) {
-  double m = 0;
-  for (size_t i = 0; i < ref.size(); ++i) m = std::max(m, std::abs(got[i] - ref[i]));
-  return m;
-}
-
-// Prints measured errors when IFT_TEST_PRINT_ERRORS is set (how the numbers in reports are made).
-inline void print_error(const std::string& what, double err, double scale, double naive_err = -1) {
-  if (!std::getenv("IFT_TEST_PRINT_ERRORS")) return;
-  if (naive_err >= 0)
-    std::printf("%-60s max err %.3e (naive bf16 %.3e), max|ref| %.3e\n", what.c_str(), err, naive_err, scale);
-  else
-    std::printf("%-60s max err %.3e (rel to max|ref| %.3e)\n", what.c_str(), err, scale > 0 ? err / scale : err);
-}
-
-// The fp32 rule (see the top of this file).
-inline void require_fp32_close(const std::string& what, const std::vector<double>& got, const std::vector<double>& ref) {
-  const double scale = max_abs(ref);
-  print_error(what, max_error(got, ref), scale);
-  require_close(what, got, ref, 1e-5 * scale, 1e-5);
-}
-
-// The rule of the storage type T: fp32 for float, FlashAttention's for bf16 (naive: the float
-// reference's outputs, before rounding to bf16).
-template <class T>
-void require_storage_close(const std::string& what, const std::vector<T>& got, const std::vector<double>& ref,
-                           const std::vector<float>& naive_unrounded) {
-  const std::vector<double> g = to_double(got);
-  if constexpr (std::is_same_v<T, float>) {
-    require_fp32_close(what, g, ref);
-  } else {
-    const std::vector<double> naive = stored_as<bf16>(naive_unrounded);
-    const double scale = max_abs(ref), err = max_error(g, ref), naive_err = max_error(naive, ref);
-    print_error(what, err, scale, naive_err);
-    INFO(what << ": max error " << err << " vs naive bf16 " << naive_err << " (max|ref| " << scale << ")");
-    CHECK(err <= 2 * naive_err + 1e-5 * scale);
-    size_t nonfinite = 0;
-    for (double x : g) nonfinite += !std::isfinite(x);
-    CHECK(nonfinite == 0);
-  }
-}
-
-template <class T>
-bool bitwise_equal(const std::vector<T>& a, const std::vector<T>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
-}
-
-}  // namespace ift::test
 
 using namespace ift;
 using namespace ift::test;
@@ -392,7 +289,7 @@ TEST_CASE("elementwise kernels: bias gradient is bitwise reproducible across run
 }
 
 TEST_CASE("elementwise kernels: fp32 <-> bf16 casts round to nearest even, bit for bit", "[kernels][elementwise]") {
-  std::vector<float> in = random_vector<float>(1030, 71, -1e4, 1e4);
+  std::vector<float> in = random_vector<float>(1031, 71, -1e4, 1e4);  // n = 1030 at offset 1
   const float specials[] = {0.0f, -0.0f, 1.0f, 1.0f + 1.0f / 256, 1.0f + 3.0f / 512, -1.0f - 1.0f / 256,
                             INFINITY, -INFINITY, 1e-40f, -1e-41f, 3.0e38f, 3.4e38f, 1e-45f, 65504.0f};
   std::copy(std::begin(specials), std::end(specials), in.begin());

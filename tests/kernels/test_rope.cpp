@@ -10,11 +10,11 @@
 #include "engine/cpu/ops.h"
 #include "engine/error.h"
 #include "kernels/rope.h"
+#include "tests/kernels/kernel_support.h"
 #include "tests/support.h"
 
 using namespace ift;
 using namespace ift::test;
-using bf16 = __nv_bfloat16;
 
 namespace {
 
@@ -68,12 +68,6 @@ std::vector<float> naive_bf16(const std::vector<float>& x_bf16, const RopeData& 
         row[j + half] = __bfloat162float(__float2bfloat16(b * cs + a * sn));
       }
   return y;
-}
-
-double max_error(const std::vector<float>& got, const std::vector<double>& ref) {
-  double e = 0;
-  for (size_t i = 0; i < ref.size(); ++i) e = std::max(e, std::abs(static_cast<double>(got[i]) - ref[i]));
-  return e;
 }
 
 const RopeCase kCases[] = {
