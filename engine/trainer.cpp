@@ -50,9 +50,10 @@ fs::path resolve_data(const std::vector<std::string>& entries, const TrainConfig
   std::string key = c.data.format + "|" + c.data.tmpl + "|" + c.data.mask + "|" + c.data.pack + "|" + c.data.on_long +
                     "|" + c.data.on_bad + "|" + std::to_string(c.seq_len) + "|" + std::to_string(c.seed) + "|" +
                     std::to_string(tokenizer_hash(tok));
-  for (const fs::path& f : o.data)
-    key += "|" + fs::absolute(f).string() + ":" + std::to_string(fs::file_size(f)) + ":" +
-           std::to_string(fs::last_write_time(f).time_since_epoch().count());
+  for (const fs::path& f : o.data) {
+    key.append("|").append(fs::absolute(f).string()).append(":").append(std::to_string(fs::file_size(f)));
+    key.append(":").append(std::to_string(fs::last_write_time(f).time_since_epoch().count()));
+  }
   char hex[17];
   std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(fnv1a64(key.data(), key.size())));
   const fs::path dir = fs::path(c.out_dir) / "data" / (which + "-" + hex);

@@ -2,7 +2,7 @@
 # The README demo, end to end on the CPU: install, build, generate the synthetic instruction tasks,
 # train a sentencepiece tokenizer and a small Llama-style model from scratch (configs/demo.yaml),
 # score the untrained and the trained model by exact match on instruction phrasings held out of
-# training, show a few answers, and write an HTML report. About 10-15 minutes on two cores.
+# training, show a few answers, and write an HTML report. About 13 minutes on two cores (measured: docs/benchmarks.md).
 #
 #   bash tools/demo.sh            (IFT_DEMO_DIR=DIR to put the run elsewhere; default runs/demo)
 set -euo pipefail
@@ -43,8 +43,8 @@ ask() {
   "$ift" generate --model "$run" --template configs/demo-template.yaml --prompt "$1" --input "$2" --max-new-tokens 32
 }
 ask "Flip the word order." "moon star ship"
-ask "Arrange the numbers in ascending order." "31 7 64 12"
-ask "Calculate the sum of these two numbers." "13 and 9"
-ask "Pick out the numeric value from the text." "the old fox ate 417 eggs"
+ask "Arrange the numbers in ascending order." "7 2 9 4"
+ask "Calculate the sum of these two numbers." "6 and 9"
+ask "Pick out the numeric value from the text." "the old fox ate 47 eggs"
 
 "$ift" report "$run"
