@@ -9,9 +9,10 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 ift=${1:-build/tools/ift}
 model=${2:-gpt2-124m} B=${3:-4} T=${4:-256} steps=${5:-5} threads=${6:-$(nproc)}
+py=${PYTHON:-/usr/bin/python3}  # Debian's, where python3-torch lives
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 ours=$("$ift" bench train --model "$model" --batch "$B" --seq-len "$T" --steps "$steps" --threads "$threads" --json)
-theirs=$(OMP_NUM_THREADS=$threads python3 "$here/bench_torch.py" --model "$model" --batch "$B" --seq-len "$T" \
+theirs=$(OMP_NUM_THREADS=$threads "$py" "$here/bench_torch.py" --model "$model" --batch "$B" --seq-len "$T" \
          --steps "$steps" --threads "$threads")
 python3 - "$ours" "$theirs" <<'PY'
 import json, sys
