@@ -37,7 +37,7 @@ step "training (configs/demo.yaml)"
 step "held-out instruction phrasings, greedy answers scored by exact match"
 "$ift" eval --model "$run" "${eval_args[@]}" --out "$run/eval_tasks.json"
 
-step "a few answers (instruction phrasings held out of training)"
+step "a few answers (instruction phrasings held out of training; inputs drawn like the training ones)"
 ask() {
   printf '> %s | %s\n' "$1" "$2"
   "$ift" generate --model "$run" --template configs/demo-template.yaml --prompt "$1" --input "$2" --max-new-tokens 32
@@ -45,6 +45,6 @@ ask() {
 ask "Flip the word order." "moon star ship"
 ask "Arrange the numbers in ascending order." "7 2 9 4"
 ask "Calculate the sum of these two numbers." "6 and 9"
-ask "Pick out the numeric value from the text." "the old fox ate 47 eggs"
+ask "Pick out the numeric value from the text." "big wolf 47 moon"
 
 "$ift" report "$run"
