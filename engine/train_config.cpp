@@ -1,7 +1,6 @@
 #include "engine/train_config.h"
 
 #include <cmath>
-#include <fstream>
 #include <numbers>
 #include <set>
 #include <sstream>
@@ -9,6 +8,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "engine/error.h"
+#include "engine/io.h"
 
 namespace ift {
 
@@ -241,11 +241,7 @@ TrainConfig TrainConfig::parse(const std::string& yaml_text, const std::string& 
 }
 
 TrainConfig TrainConfig::load(const std::filesystem::path& path, const std::vector<std::string>& overrides) {
-  std::ifstream in(path);
-  IFT_CHECK(in, path.string(), ": cannot open");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse(ss.str(), path.string(), overrides);
+  return parse(read_text(path), path.string(), overrides);
 }
 
 namespace {

@@ -12,9 +12,10 @@
 #include "data/prepare.h"
 #include "engine/checkpoint.h"
 #include "engine/error.h"
-#include "engine/generate.h"
+#include "engine/io.h"
 #include "engine/model.h"
 #include "engine/progress.h"
+#include "engine/task_eval.h"
 #include "engine/weights.h"
 #include "tokenizer/tokenizer.h"
 
@@ -101,9 +102,7 @@ void truncate_metrics(const fs::path& path, int64_t last_step) {
     kept += line + "\n";
   }
   in.close();
-  const fs::path tmp = path.string() + ".tmp";
-  std::ofstream(tmp) << kept;
-  fs::rename(tmp, path);
+  write_text_atomically(path, kept);
 }
 
 }  // namespace
@@ -211,15 +210,8 @@ TrainSummary train(const TrainConfig& c, bool resume, const std::atomic<bool>* s
       progress.log(buf);
     }
     for (const std::string& prompt : c.sample_prompts) {
-      Conversation conv;
-      conv.turns.push_back({Role::user, prompt, ""});
-      const Sample p = formatter->render_prompt(conv);
-      SamplingOptions so;
-      so.max_new_tokens = c.sample_max_tokens;
-      so.stop_ids = {tok->eos_id()};
-      std::vector<int32_t> ids = generate(model, p.tokens, so);
-      if (!ids.empty() && ids.back() == tok->eos_id()) ids.pop_back();
-      append_line(samples, {{"step", at_step}, {"prompt", prompt}, {"output", tok->decode(ids)}});
+      const std::string output = greedy_answer(model, *tok, *formatter, {"", prompt, "", ""}, c.sample_max_tokens);
+      append_line(samples, {{"step", at_step}, {"prompt", prompt}, {"output", output}});
     }
   };
 
