@@ -8,7 +8,7 @@
 
 #include "kernels/adamw.h"
 
-namespace ift {
+IFT_KERNELS_BEGIN
 
 constexpr int kSsqThreads = 256;           // threads of both sum-of-squares stages
 constexpr int kSsqValuesPerThread = 8;     // values a stage-1 thread reads before the grid is capped
@@ -184,4 +184,4 @@ void adamw_update(const AdamWUpdate& update, const bf16* grads, cudaStream_t str
   adamw_checked(update, grads, stream);
 }
 
-}  // namespace ift
+IFT_KERNELS_END

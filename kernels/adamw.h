@@ -18,7 +18,9 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
-namespace ift {
+#include "kernels/target.h"
+
+IFT_KERNELS_BEGIN
 
 // ---- global gradient norm ------------------------------------------------------------------------
 
@@ -67,4 +69,4 @@ struct AdamWUpdate {
 void adamw_update(const AdamWUpdate& update, const float* grads, cudaStream_t stream);
 void adamw_update(const AdamWUpdate& update, const __nv_bfloat16* grads, cudaStream_t stream);
 
-}  // namespace ift
+IFT_KERNELS_END

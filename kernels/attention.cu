@@ -16,7 +16,7 @@
 #define IFT_ATTN_UNROLL _Pragma("unroll")
 #endif
 
-namespace ift {
+IFT_KERNELS_BEGIN
 
 constexpr int kAttnThreads = 128;                     // 4 warps in every attention kernel
 constexpr int kAttnWarps = kAttnThreads / 32;
@@ -540,4 +540,4 @@ void attention_backward(bf16* dqkv, float* delta, const bf16* dout, const bf16* 
   launch_attention_backward(dqkv, delta, dout, qkv, out, lse, p, stream);
 }
 
-}  // namespace ift
+IFT_KERNELS_END

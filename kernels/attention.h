@@ -9,7 +9,9 @@
 #include <cuda_bf16.h>         // __nv_bfloat16 (compiles on the host)
 #include <cuda_runtime_api.h>  // cudaStream_t
 
-namespace ift {
+#include "kernels/target.h"
+
+IFT_KERNELS_BEGIN
 
 // The largest head dim the attention kernels take.
 inline constexpr int kAttentionMaxHeadDim = 128;
@@ -45,4 +47,4 @@ void attention_backward(float* dqkv, float* delta, const float* dout, const floa
 void attention_backward(__nv_bfloat16* dqkv, float* delta, const __nv_bfloat16* dout, const __nv_bfloat16* qkv,
                         const __nv_bfloat16* out, const float* lse, const AttentionParams& p, cudaStream_t stream);
 
-}  // namespace ift
+IFT_KERNELS_END

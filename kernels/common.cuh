@@ -24,7 +24,7 @@
 
 #include "kernels/launch.cuh"
 
-namespace ift {
+IFT_KERNELS_BEGIN
 
 using bf16 = __nv_bfloat16;
 
@@ -151,4 +151,4 @@ __device__ __forceinline__ float block_reduce(float r_x, float identity) {
 __device__ __forceinline__ float block_reduce_sum(float r_x) { return block_reduce<WarpSum>(r_x, 0.0f); }
 __device__ __forceinline__ float block_reduce_max(float r_x) { return block_reduce<WarpMax>(r_x, -INFINITY); }
 
-}  // namespace ift
+IFT_KERNELS_END

@@ -12,7 +12,7 @@
 
 #include "kernels/cross_entropy.h"
 
-namespace ift {
+IFT_KERNELS_BEGIN
 
 constexpr int kCeThreads = 256;  // threads of the partial and backward blocks (a multiple of 32)
 constexpr int kCeSumThreads = 1024;
@@ -167,4 +167,4 @@ void cross_entropy_forward(float* loss, bf16* dlogits, const bf16* logits, const
   cross_entropy_checked(loss, dlogits, logits, targets, N, V, normaliser, scratch, scratch_bytes, stream);
 }
 
-}  // namespace ift
+IFT_KERNELS_END

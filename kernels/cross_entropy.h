@@ -17,7 +17,9 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
-namespace ift {
+#include "kernels/target.h"
+
+IFT_KERNELS_BEGIN
 
 // Vocabulary entries one thread block handles: a row is split into ceil(V / kCrossEntropyChunk)
 // blocks, so no block has to hold a whole (128k) vocabulary.
@@ -41,4 +43,4 @@ void cross_entropy_forward(float* loss, float* dlogits, const float* logits, con
 void cross_entropy_forward(float* loss, __nv_bfloat16* dlogits, const __nv_bfloat16* logits, const int32_t* targets,
                            int N, int V, float normaliser, void* scratch, size_t scratch_bytes, cudaStream_t stream);
 
-}  // namespace ift
+IFT_KERNELS_END

@@ -8,7 +8,7 @@
 #include <algorithm>
 #include <type_traits>
 
-namespace ift {
+IFT_KERNELS_BEGIN
 
 namespace {
 
@@ -399,4 +399,4 @@ IFT_DEFINE_ELEMENTWISE(bf16)
 void cast(bf16* out, const float* in, int64_t n, cudaStream_t stream) { cast_impl(out, in, n, stream); }
 void cast(float* out, const bf16* in, int64_t n, cudaStream_t stream) { cast_impl(out, in, n, stream); }
 
-}  // namespace ift
+IFT_KERNELS_END

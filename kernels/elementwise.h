@@ -17,7 +17,9 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
-namespace ift {
+#include "kernels/target.h"
+
+IFT_KERNELS_BEGIN
 
 // out[n] (N, C) = wte[tokens[n]] (V, C) + wpe[positions[n]] (P, C); wpe (and positions) may be null.
 // Ids live in device memory, so they cannot be checked before the launch: a row whose token or
@@ -73,4 +75,4 @@ void column_sums_accumulate(float* out, const float* partials, int rows, int col
 void cast(__nv_bfloat16* out, const float* in, int64_t n, cudaStream_t stream);
 void cast(float* out, const __nv_bfloat16* in, int64_t n, cudaStream_t stream);
 
-}  // namespace ift
+IFT_KERNELS_END

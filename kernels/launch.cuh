@@ -16,7 +16,9 @@
 
 #include "engine/error.h"
 
-namespace ift {
+#include "kernels/target.h"
+
+IFT_KERNELS_BEGIN
 
 // Synchronise after every launch, so an error raised by a running kernel is reported at the launch
 // that caused it. On in debug builds and when IFT_SYNC_LAUNCHES=1; no effect in the emulator, whose
@@ -72,4 +74,4 @@ void launch_kernel(void (*kernel)(Params...), LaunchGrid grid, dim3 block, size_
 #endif
 }
 
-}  // namespace ift
+IFT_KERNELS_END

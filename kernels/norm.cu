@@ -9,7 +9,7 @@
 #include <algorithm>
 #include <cmath>
 
-namespace ift {
+IFT_KERNELS_BEGIN
 
 namespace {
 
@@ -339,4 +339,4 @@ IFT_DEFINE_NORM(float)
 IFT_DEFINE_NORM(bf16)
 #undef IFT_DEFINE_NORM
 
-}  // namespace ift
+IFT_KERNELS_END

@@ -23,7 +23,9 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
-namespace ift {
+#include "kernels/target.h"
+
+IFT_KERNELS_BEGIN
 
 // out, x: (N, C); weight, bias: (C) (bias may be null); mean, rstd: (N) fp32, written.
 void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* weight, const float* bias,
@@ -75,4 +77,4 @@ void rmsnorm_backward(__nv_bfloat16* dx, float* dweight, const __nv_bfloat16* dr
                       const __nv_bfloat16* x, const __nv_bfloat16* weight, const float* rstd, int N, int C,
                       float* scratch, size_t scratch_floats, cudaStream_t stream);
 
-}  // namespace ift
+IFT_KERNELS_END

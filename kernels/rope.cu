@@ -6,7 +6,7 @@
 
 #include "kernels/common.cuh"
 
-namespace ift {
+IFT_KERNELS_BEGIN
 
 constexpr int kRopeThreads = 128;
 constexpr int kRopeMaxHeadDim = 256;
@@ -84,4 +84,4 @@ void rope_backward(bf16* dx, const int32_t* positions, int N, int heads, int D, 
   launch_rope(dx, positions, N, heads, D, ld, theta, -1.0f, stream);
 }
 
-}  // namespace ift
+IFT_KERNELS_END

@@ -7,7 +7,9 @@
 #include <cuda_bf16.h>         // __nv_bfloat16 (compiles on the host)
 #include <cuda_runtime_api.h>  // cudaStream_t
 
-namespace ift {
+#include "kernels/target.h"
+
+IFT_KERNELS_BEGIN
 
 // Rotates the first `heads` heads of D in each of the N rows of x (row stride ld, elements): dim j
 // pairs with j + D/2 at angle positions[n] * theta^(-2j/D). x and positions (N) are device pointers.
@@ -25,4 +27,4 @@ void rope_backward(float* dx, const int32_t* positions, int N, int heads, int D,
 void rope_backward(__nv_bfloat16* dx, const int32_t* positions, int N, int heads, int D, int ld, float theta,
                    cudaStream_t stream);
 
-}  // namespace ift
+IFT_KERNELS_END
