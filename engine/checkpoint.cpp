@@ -58,13 +58,13 @@ void write_checkpoint(const fs::path& dir, const CheckpointContents& c) {
     fs::copy_file(f, tmp / (f.extension() == ".model" ? fs::path("tokenizer.model") : f.filename()),
                   fs::copy_options::overwrite_existing);
   if (c.optimizer) {
-    const AdamW& opt = *c.optimizer;
-    const int64_t n = static_cast<int64_t>(opt.m().size());
+    const OptimizerState& opt = *c.optimizer;
+    const int64_t n = static_cast<int64_t>(opt.m.size());
     TensorSet state;
-    state.add("adamw.m", {n}, std::span<const float>(opt.m()));
-    state.add("adamw.v", {n}, std::span<const float>(opt.v()));
+    state.add("adamw.m", {n}, std::span<const float>(opt.m));
+    state.add("adamw.v", {n}, std::span<const float>(opt.v));
     write_safetensors(tmp / "optimizer.safetensors", state.tensors(), DType::F32,
-                      {{"steps", std::to_string(opt.steps())}});
+                      {{"steps", std::to_string(opt.steps)}});
   }
   if (!c.trainer_state.is_null()) write_text(tmp / "trainer_state.json", c.trainer_state.dump(2) + "\n");
   if (!c.config_yaml.empty()) write_text(tmp / "config.yaml", c.config_yaml);
@@ -117,13 +117,15 @@ CpuModel<float> load_model(const fs::path& dir) {
   return model;
 }
 
-void load_optimizer_state(const fs::path& dir, AdamW& optimizer) {
+OptimizerState load_optimizer_state(const fs::path& dir) {
   const SafetensorsReader r(dir / "optimizer.safetensors");
-  r.read_f32("adamw.m", optimizer.m());
-  r.read_f32("adamw.v", optimizer.v());
+  OptimizerState optimizer;
+  optimizer.m = r.read_f32("adamw.m");
+  optimizer.v = r.read_f32("adamw.v");
   const auto it = r.metadata().find("steps");
   IFT_CHECK(it != r.metadata().end(), r.path().string(), ": metadata 'steps' is missing");
-  optimizer.set_steps(std::stoll(it->second));
+  optimizer.steps = std::stoll(it->second);
+  return optimizer;
 }
 
 nlohmann::json load_trainer_state(const fs::path& dir) {

@@ -24,7 +24,7 @@ struct CheckpointContents {
   const ModelConfig* config = nullptr;
   const ParamLayout* layout = nullptr;
   std::span<const float> params;                      // (layout->total)
-  const AdamW* optimizer = nullptr;                   // null: weights only
+  const OptimizerState* optimizer = nullptr;          // null: weights only
   nlohmann::json trainer_state;                       // step, loader position, counters
   std::vector<std::filesystem::path> tokenizer_files; // copied beside the weights
   std::string config_yaml;                            // the resolved training config
@@ -46,8 +46,8 @@ std::filesystem::path resolve_model_dir(const std::filesystem::path& dir);
 // config.json + model.safetensors of resolve_model_dir(dir).
 CpuModel<float> load_model(const std::filesystem::path& dir);
 
-// Reads the AdamW moments and step count of a checkpoint into `optimizer`.
-void load_optimizer_state(const std::filesystem::path& dir, AdamW& optimizer);
+// The AdamW moments and step count of a checkpoint.
+OptimizerState load_optimizer_state(const std::filesystem::path& dir);
 nlohmann::json load_trainer_state(const std::filesystem::path& dir);
 
 }  // namespace ift

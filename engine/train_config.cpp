@@ -156,6 +156,7 @@ TrainConfig TrainConfig::parse(const std::string& yaml_text, const std::string& 
   c.seed = top.get<uint64_t>("seed", c.seed);
   c.backend = top.get<std::string>("backend", c.backend);
   c.precision = top.get<std::string>("precision", c.precision);
+  c.recompute = top.get<bool>("recompute", c.recompute);
   c.threads = top.get<int>("threads", c.threads);
 
   Section model = top.sub("model");
@@ -214,8 +215,11 @@ TrainConfig TrainConfig::parse(const std::string& yaml_text, const std::string& 
   check(c.model_init.is_null() || c.model_init.is_object(), "model.init", "must be a map of config.json fields");
   check(!c.tokenizer.empty(), "tokenizer", "is required when training from scratch");
   check(!c.data.train.empty(), "data.train", "is required");
-  check(c.backend == "cpu", "backend", "must be cpu (got '", c.backend, "')");
-  check(c.precision == "fp32", "precision", "must be fp32 on the cpu backend (got '", c.precision, "')");
+  check(c.backend == "cpu" || c.backend == "emu" || c.backend == "cuda", "backend", "must be cpu, emu or cuda (got '",
+        c.backend, "')");
+  check(c.precision == "fp32" || c.precision == "bf16", "precision", "must be fp32 or bf16 (got '", c.precision, "')");
+  check(c.backend != "cpu" || c.precision == "fp32", "precision", "must be fp32 on the cpu backend (bf16 runs on emu "
+        "or cuda)");
   check(c.threads >= 0, "threads", "must be >= 0");
   check(c.seq_len >= 2, "seq_len", "must be at least 2");
   check(c.micro_batch >= 1, "micro_batch", "must be at least 1");
@@ -283,6 +287,7 @@ std::string TrainConfig::to_yaml() const {
   e << YAML::BeginMap;
   e << YAML::Key << "out_dir" << YAML::Value << out_dir << YAML::Key << "seed" << YAML::Value << seed;
   e << YAML::Key << "backend" << YAML::Value << backend << YAML::Key << "precision" << YAML::Value << precision;
+  e << YAML::Key << "recompute" << YAML::Value << recompute;
   e << YAML::Key << "threads" << YAML::Value << threads;
   e << YAML::Key << "model" << YAML::Value << YAML::BeginMap;
   if (!model_path.empty()) e << YAML::Key << "path" << YAML::Value << model_path;

@@ -4,8 +4,9 @@
 //
 //   out_dir: runs/demo            # checkpoints, metrics.jsonl, samples.jsonl, config.yaml
 //   seed: 0                       # init, data order
-//   backend: cpu                  # cpu
-//   precision: fp32               # fp32 (the cpu backend's only precision)
+//   backend: cpu                  # cpu | emu (the CUDA kernels in the emulator) | cuda
+//   precision: fp32               # fp32 | bf16 (mixed; emu and cuda)
+//   recompute: false              # recompute norms and the MLP activation in backward
 //   threads: 0                    # OpenMP threads; 0: all cores
 //   model:
 //     path: DIR                   # a Hugging Face model directory to fine-tune, or
@@ -66,6 +67,7 @@ struct TrainConfig {
   std::string out_dir = "runs/ift";
   uint64_t seed = 0;
   std::string backend = "cpu", precision = "fp32";
+  bool recompute = false;
   int threads = 0;
   std::string model_path;     // fine-tune from here, or
   nlohmann::json model_init;  // initialise this architecture (null when model_path is set)

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <fstream>
 #include <memory>
+#include <optional>
 
 #include <omp.h>
 
@@ -107,7 +108,8 @@ void truncate_metrics(const fs::path& path, int64_t last_step) {
 
 }  // namespace
 
-EvalResult evaluate(CpuModel<float>& model, const PackedFile& file, int rows_per_batch, int64_t max_batches) {
+template <class B>
+EvalResult evaluate(Model<B>& model, const PackedFile& file, int rows_per_batch, int64_t max_batches) {
   double total = 0;
   int64_t trained = 0, batches = 0;
   for (int64_t r = 0; r < file.n_rows() && (max_batches == 0 || batches < max_batches); ++batches) {
@@ -123,8 +125,12 @@ EvalResult evaluate(CpuModel<float>& model, const PackedFile& file, int rows_per
   return {trained > 0 ? total / static_cast<double>(trained) : NAN, trained, batches};
 }
 
-TrainSummary train(const TrainConfig& c, bool resume, const std::atomic<bool>* stop) {
-  if (c.threads > 0) omp_set_num_threads(c.threads);
+template EvalResult evaluate(CpuModel<float>&, const PackedFile&, int, int64_t);
+
+namespace {
+
+template <class B>
+TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>* stop) {
   const fs::path out(c.out_dir), ckpt_root = fs::path(c.out_dir) / "checkpoints";
   fs::create_directories(out);
   const fs::path metrics = out / "metrics.jsonl", samples = out / "samples.jsonl";
@@ -133,8 +139,13 @@ TrainSummary train(const TrainConfig& c, bool resume, const std::atomic<bool>* s
   const ModelConfig mc = model_config(c, *tok);
   IFT_CHECK(tok->vocab_size() <= mc.vocab_size, "the tokenizer (", c.tokenizer, ") has ", tok->vocab_size(),
             " tokens, more than the model's vocab_size ", mc.vocab_size);
-  CpuModel<float> model(mc);
-  AdamW opt(model.layout(), c.adamw);
+  Model<B> model(mc, ModelOptions{c.recompute});
+  model.enable_optimizer(c.adamw);
+  const auto load = [&](const fs::path& file) {  // through the host: the backend may be a GPU
+    std::vector<float> w(model.layout().total);
+    load_weights<float>(file, model.layout(), w);
+    model.load_params(w);
+  };
 
   const fs::path train_dir = resolve_data(c.data.train, c, *tok, "train");
   const PackedFile train_file(train_dir / "train.pack");
@@ -158,8 +169,8 @@ TrainSummary train(const TrainConfig& c, bool resume, const std::atomic<bool>* s
     const std::vector<fs::path> all = list_checkpoints(ckpt_root);
     IFT_CHECK(!all.empty(), ckpt_root.string(), ": no checkpoint to resume from");
     const fs::path last = all.back();
-    load_weights<float>(last / "model.safetensors", model.layout(), model.params);
-    load_optimizer_state(last, opt);
+    load(last / "model.safetensors");
+    model.set_optimizer_state(load_optimizer_state(last));
     const json st = load_trainer_state(last);
     step = st.at("step").get<int64_t>();
     tokens_seen = st.at("tokens_seen").get<int64_t>();
@@ -170,21 +181,24 @@ TrainSummary train(const TrainConfig& c, bool resume, const std::atomic<bool>* s
     std::fprintf(stderr, "resumed from %s (step %lld)\n", last.c_str(), static_cast<long long>(step));
   } else {
     if (c.model_path.empty()) model.init_random(c.seed);
-    else load_weights<float>(resolve_model_dir(c.model_path) / "model.safetensors", model.layout(), model.params);
+    else load(resolve_model_dir(c.model_path) / "model.safetensors");
     fs::remove(metrics);
     fs::remove(samples);
   }
   {
     std::ofstream(out / "config.yaml") << c.to_yaml();
   }
-  std::fprintf(stderr, "model: %s, %zu parameters; %lld rows of %d tokens; %lld steps of %lld rows\n",
-               mc.model_type.c_str(), model.layout().total, static_cast<long long>(train_file.n_rows()), c.seq_len,
+  std::fprintf(stderr, "model: %s, %zu parameters on %s (%s%s); %lld rows of %d tokens; %lld steps of %lld rows\n",
+               mc.model_type.c_str(), model.layout().total, c.backend.c_str(), c.precision.c_str(),
+               c.recompute ? ", recompute" : "", static_cast<long long>(train_file.n_rows()), c.seq_len,
                static_cast<long long>(total_steps), static_cast<long long>(rows_per_step));
 
   const std::string yaml = c.to_yaml();
   auto save = [&](int64_t at_step, double elapsed) {
+    const OptimizerState opt = model.optimizer_state();
+    const std::vector<float> params = model.params_to_host();  // the fp32 master weights in bf16
     CheckpointContents cc;
-    cc.config = &mc, cc.layout = &model.layout(), cc.params = model.params, cc.optimizer = &opt;
+    cc.config = &mc, cc.layout = &model.layout(), cc.params = params, cc.optimizer = &opt;
     cc.trainer_state = {{"step", at_step},
                         {"tokens_seen", tokens_seen},
                         {"skipped_steps", summary.skipped_steps},
@@ -209,8 +223,15 @@ TrainSummary train(const TrainConfig& c, bool resume, const std::atomic<bool>* s
                     summary.last_eval_loss);
       progress.log(buf);
     }
+    if (c.sample_prompts.empty()) return;
+    // Decoding runs on the cpu backend: other backends lend it a copy of their (master) weights.
+    std::optional<CpuModel<float>> copy;
+    if constexpr (B::kind != BackendKind::cpu) copy.emplace(mc).load_params(model.params_to_host());
+    const CpuModel<float>* decoder = nullptr;
+    if constexpr (B::kind == BackendKind::cpu) decoder = &model;
+    else decoder = &*copy;
     for (const std::string& prompt : c.sample_prompts) {
-      const std::string output = greedy_answer(model, *tok, *formatter, {"", prompt, "", ""}, c.sample_max_tokens);
+      const std::string output = greedy_answer(*decoder, *tok, *formatter, {"", prompt, "", ""}, c.sample_max_tokens);
       append_line(samples, {{"step", at_step}, {"prompt", prompt}, {"output", output}});
     }
   };
@@ -230,7 +251,7 @@ TrainSummary train(const TrainConfig& c, bool resume, const std::atomic<bool>* s
       trained += b.trained_tokens();
       tokens += int64_t(b.B) * b.T;
     }
-    std::fill(model.grads.begin(), model.grads.end(), 0.0f);
+    model.zero_grads();
     double loss = 0;
     if (trained > 0) {
       for (const Batch& b : micro) {
@@ -238,7 +259,7 @@ TrainSummary train(const TrainConfig& c, bool resume, const std::atomic<bool>* s
         model.backward();
       }
     }
-    const double norm = std::isfinite(loss) ? opt.step<float>(model.params, model.grads, lr) : NAN;
+    const double norm = std::isfinite(loss) ? model.step(lr) : NAN;
     ++step;
     tokens_seen += tokens;
     if (!std::isfinite(loss) || !std::isfinite(norm)) {
@@ -293,6 +314,14 @@ TrainSummary train(const TrainConfig& c, bool resume, const std::atomic<bool>* s
   progress.finish();
   summary.steps = step;
   return summary;
+}
+
+}  // namespace
+
+TrainSummary train(const TrainConfig& c, bool resume, const std::atomic<bool>* stop) {
+  if (c.threads > 0) omp_set_num_threads(c.threads);
+  return with_backend(parse_backend(c.backend), parse_precision(c.precision),
+                      [&]<class B>() { return train_on<B>(c, resume, stop); });
 }
 
 }  // namespace ift

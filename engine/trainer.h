@@ -34,7 +34,8 @@ struct EvalResult {
 };
 // Mean loss per trained token over the rows of a packed file, in file order (no shuffling: the
 // same rows every time), at most max_batches micro-batches of rows_per_batch rows (0: all).
-EvalResult evaluate(CpuModel<float>& model, const PackedFile& file, int rows_per_batch, int64_t max_batches);
+template <class B>
+EvalResult evaluate(Model<B>& model, const PackedFile& file, int rows_per_batch, int64_t max_batches);
 
 // Runs training as configured. With resume, continues from the newest checkpoint in
 // out_dir/checkpoints (an error if there is none). `stop` (may be null) is polled after every step.

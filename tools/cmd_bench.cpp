@@ -20,6 +20,7 @@
 #include "engine/model.h"
 #include "engine/optimizer.h"
 #include "tools/cli.h"
+#include "tools/presets.h"
 #include "tools/commands.h"
 
 namespace ift::cmd {
@@ -29,20 +30,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-// Architecture presets, as Hugging Face config.json fields.
-nlohmann::json preset(const std::string& name) {
-  if (name == "gpt2-124m")
-    return {{"model_type", "gpt2"}, {"vocab_size", 50257}, {"n_embd", 768}, {"n_layer", 12}, {"n_head", 12},
-            {"n_positions", 1024}};
-  if (name == "gpt2-small-6l")
-    return {{"model_type", "gpt2"}, {"vocab_size", 50257}, {"n_embd", 384}, {"n_layer", 6}, {"n_head", 6},
-            {"n_positions", 1024}};
-  if (name == "llama-demo")  // the README demo's model (configs/demo.yaml)
-    return {{"model_type", "llama"}, {"vocab_size", 1024}, {"hidden_size", 128}, {"num_hidden_layers", 4},
-            {"num_attention_heads", 4}, {"intermediate_size", 352}, {"max_position_embeddings", 1024}};
-  fail("unknown architecture '", name, "' (gpt2-124m, gpt2-small-6l, llama-demo, or a model directory)");
-}
 
 // Peak fp32 GEMM rate of this machine with the current thread count: the best of a few
 // 1024^3 sgemms.
@@ -61,7 +48,9 @@ double sgemm_peak_flops() {
 }  // namespace
 
 int bench(Args args) {
-  IFT_CHECK(!args.empty() && std::string(args[0]) == "train", "ift bench: expected `ift bench train` (see --help)");
+  if (!args.empty() && std::string(args[0]) == "kernels") return bench_kernels(args.subspan(1));
+  IFT_CHECK(!args.empty() && std::string(args[0]) == "train",
+            "ift bench: expected `ift bench train` or `ift bench kernels` (see --help)");
   cli::Parser p("ift bench train", "Time full training steps (forward, backward, AdamW) on the cpu backend.");
   p.option("--model", "DIR|ARCH", "a model directory, or gpt2-124m | gpt2-small-6l | llama-demo (random init)",
            cli::required);
@@ -79,7 +68,7 @@ int bench(Args args) {
   IFT_CHECK(B > 0 && T > 1 && steps > 0, "--batch, --seq-len and --steps must be positive");
 
   const std::string m = p.str("--model");
-  CpuModel<float> model = std::filesystem::is_directory(m) ? load_model(m) : CpuModel<float>(ModelConfig::from_json(preset(m)));
+  CpuModel<float> model = std::filesystem::is_directory(m) ? load_model(m) : CpuModel<float>(model_config_or_preset(m));
   if (!std::filesystem::is_directory(m)) model.init_random(0);
   const ModelConfig& c = model.config();
   IFT_CHECK(c.family == Family::llama || T <= c.max_positions, "--seq-len ", T, " exceeds the model's positions");
@@ -91,7 +80,7 @@ int bench(Args args) {
   for (int i = 0; i < N; ++i) targets[i] = (i + 1) % T ? tokens[i + 1] : -1;
   for (int b = 0; b <= B; ++b) cu.push_back(b * T);
   const BatchView batch{N, tokens, targets, positions, cu};
-  AdamW opt(model.layout(), {});
+  model.enable_optimizer({});
 
   double matmul_params = double(c.vocab_size) * c.hidden;
   for (const ParamView& v : model.layout().views)
@@ -102,10 +91,10 @@ int bench(Args args) {
   std::vector<double> times;
   for (int s = 0; s <= steps; ++s) {
     const auto t = Clock::now();
-    std::fill(model.grads.begin(), model.grads.end(), 0.0f);
+    model.zero_grads();
     model.forward(batch, static_cast<double>(batch.trained_tokens()));
     model.backward();
-    opt.step<float>(model.params, model.grads, 1e-4f);
+    model.step(1e-4f);
     if (s > 0) times.push_back(seconds_since(t));  // step 0 warms caches and the allocator
   }
   std::sort(times.begin(), times.end());

@@ -100,28 +100,39 @@ int dump(Args args) {
   p.option("--batch", "FILE.json", "{\"input_ids\": [[...]], \"labels\": [[...]], ...}", cli::required);
   p.option("--out", "FILE.safetensors", "output: loss, logits [B,T,V] and grad.<name> for every parameter",
            cli::required);
-  p.option("--backend", "NAME", "cpu", "backend that runs the batch (cpu)");
+  p.option("--backend", "NAME", "cpu", "backend that runs the batch: cpu, emu (the kernels in the emulator), cuda");
+  p.option("--precision", "P", "fp32", "fp32, or bf16 (mixed precision; emu and cuda backends)");
+  p.flag("--recompute", "recompute the norms and the MLP activation in the backward pass");
   if (!p.parse(args)) return 0;
-  IFT_CHECK(p.str("--backend") == "cpu", "backend '", p.str("--backend"), "' is not available (cpu)");
+  const BackendKind kind = parse_backend(p.str("--backend"));
+  const Precision precision = parse_precision(p.str("--precision"));
 
   const std::filesystem::path dir = p.str("--model");
-  CpuModel<float> model(ModelConfig::load(dir / "config.json"));
-  load_weights<float>(dir / "model.safetensors", model.layout(), model.params);
+  const ModelConfig config = ModelConfig::load(dir / "config.json");
+  std::vector<float> weights(ParamLayout::build(config).total);
+  load_weights<float>(dir / "model.safetensors", ParamLayout::build(config), weights);
   const DumpBatch b = read_batch(p.str("--batch"));
   const BatchView view{b.B * b.T, b.tokens, b.targets, b.positions, b.cu_seqlens};
   const int64_t trained = view.trained_tokens();
   IFT_CHECK(trained > 0, p.str("--batch"), ": no label is a trained token (all are -100 after the shift)");
 
-  const double loss = model.forward(view, static_cast<double>(trained));
-  model.backward();
-
   TensorSet out;
+  std::vector<float> grads;  // outlives `out`, which views it
+  const double loss = with_backend(kind, precision, [&]<class B>() {
+    Model<B> model(config, ModelOptions{p.on("--recompute")});
+    model.load_params(weights);
+    const double l = model.forward(view, static_cast<double>(trained));
+    out.add("logits", {b.B, b.T, config.vocab_size}, model.logits_to_host());  // before backward overwrites them
+    model.backward();
+    grads = model.grads_to_host();
+    return l;
+  });
+  out.add_params(ParamLayout::build(config), grads, "grad.");
   out.add("loss", {}, std::vector<float>{static_cast<float>(loss)});
-  out.add("logits", {b.B, b.T, model.config().vocab_size}, model.logits());
-  out.add_params(model.layout(), model.grads, "grad.");
-  write_safetensors(p.str("--out"), out.tensors(), DType::F32, {{"format", "ift-dump"}});
-  std::printf("loss %.6f over %lld trained tokens; wrote %s\n", loss, static_cast<long long>(trained),
-              p.str("--out").c_str());
+  write_safetensors(p.str("--out"), out.tensors(), DType::F32,
+                    {{"format", "ift-dump"}, {"backend", name_of(kind)}, {"precision", name_of(precision)}});
+  std::printf("loss %.6f over %lld trained tokens (%s, %s); wrote %s\n", loss, static_cast<long long>(trained),
+              name_of(kind), name_of(precision), p.str("--out").c_str());
   return 0;
 }
 

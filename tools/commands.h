@@ -9,10 +9,12 @@ namespace ift::cmd {
 using Args = std::span<char* const>;
 
 int bench(Args args);
+int bench_kernels(Args args);  // `ift bench kernels` (tools/cmd_bench_kernels.cpp)
 int chat(Args args);
 int dump(Args args);
 int eval(Args args);
 int generate(Args args);
+int info(Args args);
 int inspect(Args args);
 int train(Args args);
 int prepare(Args args);

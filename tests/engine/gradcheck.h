@@ -2,6 +2,7 @@
 #pragma once
 
 #include <functional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -11,7 +12,7 @@ namespace ift::test {
 
 // Central differences of `loss` with respect to each x[i] in `indices` (all when empty), compared
 // with `analytic` by |fd - analytic| <= atol + rtol * |analytic|. x is restored afterwards.
-inline void check_gradient(const std::string& what, std::vector<double>& x, const std::function<double()>& loss,
+inline void check_gradient(const std::string& what, std::span<double> x, const std::function<double()>& loss,
                            const std::vector<double>& analytic, std::vector<size_t> indices = {}, double h = 1e-6,
                            double atol = 1e-7, double rtol = 1e-5) {
   REQUIRE(analytic.size() == x.size());

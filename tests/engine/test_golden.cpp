@@ -1,7 +1,11 @@
 // Parity with Hugging Face transformers: `ift dump` on the committed golden cases (made by
 // tools/golden/make_golden.py) reproduces the loss, the logits and every parameter gradient.
 // Tolerances (the issue's): loss 1e-5 relative; logits and gradients 1e-4 of the largest |value|
-// of the reference tensor. Both sides compute in fp32, summing in different orders.
+// of the reference tensor, on the cpu backend and on the kernels in the emulator (--backend emu), both
+// fp32 summing in other orders than PyTorch. In bf16 mixed precision (--backend emu --precision bf16:
+// weights and activations rounded to 8 significant bits, every reduction fp32): loss 5e-3 relative,
+// logits 2e-2 and gradients 5e-2 of the largest |value|, about twice the worst seen over the five
+// cases (loss 7.4e-4, logits 9.5e-3, gradients 2.3e-2; docs/engine.md).
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -14,20 +18,23 @@ using namespace ift::test;
 
 TEST_CASE("ift dump equals Hugging Face on the golden models", "[golden]") {
   const std::string name = GENERATE("gpt2", "gpt2_packed", "llama_gqa", "llama_tied", "llama_packed");
+  const std::string mode = GENERATE("--backend cpu", "--backend emu", "--backend emu --precision bf16");
+  const bool bf16 = mode.ends_with("bf16");
+  const double loss_rtol = bf16 ? 5e-3 : 1e-5, logits_rtol = bf16 ? 2e-2 : 1e-4, grads_rtol = bf16 ? 5e-2 : 1e-4;
   const auto dir = fixture("golden/" + name);
   if (!std::filesystem::exists(dir)) FAIL("missing golden case " << dir);
   const auto out = temp_dir("golden-" + name) / "dump.safetensors";
   const std::string cmd = std::string(IFT_BINARY) + " dump --model " + dir.string() + " --batch " +
-                          (dir / "batch.json").string() + " --out " + out.string() + " > /dev/null";
+                          (dir / "batch.json").string() + " --out " + out.string() + " " + mode + " > /dev/null";
   INFO(cmd);
   REQUIRE(std::system(cmd.c_str()) == 0);
 
   const SafetensorsReader got(out), want(dir / "expected.safetensors");
   const float loss = got.read_f32("loss")[0], want_loss = want.read_f32("loss")[0];
-  INFO(name << ": loss " << loss << " vs " << want_loss);
-  CHECK(std::abs(loss - want_loss) <= 1e-5 * std::abs(want_loss));
+  INFO(name << " " << mode << ": loss " << loss << " vs " << want_loss);
+  CHECK(std::abs(loss - want_loss) <= loss_rtol * std::abs(want_loss));
   CHECK(got.at("logits").shape == want.at("logits").shape);
-  require_close_to_max(name + " logits", got.read_f32("logits"), want.read_f32("logits"), 1e-4);
+  require_close_to_max(name + " logits", got.read_f32("logits"), want.read_f32("logits"), logits_rtol);
   size_t grads = 0;
   for (const TensorInfo& t : want.tensors()) {
     if (!t.name.starts_with("grad.")) continue;
@@ -36,7 +43,7 @@ TEST_CASE("ift dump equals Hugging Face on the golden models", "[golden]") {
     INFO(name << ": " << t.name);
     REQUIRE(g);
     CHECK(g->shape == t.shape);
-    require_close_to_max(name + " " + t.name, got.read_f32(t.name), want.read_f32(t.name), 1e-4);
+    require_close_to_max(name + " " + t.name, got.read_f32(t.name), want.read_f32(t.name), grads_rtol);
   }
   // Every gradient ift writes is in the reference, and the reference has one for every parameter.
   size_t ours = 0;

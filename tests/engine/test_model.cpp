@@ -65,7 +65,7 @@ void check_model_gradients(const ModelConfig& config, uint64_t seed) {
   CHECK(std::isfinite(loss));
   CHECK(loss > 0.1);
   m.backward();
-  const std::vector<double> analytic = m.grads;
+  const std::vector<double> analytic(m.grads.begin(), m.grads.end());
   for (const ParamView& v : m.layout().views) {
     // Each Hugging Face tensor separately, so a failure names the tensor.
     std::vector<size_t> idx(v.numel());

@@ -135,6 +135,30 @@ TEST_CASE("resume: N steps + resume + N steps equals 2N steps, bitwise", "[train
   CHECK_FALSE(fs::exists(dir / "b/checkpoints/.tmp-step-00000006"));  // leftovers pruned
 }
 
+TEST_CASE("the emu backend trains like the cpu backend: fp32 the same run, bf16 close", "[trainer]") {
+  const fs::path dir = temp_dir("backends");
+  const fs::path data = write_data(dir);
+  const std::string cfg = base_config(dir, data);
+  const auto run = [&](const std::string& name, std::vector<std::string> set) {
+    set.push_back("out_dir=" + (dir / name).string());
+    set.push_back("max_steps=3");
+    const TrainSummary s = train(TrainConfig::parse(cfg, name, set), false);
+    CHECK(s.steps == 3);
+    CHECK(s.skipped_steps == 0);
+    return losses(dir / name / "metrics.jsonl");
+  };
+  const std::vector<double> cpu = run("cpu", {});
+  const std::vector<double> emu = run("emu", {"backend=emu"});
+  const std::vector<double> bf16 = run("bf16", {"backend=emu", "precision=bf16", "recompute=true"});
+  REQUIRE(cpu.size() == 3);
+  require_close("emu fp32 losses", emu, cpu, 0, 1e-4);
+  require_close("emu bf16 losses", bf16, cpu, 0, 2e-2);
+  // The checkpoint of a bf16 run holds the fp32 master weights.
+  CHECK(weights(dir / "bf16/checkpoints" / checkpoint_name(3)).size() ==
+        weights(dir / "cpu/checkpoints" / checkpoint_name(3)).size());
+  CHECK_THROWS_WITH(TrainConfig::parse(cfg, "c.yaml", {"precision=bf16"}), Catch::Contains("must be fp32 on the cpu"));
+}
+
 TEST_CASE("a checkpoint is a Hugging Face model directory", "[trainer]") {
   const fs::path dir = temp_dir("ckpt");
   const fs::path data = write_data(dir);

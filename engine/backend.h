@@ -1,0 +1,138 @@
+// The one interface the model runs on: memory, copies, GEMM and the ops. Three implementations:
+//
+//   cpu   CpuBackend<T> (engine/cpu/backend.h): the CPU reference ops, fp32 (and double for the
+//         finite-difference checks). Memory is host memory.
+//   emu   EmuBackend<S> (engine/kernel_backend.h): the CUDA kernels compiled by the host compiler
+//         over the SIMT emulator (ift::emu), with a CPU loop GEMM standing in for cuBLASLt.
+//   cuda  CudaBackend<S>: the same kernels built by nvcc (ift::cuda), cuBLASLt GEMMs (bf16 or fp32
+//         inputs, fp32 accumulation), one stream, device memory.
+//
+// The interface is static (a class with the members below, checked by the Backend concept): the
+// model is a template over its backend, so an op call is a direct call and the element types are
+// known at compile time. Model<B> (engine/model.h) is the same forward and backward on all three.
+//
+// Types of a backend:
+//   act_t    weights and activations: float or double (cpu), float or bf16 (emu, cuda)
+//   grad_t   parameter gradients: act_t on cpu, always float on emu/cuda (accumulating micro-batch
+//            gradients in bf16 would round them away)
+//   stat_t   saved per-row statistics (norm mean/rstd, attention log-sum-exp): act_t on cpu, float
+//            on emu/cuda
+//
+// Conventions are those of the ops (engine/cpu/ops.h): activation gradients are written (=),
+// parameter gradients accumulate (+=). Every pointer an op takes is backend memory.
+#pragma once
+
+#include <array>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "engine/config.h"
+
+namespace ift {
+
+enum class BackendKind { cpu, emu, cuda };
+enum class Precision { fp32, bf16 };
+
+BackendKind parse_backend(std::string_view name);      // "cpu" | "emu" | "cuda", else ift::Error
+Precision parse_precision(std::string_view name);      // "fp32" | "bf16", else ift::Error
+const char* name_of(BackendKind kind);
+const char* name_of(Precision precision);
+bool cuda_built();  // whether this build has the cuda backend (CUDA compiled in)
+
+// What the model's memory is for. Every allocation names its part, so the plan (what a batch shape
+// needs, computed from formulas) can be compared with what was actually allocated.
+enum class MemoryPart { params, grads, master, optimizer, activations, activation_grads, batch, workspace };
+inline constexpr int kMemoryParts = 8;
+const char* name_of(MemoryPart part);
+
+// Bytes per part. Used both for a plan and for the tally of live allocations.
+struct MemoryBytes {
+  std::array<int64_t, kMemoryParts> bytes{};
+  int64_t allocations = 0;  // number of live allocations (a tally) or of buffers (a plan)
+  int64_t& operator[](MemoryPart p) { return bytes[static_cast<int>(p)]; }
+  int64_t operator[](MemoryPart p) const { return bytes[static_cast<int>(p)]; }
+  int64_t total() const;
+  std::string table() const;  // one line per non-empty part, then the total, in MiB and bytes
+};
+
+// Shapes of one attention call over a fused qkv buffer (see kernels/attention.h).
+struct AttentionDims {
+  int N = 0, H = 0, KVH = 0, D = 0;        // rows, query heads, key/value heads, head dim
+  int ld = 0;                              // row stride of qkv and dqkv (elements)
+  int S = 0;                               // segments
+  const int32_t* cu_seqlens = nullptr;     // (S + 1) backend memory
+  const int32_t* cu_seqlens_host = nullptr;// (S + 1) the same, on the host
+  float scale = 0;                         // softmax scale
+};
+
+// Which parameters decay: the flat buffer cut into runs [ends[i-1], ends[i]), decays[i] 0 or 1.
+struct DecayRuns {
+  std::vector<int64_t> ends;
+  std::vector<uint8_t> decays;
+};
+
+// One AdamW step's hyperparameters (torch.optim.AdamW semantics, see cpu::AdamWStep).
+struct AdamWHyper {
+  float lr = 0, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0, grad_scale = 1;
+  int64_t t = 1;
+};
+
+// The static interface. `b` is a backend, pointers are typed by its act_t/grad_t/stat_t.
+template <class B>
+concept Backend = requires(B& b, typename B::act_t* a, const typename B::act_t* ca, typename B::grad_t* g,
+                           const typename B::grad_t* cg, typename B::stat_t* s, const typename B::stat_t* cs,
+                           const int32_t* ids, float* f, const float* cf, void* p, const void* cp, size_t n,
+                           int i, float x, const AttentionDims& dims, const DecayRuns& runs, const AdamWHyper& h,
+                           const ModelConfig& config) {
+  typename B::act_t;
+  typename B::grad_t;
+  typename B::stat_t;
+  { B::kind } -> std::convertible_to<BackendKind>;
+  { B::host_memory } -> std::convertible_to<bool>;  // true: buffers are readable on the host
+  // memory: counted by part (MemoryBytes), released with release()
+  { b.allocate(n, MemoryPart::params) } -> std::same_as<void*>;
+  b.release(p, n, MemoryPart::params);
+  { b.allocated() } -> std::convertible_to<MemoryBytes>;
+  b.upload(p, cp, n);    // host -> backend, bytes
+  b.download(p, cp, n);  // backend -> host, bytes
+  b.zero(p, n);
+  b.to_act(a, cf, n);    // fp32 -> act_t (rounding to nearest even for bf16)
+  b.to_float(f, ca, n);  // act_t -> fp32
+  // scratch for a batch of N tokens of this model (MemoryPart::workspace); workspace_bytes says how
+  // much that is, for the memory plan
+  b.reserve_workspace(config, i);
+  { B::workspace_bytes(config, i) } -> std::convertible_to<size_t>;
+  // the ops of engine/cpu/ops.h over backend memory
+  b.embedding_forward(a, ids, ids, ca, ca, i, i, i, i);
+  b.embedding_backward(g, g, ca, ids, ids, i, i, i, i);
+  b.layernorm_forward(a, s, s, ca, ca, ca, i, i, x);
+  b.layernorm_backward(a, g, g, ca, ca, ca, ca, cs, cs, i, i);
+  b.rmsnorm_forward(a, s, ca, ca, i, i, x);
+  b.rmsnorm_backward(a, g, ca, ca, ca, ca, cs, i, i);
+  b.matmul_forward(a, ca, ca, ca, i, i, i);
+  b.matmul_backward(a, g, g, ca, ca, ca, i, i, i);
+  b.attention_forward(a, s, ca, dims);
+  b.attention_backward(a, ca, ca, ca, cs, dims);
+  b.rope_forward(a, ids, i, i, i, i, x);
+  b.rope_backward(a, ids, i, i, i, i, x);
+  b.gelu_forward(a, ca, n);
+  b.gelu_backward(a, ca, ca, n);
+  b.swiglu_forward(a, ca, i, i);
+  b.swiglu_backward(a, ca, ca, i, i);
+  b.residual_forward(a, ca, ca, n);
+  // loss (returned to the host) and, when dlogits is not null, its gradient, in place allowed
+  { b.cross_entropy(a, ca, ids, i, i, double(x)) } -> std::convertible_to<double>;
+  // optimizer: sum of squares of the gradients (host double), and one AdamW step. With a master
+  // (fp32, not null) the step updates it and writes the rounded act_t params; with a null master
+  // it updates the params in place (act_t float, or double on cpu). Moments are fp32.
+  { b.sum_of_squares(cg, n) } -> std::convertible_to<double>;
+  b.adamw(f, a, cg, f, f, n, runs, h);
+  b.synchronize();
+};
+
+}  // namespace ift

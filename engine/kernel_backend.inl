@@ -1,0 +1,303 @@
+// The members of KernelBackend (engine/kernel_backend.h), included by the translation unit of each
+// device after it has defined its Device and chosen its kernel build: engine/emu_backend.cpp (the
+// emulator) and engine/cuda/backend.cpp (nvcc's kernels, cuBLASLt). A Device provides
+//
+//   allocate(bytes) / release(p)               device memory (256-byte aligned)
+//   upload / download / zero / synchronize     on the device's stream; download waits for it
+//   stream()                                   what the kernels launch on
+//   gemm<In, Out>(c, a, b, bias, M, N, K, trans_a, trans_b, accumulate)
+//       row-major C (M, N) = op(A) (M, K) . op(B) (K, N) [+ C] [+ bias (N)], inputs In, fp32
+//       accumulation, one rounding to Out; op(X) = X^T when trans_x (X then stored (K, M) / (N, K))
+//   kGemmWorkspaceBytes                        the GEMM's own workspace, allocated once
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+
+#include "engine/error.h"
+#include "engine/kernel_backend.h"
+#include "engine/params.h"
+#include "kernels/kernels.h"
+
+namespace ift {
+
+// Internal linkage: this file is compiled once per device, and each copy's helpers see that device's
+// kernel types (an inline function returning ift::emu::AttentionParams in one translation unit and
+// ift::cuda::AttentionParams in the other would share a mangled name).
+namespace kernel_backend_detail {
+namespace {
+
+constexpr size_t kScalarBytes = 256;  // the workspace's first bytes: the loss and the grad-norm sum
+
+size_t round_up(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+AttentionParams attention_params(const AttentionDims& d) {
+  AttentionParams p;
+  p.N = d.N, p.H = d.H, p.KVH = d.KVH, p.D = d.D, p.ld = d.ld, p.cu_seqlens = d.cu_seqlens, p.S = d.S;
+  p.scale = d.scale, p.cu_seqlens_host = d.cu_seqlens_host;
+  return p;
+}
+
+}  // namespace
+}  // namespace kernel_backend_detail
+
+template <class S, class Device>
+KernelBackend<S, Device>::KernelBackend() : device_(std::make_unique<Device>()) {
+  if (Device::kGemmWorkspaceBytes > 0) {
+    device_->gemm_workspace = allocate(Device::kGemmWorkspaceBytes, MemoryPart::workspace);
+    device_->gemm_workspace_bytes = Device::kGemmWorkspaceBytes;
+  }
+}
+
+template <class S, class Device>
+KernelBackend<S, Device>::~KernelBackend() {
+  if (workspace_) release(workspace_, workspace_bytes_, MemoryPart::workspace);
+  if (device_->gemm_workspace) release(device_->gemm_workspace, Device::kGemmWorkspaceBytes, MemoryPart::workspace);
+}
+
+template <class S, class Device>
+void* KernelBackend<S, Device>::allocate(size_t bytes, MemoryPart part) {
+  void* p = device_->allocate(std::max<size_t>(bytes, 1));
+  live_[part] += static_cast<int64_t>(bytes), ++live_.allocations;
+  return p;
+}
+
+template <class S, class Device>
+void KernelBackend<S, Device>::release(void* p, size_t bytes, MemoryPart part) {
+  device_->release(p);
+  live_[part] -= static_cast<int64_t>(bytes), --live_.allocations;
+}
+
+template <class S, class Device>
+void KernelBackend<S, Device>::upload(void* dst, const void* src, size_t bytes) {
+  device_->upload(dst, src, bytes);
+}
+
+template <class S, class Device>
+void KernelBackend<S, Device>::download(void* dst, const void* src, size_t bytes) {
+  device_->download(dst, src, bytes);
+}
+
+template <class S, class Device>
+void KernelBackend<S, Device>::zero(void* dst, size_t bytes) {
+  device_->zero(dst, bytes);
+}
+
+template <class S, class Device>
+void KernelBackend<S, Device>::synchronize() {
+  device_->synchronize();
+}
+
+// The conversions run through the workspace-free cast kernel when S is bf16; fp32 is a copy.
+template <class S, class Device>
+void KernelBackend<S, Device>::to_act(S* out, const float* in, size_t n) {
+  if constexpr (std::is_same_v<S, float>)
+    device_->copy(out, in, n * sizeof(float));
+  else
+    cast(out, in, static_cast<int64_t>(n), device_->stream());
+}
+
+template <class S, class Device>
+void KernelBackend<S, Device>::to_float(float* out, const S* in, size_t n) {
+  if constexpr (std::is_same_v<S, float>)
+    device_->copy(out, in, n * sizeof(float));
+  else
+    cast(out, in, static_cast<int64_t>(n), device_->stream());
+}
+
+// The scratch region: the largest of what any one op needs at this batch shape, after the scalars.
+template <class S, class Device>
+size_t KernelBackend<S, Device>::scratch_bytes(const ModelConfig& c, int N) {
+  const int up_width = c.family == Family::gpt2 ? c.intermediate : 2 * c.intermediate;
+  const int64_t params = static_cast<int64_t>(ParamLayout::build(c).total);
+  size_t floats = size_t(N) * c.n_heads;  // attention backward's delta
+  floats = std::max(floats, layernorm_backward_scratch_floats(N, c.hidden));
+  floats = std::max(floats, rmsnorm_backward_scratch_floats(N, c.hidden));
+  for (int O : {c.qkv_dim(), c.hidden, up_width}) floats = std::max(floats, bias_backward_scratch_floats(N, O));
+  floats = std::max(floats, sum_of_squares_scratch_floats(params));
+  const size_t bytes = std::max(floats * sizeof(float), cross_entropy_scratch_bytes(N, c.vocab_size));
+  return kernel_backend_detail::kScalarBytes + kernel_backend_detail::round_up(bytes);
+}
+
+template <class S, class Device>
+size_t KernelBackend<S, Device>::workspace_bytes(const ModelConfig& c, int N) {
+  return scratch_bytes(c, N) + Device::kGemmWorkspaceBytes;
+}
+
+template <class S, class Device>
+void KernelBackend<S, Device>::reserve_workspace(const ModelConfig& config, int N) {
+  const size_t want = scratch_bytes(config, N);
+  if (want <= workspace_bytes_) return;
+  if (workspace_) release(workspace_, workspace_bytes_, MemoryPart::workspace);
+  workspace_ = nullptr, workspace_bytes_ = 0;
+  workspace_ = allocate(want, MemoryPart::workspace);
+  workspace_bytes_ = want;
+}
+
+template <class S, class Device>
+float* KernelBackend<S, Device>::scratch(size_t floats) {
+  const size_t have = workspace_bytes_ > kernel_backend_detail::kScalarBytes
+                          ? (workspace_bytes_ - kernel_backend_detail::kScalarBytes) / sizeof(float)
+                          : 0;
+  IFT_CHECK(floats <= have, "kernel backend: the op needs ", floats, " floats of workspace, ", have,
+            " are reserved (reserve_workspace was not called for this batch shape)");
+  return reinterpret_cast<float*>(static_cast<char*>(workspace_) + kernel_backend_detail::kScalarBytes);
+}
+
+// ---- ops ------------------------------------------------------------------------------------------
+
+template <class S, class Device>
+void KernelBackend<S, Device>::embedding_forward(S* out, const int32_t* tokens, const int32_t* positions, const S* wte,
+                                                 const S* wpe, int N, int C, int V, int P) {
+  ift::embedding_forward(out, tokens, wpe ? positions : nullptr, wte, wpe, N, C, V, P, device_->stream());
+}
+
+template <class S, class Device>
+void KernelBackend<S, Device>::embedding_backward(float* dwte, float* dwpe, const S* dout, const int32_t* tokens,
+                                                  const int32_t* positions, int N, int C, int V, int P) {
+  ift::embedding_backward(dwte, dwpe, dout, tokens, dwpe ? positions : nullptr, N, C, V, P, device_->stream());
+}
+
+template <class S, class Device>
+void KernelBackend<S, Device>::layernorm_forward(S* out, float* mean, float* rstd, const S* x, const S* w, const S* b,
+                                                 int N, int C, float eps) {
+  ift::layernorm_forward(out, mean, rstd, x, w, b, N, C, eps, device_->stream());
+}
+
+template <class S, class Device>
+void KernelBackend<S, Device>::layernorm_backward(S* dx, float* dw, float* db, const S* dres, const S* dout,
+                                                  const S* x, const S* w, const float* mean, const float* rstd, int N,
+                                                  int C) {
+  const size_t n = layernorm_backward_scratch_floats(N, C);
+  ift::layernorm_backward(dx, dw, db, dres, dout, x, w, mean, rstd, N, C, scratch(n), n, device_->stream());
+}
+
+template <class S, class Device>
+void KernelBackend<S, Device>::rmsnorm_forward(S* out, float* rstd, const S* x, const S* w, int N, int C, float eps) {
+  ift::rmsnorm_forward(out, rstd, x, w, N, C, eps, device_->stream());
+}
+
+template <class S, class Device>
+void KernelBackend<S, Device>::rmsnorm_backward(S* dx, float* dw, const S* dres, const S* dout, const S* x,
+                                                const S* w, const float* rstd, int N, int C) {
+  const size_t n = rmsnorm_backward_scratch_floats(N, C);
+  ift::rmsnorm_backward(dx, dw, dres, dout, x, w, rstd, N, C, scratch(n), n, device_->stream());
+}
+
+// out (N, O) = inp (N, I) . w^T + b: one GEMM with the bias in its epilogue.
+template <class S, class Device>
+void KernelBackend<S, Device>::matmul_forward(S* out, const S* inp, const S* w, const S* b, int N, int I, int O) {
+  device_->template gemm<S, S>(out, inp, w, b, N, O, I, false, true, false);
+}
+
+// dinp (N, I) = dout . w; dw (O, I) += dout^T . inp into the fp32 gradient; db by the bias kernel.
+template <class S, class Device>
+void KernelBackend<S, Device>::matmul_backward(S* dinp, float* dw, float* db, const S* dout, const S* inp, const S* w,
+                                               int N, int I, int O) {
+  if (dinp) device_->template gemm<S, S>(dinp, dout, w, nullptr, N, I, O, false, false, false);
+  device_->template gemm<S, float>(dw, dout, inp, nullptr, O, I, N, true, false, true);
+  if (db) {
+    const size_t n = bias_backward_scratch_floats(N, O);
+    bias_backward(db, dout, N, O, scratch(n), n, device_->stream());
+  }
+}
+
+template <class S, class Device>
+void KernelBackend<S, Device>::attention_forward(S* out, float* lse, const S* qkv, const AttentionDims& d) {
+  ift::attention_forward(out, lse, qkv, kernel_backend_detail::attention_params(d), device_->stream());
+}
+
+template <class S, class Device>
+void KernelBackend<S, Device>::attention_backward(S* dqkv, const S* dout, const S* qkv, const S* out, const float* lse,
+                                                  const AttentionDims& d) {
+  float* delta = scratch(size_t(d.N) * d.H);
+  ift::attention_backward(dqkv, delta, dout, qkv, out, lse, kernel_backend_detail::attention_params(d),
+                          device_->stream());
+}
+
+template <class S, class Device>
+void KernelBackend<S, Device>::rope_forward(S* x, const int32_t* positions, int N, int heads, int D, int ld,
+                                            float theta) {
+  ift::rope_forward(x, positions, N, heads, D, ld, theta, device_->stream());
+}
+
+template <class S, class Device>
+void KernelBackend<S, Device>::rope_backward(S* dx, const int32_t* positions, int N, int heads, int D, int ld,
+                                             float theta) {
+  ift::rope_backward(dx, positions, N, heads, D, ld, theta, device_->stream());
+}
+
+template <class S, class Device>
+void KernelBackend<S, Device>::gelu_forward(S* out, const S* inp, size_t n) {
+  ift::gelu_forward(out, inp, static_cast<int64_t>(n), device_->stream());
+}
+
+template <class S, class Device>
+void KernelBackend<S, Device>::gelu_backward(S* dinp, const S* inp, const S* dout, size_t n) {
+  ift::gelu_backward(dinp, inp, dout, static_cast<int64_t>(n), device_->stream());
+}
+
+template <class S, class Device>
+void KernelBackend<S, Device>::swiglu_forward(S* out, const S* inp, int N, int F) {
+  ift::swiglu_forward(out, inp, N, F, device_->stream());
+}
+
+template <class S, class Device>
+void KernelBackend<S, Device>::swiglu_backward(S* dinp, const S* inp, const S* dout, int N, int F) {
+  ift::swiglu_backward(dinp, inp, dout, N, F, device_->stream());
+}
+
+template <class S, class Device>
+void KernelBackend<S, Device>::residual_forward(S* out, const S* a, const S* b, size_t n) {
+  ift::residual_forward(out, a, b, static_cast<int64_t>(n), device_->stream());
+}
+
+// The loss is summed on the device (fp32, fixed order) and read back: one small synchronous copy.
+template <class S, class Device>
+double KernelBackend<S, Device>::cross_entropy(S* dlogits, const S* logits, const int32_t* targets, int N, int V,
+                                               double normaliser) {
+  const size_t bytes = cross_entropy_scratch_bytes(N, V);
+  float* loss = static_cast<float*>(workspace_);
+  ift::cross_entropy_forward(loss, dlogits, logits, targets, N, V, static_cast<float>(normaliser),
+                             scratch((bytes + sizeof(float) - 1) / sizeof(float)), bytes, device_->stream());
+  float host = 0;
+  download(&host, loss, sizeof(float));
+  return host;
+}
+
+template <class S, class Device>
+double KernelBackend<S, Device>::sum_of_squares(const float* g, size_t n) {
+  const size_t floats = sum_of_squares_scratch_floats(static_cast<int64_t>(n));
+  float* out = static_cast<float*>(workspace_) + 1;
+  ift::sum_of_squares(out, g, static_cast<int64_t>(n), scratch(floats), floats, device_->stream());
+  float host = 0;
+  download(&host, out, sizeof(float));
+  return host;
+}
+
+// One fused launch per run of tensors with the same decay flag (2 L + 3 launches for a Llama, a few
+// microseconds each), so no decay mask has to live in device memory.
+template <class S, class Device>
+void KernelBackend<S, Device>::adamw(float* master, S* params, const float* grads, float* m, float* v, size_t n,
+                                     const DecayRuns& runs, const AdamWHyper& h) {
+  if constexpr (!std::is_same_v<S, float>)
+    IFT_CHECK(master != nullptr, "kernel backend: bf16 parameters need fp32 master weights");
+  int64_t begin = 0;
+  for (size_t r = 0; r < runs.ends.size(); ++r) {
+    AdamWUpdate u;
+    if constexpr (std::is_same_v<S, float>) {
+      u.master = (master ? master : params) + begin;
+    } else {
+      u.master = master + begin;
+      u.params_bf16 = params + begin;
+    }
+    u.m = m + begin, u.v = v + begin, u.n = runs.ends[r] - begin;
+    u.lr = h.lr, u.beta1 = h.beta1, u.beta2 = h.beta2, u.eps = h.eps, u.grad_scale = h.grad_scale, u.t = h.t;
+    u.weight_decay = runs.decays[r] ? h.weight_decay : 0.0f;
+    adamw_update(u, grads + begin, device_->stream());
+    begin = runs.ends[r];
+  }
+  IFT_ASSERT(static_cast<size_t>(begin) == n);
+}
+
+}  // namespace ift

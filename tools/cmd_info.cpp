@@ -1,0 +1,65 @@
+// `ift info`: the memory plan of a model for one batch shape on a backend, part by part (parameters,
+// gradients, fp32 master weights, AdamW moments, activations and their gradients, the batch, the
+// kernels' workspace), from the shapes alone; --measure also builds the model, runs one training
+// step and prints what was actually allocated beside it.
+#include <cstdio>
+#include <random>
+
+#include "engine/model.h"
+#include "tools/cli.h"
+#include "tools/commands.h"
+#include "tools/presets.h"
+
+namespace ift::cmd {
+
+int info(Args args) {
+  cli::Parser p("ift info", "Print the memory plan of a model for a batch shape: the bytes of each part.");
+  p.option("--model", "DIR|ARCH",
+           "a model directory, or gpt2-124m | gpt2-small-6l | llama-demo | tinyllama-1.1b | llama2-7b", cli::required);
+  p.option("--batch", "B", "4", "rows per micro-batch");
+  p.option("--seq-len", "T", "1024", "tokens per row");
+  p.option("--backend", "NAME", "cuda", "cpu, emu or cuda (the plan needs no GPU)");
+  p.option("--precision", "P", "bf16", "fp32 or bf16 (cpu: fp32)");
+  p.flag("--recompute", "recompute norms and the MLP activation in the backward pass");
+  p.flag("--no-optimizer", "inference and gradients only: no AdamW moments");
+  p.flag("--measure", "also build the model with random weights, run one training step and print what it allocated");
+  if (!p.parse(args)) return 0;
+  const ModelConfig config = model_config_or_preset(p.str("--model"));
+  const int B = static_cast<int>(p.integer("--batch")), T = static_cast<int>(p.integer("--seq-len"));
+  IFT_CHECK(B > 0 && T > 0, "--batch and --seq-len must be positive");
+  IFT_CHECK(int64_t(B) * T < (int64_t(1) << 31), "--batch x --seq-len must stay below 2^31 tokens");
+  const BackendKind kind = parse_backend(p.str("--backend"));
+  const Precision precision = parse_precision(p.str("--precision"));
+  const ModelOptions options{p.on("--recompute")};
+  const bool optimizer = !p.on("--no-optimizer");
+  const int N = B * T;
+
+  return with_backend(kind, precision, [&]<class Back>() {
+    const MemoryBytes plan = Model<Back>::plan(config, N, options, optimizer);
+    std::printf("%s: %s, %d layers, hidden %d, %zu parameters\n", p.str("--model").c_str(), config.model_type.c_str(),
+                config.n_layers, config.hidden, ParamLayout::build(config).total);
+    std::printf("plan for B=%d T=%d on %s, %s%s%s:\n%s", B, T, name_of(kind), name_of(precision),
+                options.recompute ? ", recompute" : "", optimizer ? ", AdamW" : ", no optimizer", plan.table().c_str());
+    if (!p.on("--measure")) return 0;
+    Model<Back> model(config, options);
+    model.init_random(0);
+    if (optimizer) model.enable_optimizer({});
+    std::mt19937 rng(0);
+    std::vector<int32_t> tokens(N), targets(N), positions(N), cu;
+    for (int i = 0; i < N; ++i) tokens[i] = static_cast<int32_t>(rng() % config.vocab_size), positions[i] = i % T;
+    for (int i = 0; i < N; ++i) targets[i] = (i + 1) % T ? tokens[i + 1] : -1;
+    for (int b = 0; b <= B; ++b) cu.push_back(b * T);
+    const BatchView batch{N, tokens, targets, positions, cu};
+    model.forward(batch, static_cast<double>(batch.trained_tokens()));
+    model.backward();
+    if (optimizer) model.step(1e-4f);
+    const MemoryBytes& got = model.allocated();
+    std::printf("allocated after one step (%lld buffers):\n%s", static_cast<long long>(got.allocations),
+                got.table().c_str());
+    const bool same = got.bytes == plan.bytes;
+    std::printf("%s\n", same ? "matches the plan" : "DIFFERS from the plan");
+    return same ? 0 : 1;
+  });
+}
+
+}  // namespace ift::cmd

@@ -1,0 +1,37 @@
+#include "tools/presets.h"
+
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/error.h"
+
+namespace ift {
+
+ModelConfig model_config_or_preset(const std::string& name) {
+  if (std::filesystem::is_directory(name)) return ModelConfig::load(std::filesystem::path(name) / "config.json");
+  // As Hugging Face config.json fields.
+  nlohmann::json j;
+  if (name == "gpt2-124m")
+    j = {{"model_type", "gpt2"}, {"vocab_size", 50257}, {"n_embd", 768}, {"n_layer", 12}, {"n_head", 12},
+         {"n_positions", 1024}};
+  else if (name == "gpt2-small-6l")
+    j = {{"model_type", "gpt2"}, {"vocab_size", 50257}, {"n_embd", 384}, {"n_layer", 6}, {"n_head", 6},
+         {"n_positions", 1024}};
+  else if (name == "llama-demo")  // the README demo's model (configs/demo.yaml)
+    j = {{"model_type", "llama"}, {"vocab_size", 1024}, {"hidden_size", 128}, {"num_hidden_layers", 4},
+         {"num_attention_heads", 4}, {"intermediate_size", 352}, {"max_position_embeddings", 1024}};
+  else if (name == "tinyllama-1.1b")  // TinyLlama-1.1B's shapes (GQA 32/4)
+    j = {{"model_type", "llama"}, {"vocab_size", 32000}, {"hidden_size", 2048}, {"num_hidden_layers", 22},
+         {"num_attention_heads", 32}, {"num_key_value_heads", 4}, {"intermediate_size", 5632},
+         {"max_position_embeddings", 2048}};
+  else if (name == "llama2-7b")
+    j = {{"model_type", "llama"}, {"vocab_size", 32000}, {"hidden_size", 4096}, {"num_hidden_layers", 32},
+         {"num_attention_heads", 32}, {"intermediate_size", 11008}, {"max_position_embeddings", 4096}};
+  else
+    fail("unknown architecture '", name,
+         "' (gpt2-124m, gpt2-small-6l, llama-demo, tinyllama-1.1b, llama2-7b, or a model directory)");
+  return ModelConfig::from_json(j);
+}
+
+}  // namespace ift
