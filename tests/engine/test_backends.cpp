@@ -259,3 +259,43 @@ TEST_CASE("the memory plan is what the model allocates, on every backend and opt
                         Model<EmuBackend<bf16>>::plan(c, N, ModelOptions{true}, true)[MemoryPart::activations];
   CHECK(saved == (int64_t(c.n_layers) * (2 * c.hidden + c.intermediate) - (c.hidden + c.intermediate)) * N * 2);
 }
+
+#if IFT_HAVE_CUDA
+// The cuda backend, where the machine has a GPU: the same comparisons as emu's. Without one (CI),
+// constructing it must fail cleanly, naming the CUDA call, and nothing else runs.
+namespace {
+bool cuda_device() {
+  try {
+    CudaBackend<float> probe;
+    return true;
+  } catch (const Error& e) {
+    WARN("no CUDA device, the cuda backend's comparisons do not run: " << e.what());
+    CHECK_THAT(e.what(), Catch::Contains("cuda"));
+    return false;
+  }
+}
+}  // namespace
+
+TEST_CASE("cuda equals cpu on the golden models (fp32), and within the bf16 tolerance", "[backends][cuda]") {
+  if (!cuda_device()) return;
+  const std::string name = GENERATE("gpt2", "llama_gqa", "llama_tied");
+  const Case c = golden(name, 3, 13, 1);
+  const Result cpu = run<CpuBackend<float>>(c);
+  compare(name + " cuda fp32 vs cpu", run<CudaBackend<float>>(c), cpu, 1e-5, 1e-4, 1e-4, ParamLayout::build(c.config));
+  compare(name + " cuda bf16 vs cpu", run<CudaBackend<bf16>>(c), cpu, 5e-3, 2e-2, 5e-2, ParamLayout::build(c.config));
+}
+
+TEST_CASE("cuda: ten AdamW steps follow cpu; the memory plan holds", "[backends][cuda]") {
+  if (!cuda_device()) return;
+  const std::string family = GENERATE("gpt2", "llama");
+  const Case c = tiny_case(tiny(family));
+  const Trajectory cpu = train<CpuBackend<float>>(c, 10, 1e-2f);
+  const Trajectory f32 = train<CudaBackend<float>>(c, 10, 1e-2f);
+  const Trajectory b16 = train<CudaBackend<bf16>>(c, 10, 1e-2f);
+  for (int s = 0; s < 10; ++s) {
+    CHECK(f32.losses[s] == Approx(cpu.losses[s]).epsilon(1e-4));
+    CHECK(std::abs(b16.losses[s] - cpu.losses[s]) <= 2e-2 * cpu.losses[0]);
+  }
+  check_plan<CudaBackend<bf16>>(tiny(family), ModelOptions{true});
+}
+#endif
