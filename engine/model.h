@@ -121,7 +121,6 @@ class Model {
 
   const ModelConfig& config() const { return config_; }
   const ParamLayout& layout() const { return layout_; }
-  B& backend() { return *backend_; }
 
   Buffer<B, act_t> params;  // (layout().total) every weight, addressed through layout()
   Buffer<B, grad_t> grads;  // (layout().total) accumulated by backward()

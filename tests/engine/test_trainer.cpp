@@ -107,8 +107,12 @@ TEST_CASE("gradient accumulation: 1 x 8 and 8 x 1 give the same training", "[tra
   const std::vector<double> la = losses(dir / "a/metrics.jsonl"), lb = losses(dir / "b/metrics.jsonl");
   REQUIRE(la.size() == 4);
   require_close("losses", la, lb, 1e-6, 1e-5);
+  // The two splits sum the same gradients in another order (rounding differences of ~1e-7), and
+  // AdamW's update lr m / (sqrt(v) + eps) turns them into weight differences of up to lr times
+  // their relative size where a gradient nearly cancels to |g| ~ eps (an embedding entry summed over
+  // the positions of its token): 2.3e-6 seen at lr 1e-2. So weights are held to lr / 1000 absolute.
   require_close("weights", weights(dir / "a/checkpoints" / checkpoint_name(4)),
-                weights(dir / "b/checkpoints" / checkpoint_name(4)), 1e-6, 1e-4);
+                weights(dir / "b/checkpoints" / checkpoint_name(4)), 1e-5, 1e-4);
 }
 
 TEST_CASE("resume: N steps + resume + N steps equals 2N steps, bitwise", "[trainer]") {
