@@ -18,7 +18,8 @@ int info(Args args) {
            "a model directory, or gpt2-124m | gpt2-small-6l | llama-demo | tinyllama-1.1b | llama2-7b", cli::required);
   p.option("--batch", "B", "4", "rows per micro-batch");
   p.option("--seq-len", "T", "1024", "tokens per row");
-  p.option("--backend", "NAME", "cuda", "cpu, emu or cuda (the plan needs no GPU)");
+  // The plan of a GPU run is what people ask for; emu's is the same less cuBLASLt's workspace.
+  p.option("--backend", "NAME", cuda_built() ? "cuda" : "emu", "cpu, emu or cuda (the plan needs no GPU)");
   p.option("--precision", "P", "bf16", "fp32 or bf16 (cpu: fp32)");
   p.flag("--recompute", "recompute norms and the MLP activation in the backward pass");
   p.flag("--no-optimizer", "inference and gradients only: no AdamW moments");

@@ -52,6 +52,15 @@ inline float exp_fast(float x) {
 }
 inline double exp_fast(double x) { return std::exp(x); }
 
+// Per-thread scratch that outlives the call: OpenMP's threads persist, so once a shape has been seen
+// the ops allocate nothing (a training step allocates nothing after the first). Slot tells apart
+// the buffers one op needs at the same time.
+template <class U, int Slot>
+std::vector<U>& thread_scratch() {
+  thread_local std::vector<U> v;
+  return v;
+}
+
 // Reductions accumulate in double whatever T is: the reference should not be the noisy side.
 template <class T>
 double dot(const T* a, const T* b, int n) {
@@ -135,7 +144,9 @@ void layernorm_backward(T* dx, T* dw, T* db, const T* dres, const T* dout, const
   // deterministic for a given thread count.
 #pragma omp parallel if (parallel_pays(int64_t(N) * C))
   {
-    std::vector<double> r_dw(C, 0.0), r_db(C, 0.0);
+    std::vector<double>& r_dw = thread_scratch<double, 0>();
+    std::vector<double>& r_db = thread_scratch<double, 1>();
+    r_dw.assign(C, 0.0), r_db.assign(C, 0.0);
 #pragma omp for schedule(static)
     for (int n = 0; n < N; ++n) {
       const T* xr = x + static_cast<int64_t>(n) * C;
@@ -188,7 +199,8 @@ void rmsnorm_backward(T* dx, T* dw, const T* dres, const T* dout, const T* x, co
                       int C) {
 #pragma omp parallel if (parallel_pays(int64_t(N) * C))
   {
-    std::vector<double> r_dw(C, 0.0);
+    std::vector<double>& r_dw = thread_scratch<double, 0>();
+    r_dw.assign(C, 0.0);
 #pragma omp for schedule(static)
     for (int n = 0; n < N; ++n) {
       const T* xr = x + static_cast<int64_t>(n) * C;
@@ -264,7 +276,7 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
   const int group = a.H / a.KVH, D = a.D, ldo = a.H * a.D;
 #pragma omp parallel if (parallel_pays(int64_t(a.N) * a.N / a.S * a.H * a.D))
   {
-    std::vector<T> p;
+    std::vector<T>& p = thread_scratch<T, 2>();
 #pragma omp for collapse(2) schedule(dynamic, 1)
     for (int s = 0; s < a.S; ++s) {
       for (int h = 0; h < a.H; ++h) {
@@ -305,8 +317,9 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
   // its query heads: pairs are independent, so no atomics and a deterministic result.
 #pragma omp parallel if (parallel_pays(int64_t(a.N) * a.N / a.S * a.H * a.D))
   {
-    std::vector<T> p, dp;
-    std::vector<double> di;
+    std::vector<T>& p = thread_scratch<T, 2>();
+    std::vector<T>& dp = thread_scratch<T, 3>();
+    std::vector<double>& di = thread_scratch<double, 4>();
 #pragma omp for collapse(2) schedule(dynamic, 1)
     for (int s = 0; s < a.S; ++s) {
       for (int kvh = 0; kvh < a.KVH; ++kvh) {
@@ -397,7 +410,9 @@ void rope_rotate(T* x, const int32_t* positions, int N, int heads, int D, int ld
   const int half = D / 2;
 #pragma omp parallel if (parallel_pays(int64_t(N) * heads * D))
   {
-    std::vector<double> cs(half), sn(half);
+    std::vector<double>& cs = thread_scratch<double, 0>();
+    std::vector<double>& sn = thread_scratch<double, 1>();
+    cs.resize(half), sn.resize(half);
 #pragma omp for
     for (int n = 0; n < N; ++n) {
       for (int j = 0; j < half; ++j) {

@@ -8,8 +8,11 @@
 // loss 1e-2 relative, logits 2e-2 and gradients 5e-2 of the largest |value|, i.e. a few roundings of
 // the inputs of each op accumulated over 2 layers; the figures measured when this test was written
 // are in docs/engine.md.
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
+#include <new>
 #include <random>
 
 #include "engine/model.h"
@@ -299,3 +302,45 @@ TEST_CASE("cuda: ten AdamW steps follow cpu; the memory plan holds", "[backends]
   check_plan<CudaBackend<bf16>>(tiny(family), ModelOptions{true});
 }
 #endif
+
+// ---- no allocation inside a step -------------------------------------------------------------------
+
+namespace {
+std::atomic<int64_t> g_news{0};  // operator new calls in this process, counted by the replacement below
+}  // namespace
+
+// A replacement of the global operator new (and its deletes) for this test binary; GCC's
+// -Wmismatched-new-delete cannot see that malloc/free pair up here.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+void* operator new(size_t bytes) {
+  g_news.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(bytes ? bytes : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, size_t) noexcept { std::free(p); }
+#pragma GCC diagnostic pop
+
+TEST_CASE("cpu: after the first step, a training step allocates nothing", "[backends]") {
+  for (const std::string family : {"gpt2", "llama"}) {
+    const Case c = tiny_case(tiny(family));
+    CpuModel<float> model(c.config);
+    model.init_random(1);
+    model.enable_optimizer({});
+    const BatchView view = c.view();
+    const auto step = [&] {
+      model.zero_grads();
+      model.forward(view, 10.0);
+      model.backward();
+      model.step(1e-3f);
+    };
+    step();
+    const int64_t before = g_news.load();
+    step();
+    step();
+    const int64_t during = g_news.load() - before;
+    INFO(family << ": " << during << " operator new calls in two steps");
+    CHECK(during == 0);
+  }
+}
