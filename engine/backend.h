@@ -53,7 +53,7 @@ const char* name_of(MemoryPart part);
 // Bytes per part. Used both for a plan and for the tally of live allocations.
 struct MemoryBytes {
   std::array<int64_t, kMemoryParts> bytes{};
-  int64_t allocations = 0;  // number of live allocations (a tally) or of buffers (a plan)
+  int64_t allocations = 0;  // live allocations (a tally; a plan leaves it 0)
   int64_t& operator[](MemoryPart p) { return bytes[static_cast<int>(p)]; }
   int64_t operator[](MemoryPart p) const { return bytes[static_cast<int>(p)]; }
   int64_t total() const;
@@ -132,7 +132,6 @@ concept Backend = requires(B& b, typename B::act_t* a, const typename B::act_t* 
   // it updates the params in place (act_t float, or double on cpu). Moments are fp32.
   { b.sum_of_squares(cg, n) } -> std::convertible_to<double>;
   b.adamw(f, a, cg, f, f, n, runs, h);
-  b.synchronize();
 };
 
 }  // namespace ift

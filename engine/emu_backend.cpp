@@ -1,7 +1,6 @@
 // The emu backend: the kernels built over the SIMT emulator (ift::emu), host memory, and a plain CPU
 // GEMM in the place of cuBLASLt. It exists so that the kernel path of the whole model (the same
 // calls, buffers, workspace and precision as on a GPU) runs, and is tested, on a machine without one.
-#include <cstdlib>
 #include <cstring>
 #include <new>
 
@@ -27,7 +26,6 @@ struct EmuDevice {
   void download(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
   void copy(void* dst, const void* src, size_t bytes) { std::memmove(dst, src, bytes); }
   void zero(void* dst, size_t bytes) { std::memset(dst, 0, bytes); }
-  void synchronize() {}
   cudaStream_t stream() { return nullptr; }
 
   // What a cuBLASLt call computes: In inputs widened to fp32, fp32 accumulation (in k order here),

@@ -55,7 +55,6 @@ class KernelBackend {
   void zero(void* dst, size_t bytes);
   void to_act(S* out, const float* in, size_t n);
   void to_float(float* out, const S* in, size_t n);
-  void synchronize();
 
   // Scratch for the kernels (norm and bias gradient partials, cross-entropy chunks, attention's
   // delta, the grad-norm partials; used one op at a time, so one region of the largest) plus the

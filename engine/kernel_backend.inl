@@ -3,7 +3,7 @@
 // emulator) and engine/cuda/backend.cpp (nvcc's kernels, cuBLASLt). A Device provides
 //
 //   allocate(bytes) / release(p)               device memory (256-byte aligned)
-//   upload / download / zero / synchronize     on the device's stream; download waits for it
+//   upload / download / copy / zero            on the device's stream; upload and download wait for it
 //   stream()                                   what the kernels launch on
 //   gemm<In, Out>(c, a, b, bias, M, N, K, trans_a, trans_b, accumulate)
 //       row-major C (M, N) = op(A) (M, K) . op(B) (K, N) [+ C] [+ bias (N)], inputs In, fp32
@@ -81,11 +81,6 @@ void KernelBackend<S, Device>::download(void* dst, const void* src, size_t bytes
 template <class S, class Device>
 void KernelBackend<S, Device>::zero(void* dst, size_t bytes) {
   device_->zero(dst, bytes);
-}
-
-template <class S, class Device>
-void KernelBackend<S, Device>::synchronize() {
-  device_->synchronize();
 }
 
 // The conversions run through the workspace-free cast kernel when S is bf16; fp32 is a copy.

@@ -106,6 +106,7 @@ struct OptimizerState {
 
 template <class B>
 class Model {
+  static_assert(Backend<B>, "Model<B>: B lacks a member of the Backend interface (engine/backend.h)");
   std::unique_ptr<B> backend_;  // first: every buffer below is released through it, so it goes last
 
  public:

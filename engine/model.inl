@@ -154,9 +154,7 @@ std::vector<float> Model<B>::logits_to_host() const {
   std::vector<float> out(n);
   if constexpr (std::is_same_v<act_t, float>) {
     backend_->download(out.data(), logits_.data(), n * sizeof(float));
-  } else if constexpr (B::host_memory) {
-    for (size_t i = 0; i < n; ++i) out[i] = static_cast<float>(logits_[i]);
-  } else {  // bf16 on a device: widen into the activation-gradient buffers would alias; copy twice
+  } else {  // bf16 or double: download as stored, widen or narrow on the host
     std::vector<act_t> raw(n);
     backend_->download(raw.data(), logits_.data(), n * sizeof(act_t));
     for (size_t i = 0; i < n; ++i) out[i] = static_cast<float>(raw[i]);

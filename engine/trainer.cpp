@@ -141,11 +141,6 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
             " tokens, more than the model's vocab_size ", mc.vocab_size);
   Model<B> model(mc, ModelOptions{c.recompute});
   model.enable_optimizer(c.adamw);
-  const auto load = [&](const fs::path& file) {  // through the host: the backend may be a GPU
-    std::vector<float> w(model.layout().total);
-    load_weights<float>(file, model.layout(), w);
-    model.load_params(w);
-  };
 
   const fs::path train_dir = resolve_data(c.data.train, c, *tok, "train");
   const PackedFile train_file(train_dir / "train.pack");
@@ -169,7 +164,7 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
     const std::vector<fs::path> all = list_checkpoints(ckpt_root);
     IFT_CHECK(!all.empty(), ckpt_root.string(), ": no checkpoint to resume from");
     const fs::path last = all.back();
-    load(last / "model.safetensors");
+    model.load_params(read_weights(last / "model.safetensors", model.layout()));
     model.set_optimizer_state(load_optimizer_state(last));
     const json st = load_trainer_state(last);
     step = st.at("step").get<int64_t>();
@@ -181,7 +176,7 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
     std::fprintf(stderr, "resumed from %s (step %lld)\n", last.c_str(), static_cast<long long>(step));
   } else {
     if (c.model_path.empty()) model.init_random(c.seed);
-    else load(resolve_model_dir(c.model_path) / "model.safetensors");
+    else model.load_params(read_weights(resolve_model_dir(c.model_path) / "model.safetensors", model.layout()));
     fs::remove(metrics);
     fs::remove(samples);
   }
@@ -226,10 +221,13 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
     if (c.sample_prompts.empty()) return;
     // Decoding runs on the cpu backend: other backends lend it a copy of their (master) weights.
     std::optional<CpuModel<float>> copy;
-    if constexpr (B::kind != BackendKind::cpu) copy.emplace(mc).load_params(model.params_to_host());
     const CpuModel<float>* decoder = nullptr;
-    if constexpr (B::kind == BackendKind::cpu) decoder = &model;
-    else decoder = &*copy;
+    if constexpr (B::kind == BackendKind::cpu) {
+      decoder = &model;
+    } else {
+      copy.emplace(mc).load_params(model.params_to_host());
+      decoder = &*copy;
+    }
     for (const std::string& prompt : c.sample_prompts) {
       const std::string output = greedy_answer(*decoder, *tok, *formatter, {"", prompt, "", ""}, c.sample_max_tokens);
       append_line(samples, {{"step", at_step}, {"prompt", prompt}, {"output", output}});

@@ -58,6 +58,12 @@ void load_weights(const std::filesystem::path& file, const ParamLayout& layout, 
 }
 
 template void load_weights<float>(const std::filesystem::path&, const ParamLayout&, std::span<float>);
+
+std::vector<float> read_weights(const std::filesystem::path& file, const ParamLayout& layout) {
+  std::vector<float> values(layout.total);
+  load_weights<float>(file, layout, values);
+  return values;
+}
 template void load_weights<double>(const std::filesystem::path&, const ParamLayout&, std::span<double>);
 
 void TensorSet::add(std::string name, std::vector<int64_t> shape, std::span<const float> data) {

@@ -19,6 +19,8 @@ namespace ift {
 // it and the file. When the head is tied, an "lm_head.weight" in the file is ignored.
 template <class T>
 void load_weights(const std::filesystem::path& file, const ParamLayout& layout, std::span<T> params);
+// The same into a new fp32 flat buffer: what Model::load_params takes, whatever the backend.
+std::vector<float> read_weights(const std::filesystem::path& file, const ParamLayout& layout);
 
 // A set of named tensors to write in one file, viewing or owning their data.
 class TensorSet {

@@ -13,7 +13,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <random>
 
 #include "engine/checkpoint.h"
 #include "engine/error.h"
@@ -73,13 +72,9 @@ int bench(Args args) {
   const ModelConfig& c = model.config();
   IFT_CHECK(c.family == Family::llama || T <= c.max_positions, "--seq-len ", T, " exceeds the model's positions");
 
-  std::mt19937 rng(0);
   const int N = B * T;
-  std::vector<int32_t> tokens(N), targets(N), positions(N), cu;
-  for (int i = 0; i < N; ++i) tokens[i] = static_cast<int32_t>(rng() % c.vocab_size), positions[i] = i % T;
-  for (int i = 0; i < N; ++i) targets[i] = (i + 1) % T ? tokens[i + 1] : -1;
-  for (int b = 0; b <= B; ++b) cu.push_back(b * T);
-  const BatchView batch{N, tokens, targets, positions, cu};
+  const RandomBatch random = random_batch(c.vocab_size, B, T);
+  const BatchView batch = random.view();
   model.enable_optimizer({});
 
   double matmul_params = double(c.vocab_size) * c.hidden;

@@ -109,8 +109,8 @@ int dump(Args args) {
 
   const std::filesystem::path dir = p.str("--model");
   const ModelConfig config = ModelConfig::load(dir / "config.json");
-  std::vector<float> weights(ParamLayout::build(config).total);
-  load_weights<float>(dir / "model.safetensors", ParamLayout::build(config), weights);
+  const ParamLayout layout = ParamLayout::build(config);
+  const std::vector<float> weights = read_weights(dir / "model.safetensors", layout);
   const DumpBatch b = read_batch(p.str("--batch"));
   const BatchView view{b.B * b.T, b.tokens, b.targets, b.positions, b.cu_seqlens};
   const int64_t trained = view.trained_tokens();
@@ -127,7 +127,7 @@ int dump(Args args) {
     grads = model.grads_to_host();
     return l;
   });
-  out.add_params(ParamLayout::build(config), grads, "grad.");
+  out.add_params(layout, grads, "grad.");
   out.add("loss", {}, std::vector<float>{static_cast<float>(loss)});
   write_safetensors(p.str("--out"), out.tensors(), DType::F32,
                     {{"format", "ift-dump"}, {"backend", name_of(kind)}, {"precision", name_of(precision)}});

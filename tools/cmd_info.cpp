@@ -3,7 +3,6 @@
 // kernels' workspace), from the shapes alone; --measure also builds the model, runs one training
 // step and prints what was actually allocated beside it.
 #include <cstdio>
-#include <random>
 
 #include "engine/model.h"
 #include "tools/cli.h"
@@ -45,12 +44,8 @@ int info(Args args) {
     Model<Back> model(config, options);
     model.init_random(0);
     if (optimizer) model.enable_optimizer({});
-    std::mt19937 rng(0);
-    std::vector<int32_t> tokens(N), targets(N), positions(N), cu;
-    for (int i = 0; i < N; ++i) tokens[i] = static_cast<int32_t>(rng() % config.vocab_size), positions[i] = i % T;
-    for (int i = 0; i < N; ++i) targets[i] = (i + 1) % T ? tokens[i + 1] : -1;
-    for (int b = 0; b <= B; ++b) cu.push_back(b * T);
-    const BatchView batch{N, tokens, targets, positions, cu};
+    const RandomBatch random = random_batch(config.vocab_size, B, T);
+    const BatchView batch = random.view();
     model.forward(batch, static_cast<double>(batch.trained_tokens()));
     model.backward();
     if (optimizer) model.step(1e-4f);

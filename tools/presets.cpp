@@ -1,6 +1,7 @@
 #include "tools/presets.h"
 
 #include <filesystem>
+#include <random>
 
 #include <nlohmann/json.hpp>
 
@@ -32,6 +33,17 @@ ModelConfig model_config_or_preset(const std::string& name) {
     fail("unknown architecture '", name,
          "' (gpt2-124m, gpt2-small-6l, llama-demo, tinyllama-1.1b, llama2-7b, or a model directory)");
   return ModelConfig::from_json(j);
+}
+
+RandomBatch random_batch(int vocab_size, int B, int T, uint32_t seed) {
+  std::mt19937 rng(seed);
+  const int N = B * T;
+  RandomBatch b;
+  b.tokens.resize(N), b.targets.resize(N), b.positions.resize(N);
+  for (int i = 0; i < N; ++i) b.tokens[i] = static_cast<int32_t>(rng() % vocab_size), b.positions[i] = i % T;
+  for (int i = 0; i < N; ++i) b.targets[i] = (i + 1) % T ? b.tokens[i + 1] : -1;
+  for (int r = 0; r <= B; ++r) b.cu_seqlens.push_back(r * T);
+  return b;
 }
 
 }  // namespace ift

@@ -2,14 +2,25 @@
 // directory's config.json, or a named architecture initialised randomly.
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "engine/config.h"
+#include "engine/model.h"
 
 namespace ift {
 
 // DIR/config.json when `name` is a directory; else one of gpt2-124m, gpt2-small-6l, llama-demo,
 // tinyllama-1.1b, llama2-7b (ift::Error naming the choices otherwise).
 ModelConfig model_config_or_preset(const std::string& name);
+
+// B rows of T random tokens (fixed seed), each row one sample trained on every next token: the
+// batch the benchmarks and `ift info --measure` time.
+struct RandomBatch {
+  std::vector<int32_t> tokens, targets, positions, cu_seqlens;
+  BatchView view() const { return {static_cast<int>(tokens.size()), tokens, targets, positions, cu_seqlens}; }
+};
+RandomBatch random_batch(int vocab_size, int B, int T, uint32_t seed = 0);
 
 }  // namespace ift

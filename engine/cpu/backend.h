@@ -41,7 +41,6 @@ class CpuBackend {
   // The CPU ops keep their small per-call scratch (a few rows per thread) on the heap themselves.
   void reserve_workspace(const ModelConfig&, int) {}
   static size_t workspace_bytes(const ModelConfig&, int) { return 0; }
-  void synchronize() {}
 
   void embedding_forward(T* out, const int32_t* tokens, const int32_t* positions, const T* wte, const T* wpe, int N,
                          int C, int V, int P) {

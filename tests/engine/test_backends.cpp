@@ -38,8 +38,7 @@ Case golden(const std::string& name, int rows, int T, uint64_t seed) {
   Case c;
   const auto dir = fixture("golden/" + name);
   c.config = ModelConfig::load(dir / "config.json");
-  c.weights.resize(ParamLayout::build(c.config).total);
-  load_weights<float>(dir / "model.safetensors", ParamLayout::build(c.config), c.weights);
+  c.weights = read_weights(dir / "model.safetensors", ParamLayout::build(c.config));
   std::mt19937 rng(static_cast<uint32_t>(seed));
   c.cu = {0};
   for (int r = 0; r < rows; ++r) {
