@@ -6,7 +6,7 @@
 #include <tuple>
 #include <utility>
 
-#include "engine/error.h"
+#include "engine/base/error.h"
 
 namespace ift {
 

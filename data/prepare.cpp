@@ -8,8 +8,8 @@
 
 #include "data/loader.h"
 #include "data/packed_file.h"
-#include "engine/error.h"
-#include "engine/io.h"
+#include "engine/base/error.h"
+#include "engine/base/io.h"
 
 namespace ift {
 

@@ -7,8 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/error.h"
-#include "engine/io.h"
+#include "engine/base/error.h"
+#include "engine/base/io.h"
 
 namespace ift {
 

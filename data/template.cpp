@@ -5,7 +5,7 @@
 
 #include <yaml-cpp/yaml.h>
 
-#include "engine/error.h"
+#include "engine/base/error.h"
 
 namespace ift {
 

@@ -2,7 +2,7 @@
 
 #include <cstdio>
 
-#include "engine/error.h"
+#include "engine/base/error.h"
 
 namespace ift {
 

@@ -2,7 +2,7 @@
 
 #include <fstream>
 
-#include "engine/error.h"
+#include "engine/base/error.h"
 
 namespace ift {
 

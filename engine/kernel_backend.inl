@@ -14,7 +14,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "engine/error.h"
+#include "engine/base/error.h"
 #include "engine/kernel_backend.h"
 #include "engine/params.h"
 #include "kernels/kernels.h"

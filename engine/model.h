@@ -24,7 +24,7 @@
 #include "engine/backend.h"
 #include "engine/config.h"
 #include "engine/cpu/backend.h"
-#include "engine/error.h"
+#include "engine/base/error.h"
 #include "engine/kernel_backend.h"
 #include "engine/optimizer.h"
 #include "engine/params.h"

@@ -7,7 +7,7 @@
 #include <random>
 
 #include "engine/cpu/ops.h"
-#include "engine/error.h"
+#include "engine/base/error.h"
 #include "engine/model.h"
 
 namespace ift {

@@ -17,7 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/error.h"
+#include "engine/base/error.h"
 
 // safetensors data is little-endian; ift reads it by memcpy, which is only right on a little-endian
 // host (every platform ift targets).

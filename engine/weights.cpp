@@ -2,7 +2,7 @@
 
 #include <set>
 
-#include "engine/error.h"
+#include "engine/base/error.h"
 
 namespace ift {
 

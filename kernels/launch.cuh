@@ -14,7 +14,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "engine/error.h"
+#include "engine/base/error.h"
 
 #include "kernels/target.h"
 

@@ -10,7 +10,7 @@
 #include <thread>
 #include <unordered_map>
 
-#include "engine/error.h"
+#include "engine/base/error.h"
 #include "tokenizer/utf8.h"
 
 namespace ift {

@@ -1,7 +1,7 @@
 // load_tokenizer: picks the implementation from the file name (or what a directory holds).
 #include "tokenizer/tokenizer.h"
 
-#include "engine/error.h"
+#include "engine/base/error.h"
 #include "tokenizer/bpe.h"
 #include "tokenizer/sentencepiece.h"
 

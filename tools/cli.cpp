@@ -3,7 +3,7 @@
 #include <charconv>
 #include <sstream>
 
-#include "engine/error.h"
+#include "engine/base/error.h"
 
 namespace ift::cli {
 

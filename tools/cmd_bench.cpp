@@ -15,7 +15,7 @@
 #include <cstdio>
 
 #include "engine/checkpoint.h"
-#include "engine/error.h"
+#include "engine/base/error.h"
 #include "engine/model.h"
 #include "engine/optimizer.h"
 #include "tools/cli.h"

@@ -5,7 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/error.h"
+#include "engine/base/error.h"
 #include "engine/model.h"
 #include "engine/weights.h"
 #include "tools/cli.h"

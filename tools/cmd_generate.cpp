@@ -5,7 +5,7 @@
 
 #include "data/template.h"
 #include "engine/checkpoint.h"
-#include "engine/error.h"
+#include "engine/base/error.h"
 #include "engine/generate.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/cli.h"

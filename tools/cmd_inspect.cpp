@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "data/packed_file.h"
-#include "engine/error.h"
+#include "engine/base/error.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/cli.h"
 #include "tools/commands.h"

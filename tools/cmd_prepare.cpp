@@ -4,8 +4,8 @@
 #include <cstdio>
 
 #include "data/prepare.h"
-#include "engine/error.h"
-#include "engine/progress.h"
+#include "engine/base/error.h"
+#include "engine/train/progress.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/cli.h"
 #include "tools/commands.h"

@@ -7,7 +7,7 @@
 
 #include "data/synthetic.h"
 #include "data/template.h"
-#include "engine/io.h"
+#include "engine/base/io.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
 

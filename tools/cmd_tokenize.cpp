@@ -5,7 +5,7 @@
 #include <iterator>
 #include <string>
 
-#include "engine/error.h"
+#include "engine/base/error.h"
 #include "tokenizer/sentencepiece.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/cli.h"

@@ -1,9 +1,9 @@
-// `ift train CONFIG.yaml`: see engine/train_config.h for the fields and engine/trainer.h for the loop.
+// `ift train CONFIG.yaml`: see engine/train/train_config.h for the fields and engine/train/trainer.h for the loop.
 #include <csignal>
 #include <cstdio>
 
-#include "engine/train_config.h"
-#include "engine/trainer.h"
+#include "engine/train/train_config.h"
+#include "engine/train/trainer.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
 

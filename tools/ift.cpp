@@ -4,7 +4,7 @@
 #include <exception>
 #include <string_view>
 
-#include "engine/error.h"
+#include "engine/base/error.h"
 #include "tools/commands.h"
 
 namespace {

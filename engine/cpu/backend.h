@@ -8,7 +8,7 @@
 
 #include "engine/backend.h"
 #include "engine/cpu/ops.h"
-#include "engine/error.h"
+#include "engine/base/error.h"
 
 namespace ift {
 

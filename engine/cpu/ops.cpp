@@ -10,7 +10,7 @@
 
 #include <omp.h>
 
-#include "engine/error.h"
+#include "engine/base/error.h"
 
 namespace ift::cpu {
 

@@ -5,7 +5,7 @@
 #include <cublasLt.h>
 #include <cuda_runtime_api.h>
 
-#include "engine/error.h"
+#include "engine/base/error.h"
 
 #define IFT_CUDA_CHECK(call)                                                                              \
   do {                                                                                                    \

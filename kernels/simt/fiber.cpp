@@ -9,7 +9,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "engine/error.h"
+#include "engine/base/error.h"
 #include "kernels/simt/runtime.h"
 
 #if defined(IFT_SIMT_SANITIZE_ADDRESS)

@@ -30,7 +30,7 @@
 #include <thread>
 #include <vector>
 
-#include "engine/error.h"
+#include "engine/base/error.h"
 #include "kernels/simt/fiber.h"
 
 #if defined(IFT_SIMT_SANITIZE_THREAD)

@@ -3,7 +3,7 @@
 #include <set>
 
 #include "data/pack.h"
-#include "engine/error.h"
+#include "engine/base/error.h"
 #include "tests/support.h"
 
 using namespace ift;

@@ -8,7 +8,7 @@
 
 #include "data/loader.h"
 #include "data/packed_file.h"
-#include "engine/error.h"
+#include "engine/base/error.h"
 #include "tests/data/byte_tokenizer.h"
 #include "tests/support.h"
 

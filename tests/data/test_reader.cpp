@@ -4,7 +4,7 @@
 #include <fstream>
 #include <random>
 
-#include "engine/error.h"
+#include "engine/base/error.h"
 #include "tests/support.h"
 
 using namespace ift;

@@ -6,7 +6,7 @@
 #include <set>
 #include <sstream>
 
-#include "engine/error.h"
+#include "engine/base/error.h"
 #include "tests/support.h"
 
 using namespace ift;

@@ -2,7 +2,7 @@
 
 #include <fstream>
 
-#include "engine/error.h"
+#include "engine/base/error.h"
 #include "tests/data/byte_tokenizer.h"
 #include "tests/support.h"
 

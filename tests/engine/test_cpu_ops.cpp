@@ -3,7 +3,7 @@
 #include <cmath>
 
 #include "engine/cpu/ops.h"
-#include "engine/error.h"
+#include "engine/base/error.h"
 #include "tests/engine/gradcheck.h"
 
 using namespace ift;

@@ -1,12 +1,12 @@
 // Exact-match scoring of `ift eval --tasks`, and the commands around the demo (synth, eval, report)
 // run end to end on a tiny model.
-#include "engine/task_eval.h"
+#include "engine/train/task_eval.h"
 
 #include <cstdlib>
 #include <fstream>
 
 #include "engine/checkpoint.h"
-#include "engine/io.h"
+#include "engine/base/io.h"
 #include "tests/support.h"
 
 using namespace ift;

@@ -4,8 +4,8 @@
 
 #include "engine/checkpoint.h"
 #include "engine/safetensors.h"
-#include "engine/train_config.h"
-#include "engine/trainer.h"
+#include "engine/train/train_config.h"
+#include "engine/train/trainer.h"
 #include "tests/support.h"
 
 using namespace ift;

@@ -20,7 +20,7 @@
 #include <cuda_bf16.h>
 
 #include "engine/cpu/ops.h"
-#include "engine/error.h"
+#include "engine/base/error.h"
 #include "kernels/kernels.h"
 #include "kernels/simt/runtime.h"
 #include "tests/kernels/kernel_support.h"

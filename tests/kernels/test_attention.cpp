@@ -11,7 +11,7 @@
 #include <cstring>
 
 #include "engine/cpu/ops.h"
-#include "engine/error.h"
+#include "engine/base/error.h"
 #include "kernels/attention.h"
 #include "kernels/simt/runtime.h"
 #include "tests/kernels/kernel_support.h"

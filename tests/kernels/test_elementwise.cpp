@@ -26,7 +26,7 @@
 #include <cuda_bf16.h>
 
 #include "engine/cpu/ops.h"
-#include "engine/error.h"
+#include "engine/base/error.h"
 #include "kernels/elementwise.h"
 #include "kernels/simt/runtime.h"
 #include "tests/kernels/kernel_support.h"

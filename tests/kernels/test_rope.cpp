@@ -8,7 +8,7 @@
 #include <cstring>
 
 #include "engine/cpu/ops.h"
-#include "engine/error.h"
+#include "engine/base/error.h"
 #include "kernels/rope.h"
 #include "tests/kernels/kernel_support.h"
 #include "tests/support.h"

@@ -8,7 +8,7 @@
 
 #include <cuda_bf16.h>
 
-#include "engine/error.h"
+#include "engine/base/error.h"
 #include "kernels/simt/runtime.h"
 #include "tests/kernels/simt_kernels.h"
 #include "tests/support.h"

@@ -6,7 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/error.h"
+#include "engine/base/error.h"
 #include "tests/support.h"
 #include "tests/tokenizer/encodings.h"
 #include "tokenizer/bpe.h"

@@ -2,7 +2,7 @@
 #include <fstream>
 #include <random>
 
-#include "engine/error.h"
+#include "engine/base/error.h"
 #include "tests/support.h"
 #include "tests/tokenizer/encodings.h"
 #include "tokenizer/sentencepiece.h"

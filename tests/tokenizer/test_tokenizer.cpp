@@ -1,7 +1,7 @@
 // load_tokenizer: file kinds, directories, and errors that name the path.
 #include <fstream>
 
-#include "engine/error.h"
+#include "engine/base/error.h"
 #include "tests/support.h"
 #include "tokenizer/tokenizer.h"
 

@@ -1,4 +1,4 @@
-#include "engine/io.h"
+#include "engine/base/io.h"
 
 #include <unistd.h>
 
@@ -6,7 +6,7 @@
 #include <sstream>
 #include <system_error>
 
-#include "engine/error.h"
+#include "engine/base/error.h"
 
 namespace ift {
 

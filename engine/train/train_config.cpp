@@ -1,4 +1,4 @@
-#include "engine/train_config.h"
+#include "engine/train/train_config.h"
 
 #include <cmath>
 #include <numbers>
@@ -7,8 +7,8 @@
 
 #include <yaml-cpp/yaml.h>
 
-#include "engine/error.h"
-#include "engine/io.h"
+#include "engine/base/error.h"
+#include "engine/base/io.h"
 
 namespace ift {
 

@@ -14,7 +14,7 @@
 
 #include "data/packed_file.h"
 #include "engine/model.h"
-#include "engine/train_config.h"
+#include "engine/train/train_config.h"
 
 namespace ift {
 

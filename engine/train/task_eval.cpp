@@ -1,4 +1,4 @@
-#include "engine/task_eval.h"
+#include "engine/train/task_eval.h"
 
 #include <algorithm>
 

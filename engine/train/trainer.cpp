@@ -1,4 +1,4 @@
-#include "engine/trainer.h"
+#include "engine/train/trainer.h"
 
 #include <chrono>
 #include <cmath>
@@ -12,11 +12,11 @@
 #include "data/packed_file.h"
 #include "data/prepare.h"
 #include "engine/checkpoint.h"
-#include "engine/error.h"
-#include "engine/io.h"
+#include "engine/base/error.h"
+#include "engine/base/io.h"
 #include "engine/model.h"
-#include "engine/progress.h"
-#include "engine/task_eval.h"
+#include "engine/train/progress.h"
+#include "engine/train/task_eval.h"
 #include "engine/weights.h"
 #include "tokenizer/tokenizer.h"
 

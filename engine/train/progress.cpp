@@ -1,4 +1,4 @@
-#include "engine/progress.h"
+#include "engine/train/progress.h"
 
 #include <algorithm>
 
