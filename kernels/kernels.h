@@ -15,3 +15,4 @@
 #include "kernels/rope.h"
 #include "kernels/norm.h"
 #include "kernels/elementwise.h"
+#include "kernels/decode.h"
