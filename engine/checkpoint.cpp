@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include "engine/base/error.h"
+#include "engine/base/io.h"
+#include "engine/base/sha256.h"
 #include "engine/safetensors.h"
 #include "engine/weights.h"
 
@@ -68,6 +70,10 @@ void write_checkpoint(const fs::path& dir, const CheckpointContents& c) {
   }
   if (!c.trainer_state.is_null()) write_text(tmp / "trainer_state.json", c.trainer_state.dump(2) + "\n");
   if (!c.config_yaml.empty()) write_text(tmp / "config.yaml", c.config_yaml);
+  // Last: the sha256 of every file above, checked when the checkpoint is loaded.
+  nlohmann::json sums = nlohmann::json::object();
+  for (const auto& e : fs::directory_iterator(tmp)) sums[e.path().filename().string()] = sha256_file(e.path());
+  write_text(tmp / kChecksumsFile, sums.dump(2) + "\n");
   sync_dir(tmp);
 
   if (fs::exists(dir)) {  // replace: move the old one aside first, rename cannot overwrite a directory
@@ -80,6 +86,26 @@ void write_checkpoint(const fs::path& dir, const CheckpointContents& c) {
     fs::rename(tmp, dir);
   }
   sync_dir(parent);
+}
+
+void verify_checkpoint(const fs::path& dir) {
+  const fs::path manifest = dir / kChecksumsFile;
+  IFT_CHECK(fs::exists(manifest), manifest.string(), ": missing, so the checkpoint cannot be verified");
+  nlohmann::json sums;
+  try {
+    sums = nlohmann::json::parse(read_text(manifest));
+  } catch (const nlohmann::json::exception& e) {
+    fail(manifest.string(), ": not valid JSON (", e.what(), ")");
+  }
+  IFT_CHECK(sums.is_object() && !sums.empty(), manifest.string(), ": expected an object of file name -> sha256");
+  for (const auto& [name, want] : sums.items()) {
+    const fs::path f = dir / name;
+    IFT_CHECK(want.is_string(), manifest.string(), ": the sha256 of ", name, " must be a string");
+    IFT_CHECK(fs::exists(f), f.string(), ": listed in ", kChecksumsFile, " but missing (a partial copy?)");
+    const std::string got = sha256_file(f);
+    IFT_CHECK(got == want.get<std::string>(), f.string(), ": sha256 ", got, " differs from the ",
+              want.get<std::string>(), " recorded when the checkpoint was written: the file changed since");
+  }
 }
 
 std::vector<fs::path> list_checkpoints(const fs::path& root) {

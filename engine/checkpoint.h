@@ -38,6 +38,12 @@ void write_checkpoint(const std::filesystem::path& dir, const CheckpointContents
 std::string checkpoint_name(int64_t step);
 // The finished checkpoints under `root`, oldest first (temporary directories are ignored).
 std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path& root);
+// The file in every checkpoint that records the sha256 of each other file in it.
+inline constexpr const char* kChecksumsFile = "checksums.json";
+// Recomputes the sha256 of every file checksums.json lists; an error names the first file that is
+// missing or differs (bit rot, a partial copy, a mixed-up directory), or a missing checksums.json.
+void verify_checkpoint(const std::filesystem::path& dir);
+
 // Deletes all but the newest `keep` checkpoints, and leftovers of interrupted writes.
 void prune_checkpoints(const std::filesystem::path& root, int keep);
 
@@ -48,6 +54,7 @@ std::filesystem::path resolve_model_dir(const std::filesystem::path& dir);
 template <class B = CpuBackend<float>>
 Model<B> load_model(const std::filesystem::path& dir) {
   const std::filesystem::path d = resolve_model_dir(dir);
+  if (std::filesystem::exists(d / kChecksumsFile)) verify_checkpoint(d);  // written by ift: check it
   Model<B> model(ModelConfig::load(d / "config.json"));
   model.load_params(read_weights(d / "model.safetensors", model.layout()));
   return model;

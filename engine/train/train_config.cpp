@@ -1,6 +1,7 @@
 #include "engine/train/train_config.h"
 
 #include <cmath>
+#include <map>
 #include <numbers>
 #include <set>
 #include <sstream>
@@ -340,6 +341,38 @@ float learning_rate(const TrainConfig& c, int64_t step, int64_t total) {
   const double progress = std::min(1.0, static_cast<double>(step - warm) / static_cast<double>(total - warm));
   const double shape = c.schedule.decay == "cosine" ? 0.5 * (1.0 + std::cos(std::numbers::pi * progress)) : 1.0 - progress;
   return static_cast<float>(c.schedule.min_lr + (c.lr - c.schedule.min_lr) * shape);
+}
+
+namespace {
+
+void flatten(const YAML::Node& n, const std::string& prefix, std::map<std::string, std::string>& out) {
+  if (n.IsMap()) {
+    for (const auto& kv : n) flatten(kv.second, prefix.empty() ? kv.first.as<std::string>() : prefix + "." + kv.first.as<std::string>(), out);
+  } else {
+    YAML::Emitter e;
+    e << YAML::Flow << n;
+    out[prefix] = e.c_str();
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> result_changing_differences(const std::string& saved_yaml, const std::string& current_yaml) {
+  static const std::set<std::string> harmless = {"out_dir",     "log_every", "eval_every",       "eval_batches",
+                                                 "save_every",  "keep_last", "sample_prompts",   "sample_max_tokens",
+                                                 "threads",     "max_bad_steps"};
+  std::map<std::string, std::string> a, b;
+  flatten(YAML::Load(saved_yaml), "", a);
+  flatten(YAML::Load(current_yaml), "", b);
+  std::vector<std::string> out;
+  for (const auto& [key, value] : b) {
+    if (harmless.count(key)) continue;
+    auto it = a.find(key);
+    if (it == a.end() || it->second != value) out.push_back(key);
+  }
+  for (const auto& [key, value] : a)
+    if (!harmless.count(key) && !b.count(key)) out.push_back(key);
+  return out;
 }
 
 }  // namespace ift

@@ -84,6 +84,9 @@ struct TrainConfig {
   std::vector<std::string> sample_prompts;
   int sample_max_tokens = 64;
   int max_bad_steps = 5;
+  // Not a YAML field: a run option of `ift train --resume-anyway` (resume although the checkpoint's
+  // config differs in fields that change the result).
+  bool resume_anyway = false;
 
   // Parses YAML text; `where` names the source in errors. `overrides` are "key.sub=value" strings
   // applied before validation (values parsed as YAML scalars or flow sequences).
@@ -98,5 +101,10 @@ struct TrainConfig {
 // then cosine or linear decay towards min_lr (reached just after the last step, as in Hugging
 // Face's schedulers), or constant.
 float learning_rate(const TrainConfig& c, int64_t step, int64_t total);
+
+// The fields (dotted keys) in which two resolved configs (to_yaml text) differ and that change
+// what training computes: everything but where and how often it logs, evaluates, samples and saves,
+// and the thread count (results do not depend on it).
+std::vector<std::string> result_changing_differences(const std::string& saved_yaml, const std::string& current_yaml);
 
 }  // namespace ift

@@ -166,10 +166,23 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
   TrainSummary summary;
   int64_t step = 0, tokens_seen = 0, bad_in_row = 0;
   double elapsed_before = 0;
+  const std::vector<fs::path> checkpoints = resume ? list_checkpoints(ckpt_root) : std::vector<fs::path>{};
+  if (resume && checkpoints.empty()) {  // a requeued job's first attempt: the same command line works
+    std::fprintf(stderr, "resume: no checkpoint in %s yet, starting from the beginning\n", ckpt_root.c_str());
+    resume = false;
+  }
   if (resume) {
-    const std::vector<fs::path> all = list_checkpoints(ckpt_root);
-    IFT_CHECK(!all.empty(), ckpt_root.string(), ": no checkpoint to resume from");
-    const fs::path last = all.back();
+    const fs::path last = checkpoints.back();
+    verify_checkpoint(last);
+    if (fs::exists(last / "config.yaml") && !c.resume_anyway) {
+      const std::vector<std::string> diff = result_changing_differences(read_text(last / "config.yaml"), c.to_yaml());
+      if (!diff.empty()) {
+        std::string fields;
+        for (const std::string& f : diff) fields += (fields.empty() ? "" : ", ") + f;
+        fail(last.string(), ": the config differs from the checkpoint's in fields that change the result (", fields,
+             "); resume with the checkpoint's config, or pass --resume-anyway");
+      }
+    }
     model.load_params(read_weights(last / "model.safetensors", model.layout()));
     model.set_optimizer_state(load_optimizer_state(last));
     const json st = load_trainer_state(last);

@@ -4,7 +4,8 @@
 // tokens of the whole step, so the step's gradient is the mean over its trained tokens whatever the
 // split (1 x 8 and 8 x 1 give the same update). A step whose loss or gradient is not finite is
 // skipped (parameters and moments untouched) and counted; max_bad_steps in a row stop training.
-// SIGINT finishes the current step, saves a checkpoint and returns.
+// A stop request (SIGINT, SIGTERM, SIGUSR1 in `ift train`) finishes the current step, saves a
+// checkpoint and returns.
 #pragma once
 
 #include <atomic>
@@ -47,7 +48,11 @@ struct TrainHooks {
 };
 
 // Runs training as configured. With resume, continues from the newest checkpoint in
-// out_dir/checkpoints (an error if there is none). `stop` (may be null) is polled after every step.
+// out_dir/checkpoints, after checking its files' sha256 and that the config matches it in every
+// field that changes the result (unless config.resume_anyway); with no checkpoint yet it starts from
+// the beginning and says so (a requeued job runs the same command line every time). `stop` (may
+// be null) is polled after every step: when set, the step finishes, a checkpoint is written and
+// train returns with interrupted set.
 TrainSummary train(const TrainConfig& config, bool resume, const std::atomic<bool>* stop = nullptr,
                    const TrainHooks& hooks = {});
 

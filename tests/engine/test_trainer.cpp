@@ -3,6 +3,9 @@
 #include <cstring>
 #include <fstream>
 
+#include <sys/wait.h>
+
+#include "engine/base/io.h"
 #include "engine/checkpoint.h"
 #include "engine/safetensors.h"
 #include "engine/train/train_config.h"
@@ -212,4 +215,68 @@ TEST_CASE("the trainer's gradient hook sits between backward and the step", "[tr
   initial.init_random(3);  // the trainer's init for seed 3
   const std::vector<float> a = trained.params_to_host(), b = initial.params_to_host();
   CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+}
+
+namespace {
+std::string shell_quote(const std::string& s) { return "'" + s + "'"; }
+}  // namespace
+
+// What a cluster does: SIGTERM before a preemption, then the same command line again (requeue).
+// The first attempt starts without a checkpoint, the signal saves one and exits 75, and the
+// requeued attempt resumes to bitwise the losses of a run that was never stopped.
+TEST_CASE("SIGTERM saves a checkpoint and exits 75; the requeued command line resumes bitwise", "[trainer]") {
+  const fs::path dir = temp_dir("sigterm");
+  const fs::path data = write_data(dir);
+  const std::string cfg_text = base_config(dir, data);
+  std::ofstream(dir / "a.yaml") << cfg_text;
+  const std::string ift = IFT_BINARY;
+  const std::string common = " --set max_steps=40 --set save_every=1000 --set log_every=1 --set micro_batch=1 --set grad_accum=1";
+  REQUIRE(std::system((ift + " train " + shell_quote((dir / "a.yaml").string()) + " --set out_dir=" +
+                       (dir / "straight").string() + common + " > /dev/null 2>&1").c_str()) == 0);
+  // Start, wait for a few logged steps, SIGTERM, wait for the exit status.
+  const std::string run = ift + " train " + shell_quote((dir / "a.yaml").string()) + " --resume --set out_dir=" +
+                          (dir / "b").string() + common;
+  const std::string script = "(" + run + " > " + (dir / "b.log").string() + " 2>&1 & pid=$!; " +
+                             "while [ ! -f " + (dir / "b/metrics.jsonl").string() + " ] || [ $(wc -l < " +
+                             (dir / "b/metrics.jsonl").string() + ") -lt 3 ]; do sleep 0.05; done; " +
+                             "kill -TERM $pid; wait $pid; exit $?)";
+  const int status = std::system(("bash -c " + shell_quote(script)).c_str());
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 75);
+  CHECK(read_text(dir / "b.log").find("no checkpoint in") != std::string::npos);  // the first attempt started afresh
+  REQUIRE(!list_checkpoints(dir / "b/checkpoints").empty());
+  const int64_t stopped_at = load_trainer_state(list_checkpoints(dir / "b/checkpoints").back()).at("step").get<int64_t>();
+  CHECK(stopped_at < 40);
+  REQUIRE(std::system((run + " > /dev/null 2>&1").c_str()) == 0);  // the requeued attempt
+  CHECK(losses(dir / "straight/metrics.jsonl").size() == 40);
+  CHECK(losses(dir / "straight/metrics.jsonl") == losses(dir / "b/metrics.jsonl"));  // bitwise
+}
+
+TEST_CASE("resume refuses a changed checkpoint naming the file, and a changed config naming the fields", "[trainer]") {
+  const fs::path dir = temp_dir("integrity");
+  const fs::path data = write_data(dir);
+  const std::string cfg = base_config(dir, data);
+  const TrainConfig c = TrainConfig::parse(cfg, "c", {"out_dir=" + (dir / "run").string(), "max_steps=2"});
+  train(c, false);
+  const fs::path ckpt = list_checkpoints(dir / "run/checkpoints").back();
+  CHECK_NOTHROW(verify_checkpoint(ckpt));
+  // A changed config: lr and seq_len change the result, log_every does not.
+  TrainConfig other = TrainConfig::parse(cfg, "c", {"out_dir=" + (dir / "run").string(), "max_steps=4",
+                                                   "optimizer.lr=0.5", "log_every=7"});
+  CHECK_THROWS_WITH(train(other, true), Catch::Contains("optimizer.lr") && Catch::Contains("max_steps") &&
+                                            !Catch::Contains("log_every") && Catch::Contains("--resume-anyway"));
+  other.resume_anyway = true;
+  CHECK(train(other, true).steps == 4);
+  // One flipped byte in the optimizer state.
+  const fs::path last = list_checkpoints(dir / "run/checkpoints").back();
+  {
+    std::fstream f(last / "optimizer.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-3, std::ios::end);
+    f.put('\x7f');
+  }
+  CHECK_THROWS_WITH(verify_checkpoint(last), Catch::Contains("optimizer.safetensors") && Catch::Contains("changed"));
+  TrainConfig more = other;
+  more.max_steps = 5;
+  CHECK_THROWS_WITH(train(more, true), Catch::Contains("optimizer.safetensors"));
+  CHECK_THROWS_WITH(load_model(last), Catch::Contains("checksums") || Catch::Contains("sha256"));
 }
