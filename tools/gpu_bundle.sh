@@ -2,7 +2,7 @@
 # Packs what tools/gpu_check.sh needs from a build tree into BUILD_DIR/carry, a small build tree of
 # its own to carry to a GPU machine (docs/gpu.md). Builds nothing.
 #
-#   tools/gpu_bundle.sh BUILD_DIR
+#   tools/gpu_bundle.sh BUILD_DIR [--verify]
 #
 # carry/tools/ift, carry/tests/engine/test_engine, carry/tests/kernels/test_kernels_gpu (when built):
 #     copies of the binaries, host debug information stripped (the symbols stay, for backtraces; the
@@ -16,10 +16,15 @@
 #     context, PCRE2.
 # Prints each file and the total with the source tree that travels with it (git's tracked and
 # untracked files), and fails when that is over 64 MiB, the most a GPU session carries.
+# --verify (as root): starts the carried binaries in a chroot that holds only the bundle, glibc,
+# libstdc++, libgcc_s and CUDA's runtime and BLAS libraries, as a machine without Debian's packages
+# would: `ift --help` and test_engine's GEMM and emu golden cases must run.
 set -euo pipefail
 
-if (($# != 1)) || [[ ! -d $1 ]]; then
-  echo "usage: tools/gpu_bundle.sh BUILD_DIR" >&2
+verify=0
+[[ ${2:-} == --verify ]] && verify=1
+if (($# < 1 || $# > 2)) || [[ ! -d $1 ]] || { (($# == 2)) && ((!verify)); }; then
+  echo "usage: tools/gpu_bundle.sh BUILD_DIR [--verify]" >&2
   exit 2
 fi
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -70,3 +75,32 @@ if ((total > limit)); then
   echo "gpu_bundle: over the limit a GPU session carries" >&2
   exit 1
 fi
+
+((verify)) || exit 0
+
+# ---- --verify: the bundle alone, in a chroot ----------------------------------------------------------
+if [[ $(id -u) != 0 ]] || ! command -v chroot > /dev/null; then
+  echo "gpu_bundle: --verify needs root and chroot" >&2
+  exit 1
+fi
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+mkdir -p "$root/lib64" "$root/lib/x86_64-linux-gnu" "$root/cuda" "$root/tmp"
+cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
+for l in libc.so.6 libm.so.6 libdl.so.2 libpthread.so.0 librt.so.1 libstdc++.so.6 libgcc_s.so.1; do
+  cp -L "/lib/x86_64-linux-gnu/$l" "$root/lib/x86_64-linux-gnu/"
+done
+cuda_lib=$(dirname "$(ldd "$carry/tools/ift" | awk '$1 ~ /^libcudart/ {print $3; exit}')")
+for l in "$cuda_lib"/libcudart.so.* "$cuda_lib"/libcublas.so.* "$cuda_lib"/libcublasLt.so.*; do
+  [[ -f $l ]] || continue
+  ln "$(readlink -f "$l")" "$root/cuda/$(basename "$l")" 2> /dev/null || cp -L "$l" "$root/cuda/"  # hundreds of MiB: link
+done
+cp -a "$carry" "$root/carry"
+mkdir -p "$root/fixtures"
+cp -a "$src/tests/fixtures/golden" "$root/fixtures/"
+in_root() { env -i LD_LIBRARY_PATH=/carry/lib:/cuda IFT_FIXTURES_DIR=/fixtures "$(command -v chroot)" "$root" "$@"; }
+in_root /carry/tools/ift --help > "$root/ift.log" 2>&1 || { cat "$root/ift.log" >&2; echo "gpu_bundle: ift does not start from the bundle" >&2; exit 1; }
+in_root /carry/tests/engine/test_engine '[gemm],emu fp32 equals cpu on the golden models; recompute changes nothing' \
+  > "$root/test.log" 2>&1 || { cat "$root/test.log" >&2; echo "gpu_bundle: test_engine fails from the bundle" >&2; exit 1; }
+echo "verified: ift and test_engine run from the bundle with only glibc, libstdc++, libgcc_s and CUDA ($cuda_lib) beside it:"
+echo "  $(tail -n2 "$root/test.log" | head -n1)"
