@@ -67,6 +67,20 @@ for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
   [[ -d $d ]] && ld_path=$ld_path:$d
 done
 export LD_LIBRARY_PATH=$ld_path
+# CUDA's libraries where the loader still does not find them: the toolkit may sit in a versioned
+# folder, or come as Python's nvidia-* wheels. Searched under $IFT_CUDA_LIB_SEARCH.
+cuda_found=()
+if [[ -x ${positional[0]}/tools/ift ]]; then
+  for name in $(ldd "${positional[0]}/tools/ift" 2> /dev/null | awk '/not found/ && $1 ~ /^lib(cudart|cublas|cublasLt)\.so/ {print $1}'); do
+    # shellcheck disable=SC2086  # a list of folders
+    found=$(timeout 20 find ${IFT_CUDA_LIB_SEARCH:-/usr/local /opt /usr/lib} -maxdepth 8 -name "$name" -print -quit 2> /dev/null)
+    if [[ -n $found ]]; then
+      found=$(dirname "$found")
+      export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$found
+      cuda_found+=("$name in $found")
+    fi
+  done
+fi
 # The tests read their fixtures from this checkout, not from the build machine's source path.
 export IFT_FIXTURES_DIR=${IFT_FIXTURES_DIR:-$src/tests/fixtures}
 
@@ -207,6 +221,7 @@ step_env() {
     echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
     echo "IFT_FIXTURES_DIR=$IFT_FIXTURES_DIR"
     echo "compute-sanitizer: ${sanitizer:-absent}"
+    ((${#cuda_found[@]})) && echo "found by search: ${cuda_found[*]}"
     [[ -n $sanitizer ]] && timeout 20 "$sanitizer" --version 2>&1 | tail -n1
   } > "$dir/machine.txt"
   if [[ $backend == cuda ]]; then
@@ -231,6 +246,7 @@ step_env() {
   else
     figure+=("backend emu: no GPU queried")
   fi
+  ((${#cuda_found[@]})) && figure+=("found ${cuda_found[*]}")
   local runtime
   runtime=$(ldd "$ift" 2> /dev/null | awk '/libcudart/ {print $3}')
   if [[ -n $runtime ]]; then
@@ -459,6 +475,7 @@ if ((dry_run)); then
   say() { echo "$*" | tee -a "$plan"; }
   say "gpu_check dry run: build $build, backend $backend, budget ${budget}s"
   say "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+  ((${#cuda_found[@]})) && say "  found by search: ${cuda_found[*]}"
   problems=0
   for f in "${required[@]}"; do
     if [[ -x $f ]]; then say "  present   ${f#"$build"/}"; else say "  MISSING   ${f#"$build"/}"; problems=$((problems + 1)); fi

@@ -76,6 +76,10 @@ echo "| NVIDIA-SMI 580.00     Driver Version: 580.00     CUDA Version: 13.0 |"'
 case \$(basename \"\$1\") in
   ift | test_engine) printf '\\tlibcudart.so.13 => /usr/local/cuda/lib64/libcudart.so.13 (0x0)\\n' ;;
 esac
+# cuda: libcublasLt resolves only once the script found its folder ($tmp/cuda/...).
+if [[ $mode == cuda && \$(basename \"\$1\") == ift && \$LD_LIBRARY_PATH != *$tmp/cuda/* ]]; then
+  printf '\\tlibcublasLt.so.13 => not found\\n'
+fi
 [[ \$(basename \"\$1\") == test_engine && $mode == emu ]] && printf '\\tlibopenblas.so.0 => not found\\n'
 exit 0"
   stub "$tmp/bin/compute-sanitizer" '
@@ -168,10 +172,11 @@ case "$mode" in
     export PATH=$tmp/bin:$PATH
     rc=0
     if [[ $backend == cuda ]]; then
-      "$script" "$tmp/build" "$out" || rc=$?
+      mkdir -p "$tmp/cuda/targets/lib" && : > "$tmp/cuda/targets/lib/libcublasLt.so.13"
+      IFT_CUDA_LIB_SEARCH=$tmp/cuda "$script" "$tmp/build" "$out" || rc=$?
       read -r -a want <<< "$(steps_of cuda)"
       expect_steps "${want[@]}"
-      expect env passed '^NVIDIA H200 \(stub\), 580\.00.*CUDA Version: 13\.0.*every library resolves'
+      expect env passed '^NVIDIA H200 \(stub\), 580\.00.*CUDA Version: 13\.0; found libcublasLt.so.13 in .*/cuda/targets/lib.*every library resolves'
       expect tests.cuda failed 'logged no loss: they did not run \(warning: no CUDA device'
       expect kernels.gpu passed '^56 test case\(s\), 1234 assertions passed'
       expect sanitize.memcheck passed 'ERROR SUMMARY: 0 errors on test_engine'
