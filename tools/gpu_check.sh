@@ -294,7 +294,7 @@ step_tests() {
   lines=$(grep -c "^$backend " "$dir/losses-1.txt" 2> /dev/null)
   if ((${lines:-0} == 0)); then
     local warn
-    warn=$(grep -m1 -i 'no CUDA device' "$dir/run-1.log" | head -c 160)
+    warn=$(grep -m1 -i 'no CUDA device' "$dir/run-1.log" | sed 's/^ *//' | head -c 160)
     record "$step" failed "the $backend cases logged no loss: they did not run (${warn:-no reason printed})"
     return
   fi
