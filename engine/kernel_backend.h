@@ -30,7 +30,7 @@
 
 namespace ift {
 
-struct EmuDevice;   // engine/emu_backend.cpp
+struct EmuDevice;   // engine/emu_device.h
 struct CudaDevice;  // engine/cuda/backend.cpp
 
 template <class S, class Device>

@@ -5,9 +5,10 @@
 //   allocate(bytes) / release(p)               device memory (256-byte aligned)
 //   upload / download / copy / zero            on the device's stream; upload and download wait for it
 //   stream()                                   what the kernels launch on
-//   gemm<In, Out>(c, a, b, bias, M, N, K, trans_a, trans_b, accumulate)
+//   gemm<In, Out>(c, ldc, a, lda, b, ldb, bias, M, N, K, trans_a, trans_b, accumulate)
 //       row-major C (M, N) = op(A) (M, K) . op(B) (K, N) [+ C] [+ bias (N)], inputs In, fp32
-//       accumulation, one rounding to Out; op(X) = X^T when trans_x (X then stored (K, M) / (N, K))
+//       accumulation, one rounding to Out; op(X) = X^T when trans_x (X then stored (K, M) / (N, K));
+//       lda, ldb, ldc the row strides in elements of A, B, C as stored (engine/device_gemm.h)
 //   kGemmWorkspaceBytes                        the GEMM's own workspace, allocated once
 #pragma once
 
@@ -195,15 +196,15 @@ void KernelBackend<S, Device>::rmsnorm_backward(S* dx, float* dw, const S* dres,
 // out (N, O) = inp (N, I) . w^T + b: one GEMM with the bias in its epilogue.
 template <class S, class Device>
 void KernelBackend<S, Device>::matmul_forward(S* out, const S* inp, const S* w, const S* b, int N, int I, int O) {
-  device_->template gemm<S, S>(out, inp, w, b, N, O, I, false, true, false);
+  device_->template gemm<S, S>(out, O, inp, I, w, I, b, N, O, I, false, true, false);
 }
 
 // dinp (N, I) = dout . w; dw (O, I) += dout^T . inp into the fp32 gradient; db by the bias kernel.
 template <class S, class Device>
 void KernelBackend<S, Device>::matmul_backward(S* dinp, float* dw, float* db, const S* dout, const S* inp, const S* w,
                                                int N, int I, int O) {
-  if (dinp) device_->template gemm<S, S>(dinp, dout, w, nullptr, N, I, O, false, false, false);
-  if (dw) device_->template gemm<S, float>(dw, dout, inp, nullptr, O, I, N, true, false, true);
+  if (dinp) device_->template gemm<S, S>(dinp, I, dout, O, w, I, nullptr, N, I, O, false, false, false);
+  if (dw) device_->template gemm<S, float>(dw, I, dout, O, inp, I, nullptr, O, I, N, true, false, true);
   if (db) {
     const size_t n = bias_backward_scratch_floats(N, O);
     bias_backward(db, dout, N, O, scratch(n), n, device_->stream());

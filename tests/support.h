@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <random>
 #include <sstream>
@@ -15,8 +16,11 @@
 
 namespace ift::test {
 
+// tests/fixtures of the source tree the binary was built from, or of $IFT_FIXTURES_DIR where set
+// (binaries carried to another machine, tools/gpu_check.sh).
 inline std::filesystem::path fixture(const std::string& relative) {
-  return std::filesystem::path(IFT_FIXTURES_DIR) / relative;
+  const char* moved = std::getenv("IFT_FIXTURES_DIR");
+  return std::filesystem::path(moved && *moved ? moved : IFT_FIXTURES_DIR) / relative;
 }
 
 // A fresh, empty directory under the system temp dir, unique to this test process.

@@ -11,10 +11,13 @@
 #include <cstring>
 #include <atomic>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <new>
 #include <random>
+#include <string_view>
 
 #include "engine/model.h"
 #include "engine/weights.h"
@@ -60,6 +63,34 @@ struct Result {
   std::vector<float> logits, grads;
 };
 
+// IFT_LOSS_LOG=FILE: each run and training step below appends a line "label loss-bits hash" (the
+// loss's bits in hex, an FNV-1a hash of the bits of the tensors it produced), so that two runs of
+// the same tests can be compared bit for bit without parsing Catch's output (the determinism step
+// of tools/gpu_check.sh). Labels name the backend, precision and model; lines come in test order.
+template <class T>
+std::string_view bytes_of(const std::vector<T>& v) {
+  return {reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T)};
+}
+
+template <class B>
+void log_bits(const Case& c, const std::string& what, double loss, std::initializer_list<std::string_view> tensors) {
+  const char* path = std::getenv("IFT_LOSS_LOG");
+  if (!path || !*path || B::kind == BackendKind::cpu) return;
+  uint64_t hash = 1469598103934665603ull;
+  for (const std::string_view t : tensors)
+    for (const unsigned char byte : t) hash = (hash ^ byte) * 1099511628211ull;
+  uint64_t loss_bits = 0;
+  std::memcpy(&loss_bits, &loss, sizeof loss);
+  std::FILE* f = std::fopen(path, "a");
+  REQUIRE(f != nullptr);
+  const char* precision = std::is_same_v<typename B::act_t, float> ? "fp32" : "bf16";
+  const char* family = c.config.family == Family::gpt2 ? "gpt2" : "llama";
+  std::fprintf(f, "%s %s %s L=%d C=%d V=%d N=%zu %s loss %016llx hash %016llx\n", name_of(B::kind), precision, family,
+               c.config.n_layers, c.config.hidden, c.config.vocab_size, c.tokens.size(), what.c_str(),
+               static_cast<unsigned long long>(loss_bits), static_cast<unsigned long long>(hash));
+  std::fclose(f);
+}
+
 template <class B>
 Result run(const Case& c, ModelOptions options = {}) {
   Model<B> model(c.config, options);
@@ -69,6 +100,8 @@ Result run(const Case& c, ModelOptions options = {}) {
   r.logits = model.logits_to_host();
   model.backward();
   r.grads = model.grads_to_host();
+  log_bits<B>(c, options.recompute ? "forward-backward (recompute)" : "forward-backward", r.loss,
+              {bytes_of(r.logits), bytes_of(r.grads)});
   return r;
 }
 
@@ -155,6 +188,10 @@ Trajectory train(const Case& c, int steps, float lr) {
   t.params = model.params_to_host();
   const OptimizerState st = model.optimizer_state();
   t.m = st.m, t.v = st.v;
+  for (int s = 0; s < steps; ++s)  // the hash is the gradient norm's bits
+    log_bits<B>(c, "step " + std::to_string(s), t.losses[s], {bytes_of(std::vector<double>{t.norms[s]})});
+  log_bits<B>(c, "after " + std::to_string(steps) + " steps: parameters and moments", 0.0,
+              {bytes_of(t.params), bytes_of(t.m), bytes_of(t.v)});
   CHECK(model.steps() == steps);
   return t;
 }
