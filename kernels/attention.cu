@@ -111,9 +111,9 @@ template <class T>
 static __global__ void __launch_bounds__(kAttnThreads)
     attention_forward_kernel(AttnArgs<T> a, T* __restrict__ g_out,  // (N, H*D)
                              float* __restrict__ g_lse) {           // (N, H)
-  __shared__ int s_seg[kFwdRows];      // first key row of each query row's segment (N: none)
-  __shared__ float s_alpha[kFwdRows];  // rescale of each row's accumulator for this key tile
-  __shared__ float s_l[kFwdRows];      // final softmax denominators
+  IFT_SHARED(int[kFwdRows], s_seg);      // first key row of each query row's segment (N: none)
+  IFT_SHARED(float[kFwdRows], s_alpha);  // rescale of each row's accumulator for this key tile
+  IFT_SHARED(float[kFwdRows], s_l);      // final softmax denominators
   IFT_DYNAMIC_SHARED(float, s_buf);
   const int D = a.D, ldt = D + 1, lds = kFwdKeys + 1;
   float* const s_q = s_buf;                  // (kFwdRows, D + 1)
@@ -338,7 +338,7 @@ static __global__ void __launch_bounds__(kAttnThreads)
                           const T* __restrict__ g_dout,                   // (N, H*D)
                           const float* __restrict__ g_lse,                // (N, H)
                           const float* __restrict__ g_delta) {            // (N, H)
-  __shared__ BwdRowStats s_rows;
+  IFT_SHARED(BwdRowStats, s_rows);
   IFT_DYNAMIC_SHARED(float, s_buf);
   const int D = a.D, ldt = D + 1, lds = kBwdKeys + 1;
   const BwdTiles t = bwd_tiles(s_buf, D);
@@ -412,7 +412,7 @@ static __global__ void __launch_bounds__(kAttnThreads)
                         const T* __restrict__ g_dout,            // (N, H*D)
                         const float* __restrict__ g_lse,         // (N, H)
                         const float* __restrict__ g_delta) {     // (N, H)
-  __shared__ BwdRowStats s_rows;
+  IFT_SHARED(BwdRowStats, s_rows);
   IFT_DYNAMIC_SHARED(float, s_buf);
   const int D = a.D, ldt = D + 1, lds = kBwdKeys + 1;
   const BwdTiles t = bwd_tiles(s_buf, D);
