@@ -262,6 +262,16 @@ void check_bf16(const AttnCase& c) {
   }
 }
 
+// Row 5 is a segment of its own ({0, 5, 6, ...}): softmax over one key, so out is exactly its v.
+void check_length1_row_is_its_value(const AttnCase& c) {
+  INFO(describe(c));
+  const AttnData a = make_data(c);
+  const Fp32Result r = run_fp32(a);
+  for (int h = 0; h < c.H; ++h)
+    for (int d = 0; d < c.D; ++d)
+      CHECK(r.out[(5 * c.H + h) * c.D + d] == a.qkv[5 * a.ld + (c.H + c.KVH) * c.D + d]);
+}
+
 }  // namespace
 
 TEST_CASE("attention fp32: one row", "[kernels][attention]") { check_fp32({2, 1, 16, {0, 1}, 1}); }
@@ -290,12 +300,7 @@ TEST_CASE("attention fp32: D 256 and D 129, 200: odd N, length-1 samples, GQA", 
 }
 
 TEST_CASE("attention fp32: D 256, a length-1 segment returns its own value", "[kernels][attention]") {
-  const AttnCase c{2, 1, 256, {0, 5, 6, 9}, 25};
-  const AttnData a = make_data(c);
-  const Fp32Result r = run_fp32(a);
-  for (int h = 0; h < c.H; ++h)
-    for (int d = 0; d < c.D; ++d)
-      CHECK(r.out[(5 * c.H + h) * c.D + d] == a.qkv[5 * a.ld + (c.H + c.KVH) * c.D + d]);
+  check_length1_row_is_its_value({2, 1, 256, {0, 5, 6, 9}, 25});
 }
 
 TEST_CASE("attention bf16 D 256: at most twice the error of a naive bf16 implementation", "[kernels][attention]") {
@@ -311,12 +316,7 @@ TEST_CASE("attention fp32: 1025 rows in one sample, GQA 6/2, D 64", "[kernels][a
 }
 
 TEST_CASE("attention fp32: a length-1 segment returns its own value", "[kernels][attention]") {
-  const AttnCase c{2, 1, 40, {0, 5, 6, 9}, 9};
-  const AttnData a = make_data(c);
-  const Fp32Result r = run_fp32(a);
-  for (int h = 0; h < c.H; ++h)
-    for (int d = 0; d < c.D; ++d)
-      CHECK(r.out[(5 * c.H + h) * c.D + d] == a.qkv[5 * a.ld + (c.H + c.KVH) * c.D + d]);
+  check_length1_row_is_its_value({2, 1, 40, {0, 5, 6, 9}, 9});
 }
 
 TEST_CASE("attention bf16: at most twice the error of a naive bf16 implementation", "[kernels][attention]") {
