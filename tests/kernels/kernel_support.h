@@ -104,9 +104,10 @@ const char* type_name() {
 }
 
 // Values converted to storage type T (rounded to nearest even for bf16).
+// (In kernel-visible memory: inputs of kernels are made this way.)
 template <class T, class A>
-std::vector<T> to_storage(const std::vector<float, A>& v) {
-  std::vector<T> out(v.size());
+KernelVector<T> to_storage(const std::vector<float, A>& v) {
+  KernelVector<T> out(v.size());
   for (size_t i = 0; i < v.size(); ++i) out[i] = from_f<T>(v[i]);
   return out;
 }

@@ -82,7 +82,7 @@ void check_embedding(int N, int C, bool with_wpe, uint64_t seed) {
   KernelVector<double> dwte_d(dwte_ref.size());
   {
     KernelVector<double> d0(dwte_ref.size());
-    const auto init = random_vector<float>(size_t(V) * C, seed + 4);
+    const KernelVector<float> init = random_vector<float>(size_t(V) * C, seed + 4);
     for (size_t i = 0; i < d0.size(); ++i) d0[i] = init[i];
     const auto doutd = to_double(dout);
     cpu::embedding_backward<double>(d0.data(), nullptr, doutd.data(), tokens.data(), nullptr, N, C);
@@ -173,7 +173,7 @@ void check_bias_backward(int N, int O, uint64_t seed) {
                            std::to_string(O) + " seed=" + std::to_string(seed);
   INFO(name);
   const auto dout = to_storage<T>(random_vector<float>(size_t(N) * O, seed));
-  const auto db0 = random_vector<float>(O, seed + 1);
+  const KernelVector<float> db0 = random_vector<float>(O, seed + 1);
   const auto db = run_bias_backward<T>(dout, db0, N, O);
   // The reference: matmul_backward's db (column sums of dout, +=), in double.
   KernelVector<double> ref(db0.begin(), db0.end());
@@ -203,7 +203,7 @@ TEST_CASE("elementwise kernels: embedding rows with out-of-range ids are NaN, an
           "[kernels][elementwise]") {
   const int N = 9, C = 16, V = 5, P = 4;
   KernelVector<int32_t> tokens = {0, 4, 5, 1, -1, 2, 3, 0, 4}, positions = {0, 1, 2, 3, 0, 9, 2, -2, 3};
-  const auto wte = random_vector<float>(V * C, 1), wpe = random_vector<float>(P * C, 2);
+  const KernelVector<float> wte = random_vector<float>(V * C, 1), wpe = random_vector<float>(P * C, 2);
   KernelVector<float> out(N * C);
   embedding_forward(out.data(), tokens.data(), positions.data(), wte.data(), wpe.data(), N, C, V, P, nullptr);
   for (int n = 0; n < N; ++n) {
@@ -216,7 +216,7 @@ TEST_CASE("elementwise kernels: embedding rows with out-of-range ids are NaN, an
         CHECK(out[n * C + c] == wte[tokens[n] * C + c] + wpe[positions[n] * C + c]);
     }
   }
-  const auto dout = random_vector<float>(N * C, 3);
+  const KernelVector<float> dout = random_vector<float>(N * C, 3);
   KernelVector<float> dwte(V * C, 0.0f), dwpe(P * C, 0.0f), ref_wte = dwte, ref_wpe = dwpe;
   embedding_backward(dwte.data(), dwpe.data(), dout.data(), tokens.data(), positions.data(), N, C, V, P, nullptr);
   for (int n = 0; n < N; ++n) {
@@ -272,7 +272,7 @@ TEST_CASE("elementwise kernels: bias gradient is bitwise reproducible across run
           "[kernels][elementwise]") {
   const int N = 1025, O = 100;
   const auto dout = to_storage<bf16>(random_vector<float>(size_t(N) * O, 61));
-  const auto db0 = random_vector<float>(O, 62);
+  const KernelVector<float> db0 = random_vector<float>(O, 62);
   const auto first = run_bias_backward<bf16>(dout, db0, N, O);
   CHECK(bitwise_equal(run_bias_backward<bf16>(dout, db0, N, O), first));
   for (uint64_t s : {3u, 11u}) {
