@@ -11,8 +11,9 @@
 // the thread and the source line): a barrier reached from different call sites, a thread that
 // exits while others wait at a barrier (or before a barrier the others then reach), warp
 // collectives whose lanes pass different masks or call different intrinsics, a lane that reads from
-// or waits for a lane outside the mask or already exited, deadlock, and exceptions thrown by kernel
-// code. A fiber stack overflow cannot be recovered from: it ends the process with a message.
+// or waits for a lane outside the mask or already exited, deadlock, exceptions thrown by kernel
+// code, and shared memory over the block's limit (static, counted by IFT_SHARED, plus dynamic: 48
+// KiB, or 227 KiB for a kernel that opted in with opt_in_dynamic_shared, kernels/launch.cuh). A fiber stack overflow cannot be recovered from: it ends the process with a message.
 #pragma once
 
 #include <cstddef>
