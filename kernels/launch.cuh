@@ -73,7 +73,7 @@ inline size_t max_shared_bytes_optin() {
 // max_shared_bytes_optin()). Needed before any launch whose static + dynamic shared memory exceeds
 // kDefaultSharedBytes. The attribute only ever grows: it is set once per kernel (and device) for
 // each larger size, so calling this before every launch costs a map lookup. Throws ift::Error
-// naming the kernel and the caller when the device refuses.
+// naming the caller's file, line and function when the device refuses.
 template <class... Params>
 void opt_in_dynamic_shared(void (*kernel)(Params...), size_t bytes,
                            const std::source_location& site = std::source_location::current()) {
