@@ -45,6 +45,7 @@ namespace ift::test {
 
 using bf16 = __nv_bfloat16;
 
+#if IFT_TEST_GPU || IFT_TEST_KERNEL_VECTOR_TYPE
 #if IFT_TEST_GPU
 // cudaMallocManaged memory: the same pointer is valid on the host and on the device.
 template <class T>
@@ -65,6 +66,20 @@ struct ManagedAllocator {
     return true;
   }
 };
+#else
+// IFT_TEST_KERNEL_VECTOR_TYPE: the GPU build's types over plain host memory, so that the emulator
+// runs the test code exactly as test_kernels_gpu compiles it (test_kernels_gpu_types).
+template <class T>
+struct ManagedAllocator : std::allocator<T> {
+  ManagedAllocator() = default;
+  template <class U>
+  ManagedAllocator(const ManagedAllocator<U>&) {}
+  template <class U>
+  struct rebind {
+    using other = ManagedAllocator<U>;
+  };
+};
+#endif
 
 // A std::vector in managed memory, converting to and from plain vectors (copies), so that the tests
 // read the same in both builds.
