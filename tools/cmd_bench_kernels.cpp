@@ -773,7 +773,7 @@ int run_checks(bool as_json) {
     std::printf("device: %s (sm_%d%d); kernels in fp32 against the CPU reference in double\n", prop.name, prop.major,
                 prop.minor);
     for (const Check& c : checks)
-      std::printf("%s  %-72s %-24s max err %.3e; worst element %.3e vs tolerance %.3e (%zu of %zu out; %s)\n",
+      std::printf("%s  %-84s %-24s max err %.3e; worst element %.3e vs tolerance %.3e (%zu of %zu out; %s)\n",
                   c.passed() ? "PASS" : "FAIL", c.name.c_str(), c.shape.c_str(), c.max_error, c.worst_error, c.worst_tolerance,
                   c.failed, c.compared, c.rule.c_str());
     std::printf("%s\n", all ? "all checks passed" : "SOME CHECKS FAILED");
