@@ -113,11 +113,18 @@ concept Backend = requires(B& b, typename B::act_t* a, const typename B::act_t* 
   b.layernorm_forward(a, s, s, ca, ca, ca, i, i, x);
   b.layernorm_backward(a, g, g, ca, ca, ca, ca, cs, cs, i, i);
   b.rmsnorm_forward(a, s, ca, ca, i, i, x);
+  // residual_out = x + residual (may alias x), then the norm of it: one pass over the residual stream
+  b.layernorm_residual_forward(a, a, s, s, ca, ca, ca, ca, i, i, x);
+  b.rmsnorm_residual_forward(a, a, s, ca, ca, ca, i, i, x);
   b.rmsnorm_backward(a, g, ca, ca, ca, ca, cs, i, i);
   b.matmul_forward(a, ca, ca, ca, i, i, i);
   b.matmul_backward(a, g, g, ca, ca, ca, i, i, i);
   b.attention_forward(a, s, ca, dims);
   b.attention_backward(a, ca, ca, ca, cs, dims);
+  // decoding: copy a (rows, cols) block between strided row-major buffers; attention of n new
+  // query rows (row stride ldq) over the cache's first start + n keys and values (kv_dim a row)
+  b.copy_rows(a, i, ca, i, i, i);
+  b.attention_decode(a, ca, i, ca, ca, i, i, i, i, i, x);
   b.rope_forward(a, ids, i, i, i, i, x);
   b.rope_backward(a, ids, i, i, i, i, x);
   b.gelu_forward(a, ca, n);

@@ -110,13 +110,6 @@ fs::path resolve_model_dir(const fs::path& dir) {
   return all.back();
 }
 
-CpuModel<float> load_model(const fs::path& dir) {
-  const fs::path d = resolve_model_dir(dir);
-  CpuModel<float> model(ModelConfig::load(d / "config.json"));
-  load_weights<float>(d / "model.safetensors", model.layout(), model.params);
-  return model;
-}
-
 OptimizerState load_optimizer_state(const fs::path& dir) {
   const SafetensorsReader r(dir / "optimizer.safetensors");
   OptimizerState optimizer;

@@ -15,6 +15,7 @@
 
 #include "engine/config.h"
 #include "engine/model.h"
+#include "engine/weights.h"
 #include "engine/optimizer.h"
 #include "engine/params.h"
 
@@ -43,8 +44,14 @@ void prune_checkpoints(const std::filesystem::path& root, int keep);
 // Resolves a model directory or a run: DIR itself when it holds model.safetensors, else the newest
 // checkpoint under DIR/checkpoints. Throws naming DIR when there is neither.
 std::filesystem::path resolve_model_dir(const std::filesystem::path& dir);
-// config.json + model.safetensors of resolve_model_dir(dir).
-CpuModel<float> load_model(const std::filesystem::path& dir);
+// config.json + model.safetensors of resolve_model_dir(dir), as a model on backend B.
+template <class B = CpuBackend<float>>
+Model<B> load_model(const std::filesystem::path& dir) {
+  const std::filesystem::path d = resolve_model_dir(dir);
+  Model<B> model(ModelConfig::load(d / "config.json"));
+  model.load_params(read_weights(d / "model.safetensors", model.layout()));
+  return model;
+}
 
 // The AdamW moments and step count of a checkpoint.
 OptimizerState load_optimizer_state(const std::filesystem::path& dir);

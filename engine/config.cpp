@@ -82,7 +82,11 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& where) {
     IFT_CHECK(!f.boolean("scale_attn_by_inverse_layer_idx", false) && !f.boolean("reorder_and_upcast_attn", false),
               where, ": scale_attn_by_inverse_layer_idx / reorder_and_upcast_attn are not supported");
     IFT_CHECK(f.boolean("scale_attn_weights", true), where, ": scale_attn_weights=false is not supported");
-  } else if (c.model_type == "llama" || c.model_type == "mistral" || c.model_type == "qwen2") {
+    c.norm = NormKind::layernorm, c.mlp = MlpKind::gelu, c.positions = PositionKind::learned;
+    c.names = TensorNames::gpt2;
+    c.qkv_bias = c.o_bias = c.mlp_bias = true;
+  } else if (c.model_type == "llama" || c.model_type == "mistral" || c.model_type == "qwen2" ||
+             c.model_type == "phi3") {
     c.family = Family::llama;
     c.vocab_size = f.integer("vocab_size");
     c.hidden = f.integer("hidden_size");
@@ -94,8 +98,19 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& where) {
     c.max_positions = f.integer("max_position_embeddings", 2048);
     c.norm_eps = static_cast<float>(f.real("rms_norm_eps", 1e-6));
     c.tie_embeddings = f.boolean("tie_word_embeddings", false);
-    c.attention_bias = f.boolean("attention_bias", c.model_type == "qwen2");
-    c.mlp_bias = f.boolean("mlp_bias", false);
+    c.norm = NormKind::rmsnorm, c.mlp = MlpKind::swiglu, c.positions = PositionKind::rope;
+    c.names = c.model_type == "phi3" ? TensorNames::phi3 : TensorNames::llama;
+    // Biases as each family's modeling code creates them: Llama's attention_bias covers q, k, v and
+    // o; Qwen2 always has q/k/v biases and never an o_proj bias; Mistral and Phi-3 have none.
+    if (c.model_type == "llama") {
+      c.qkv_bias = c.o_bias = f.boolean("attention_bias", false);
+      c.mlp_bias = f.boolean("mlp_bias", false);
+    } else {
+      c.qkv_bias = c.model_type == "qwen2";
+      for (const char* key : {"attention_bias", "mlp_bias"})
+        IFT_CHECK(!f.boolean(key, false), where, ": field '", key, "' is not a field of ", c.model_type,
+                  " models (its projections' biases are fixed by the architecture)");
+    }
     double theta = f.real("rope_theta", 10000.0);
     if (f.has("rope_parameters")) {  // transformers 5 moved rope settings into one object
       const json& rp = j["rope_parameters"];
@@ -106,13 +121,18 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& where) {
       IFT_CHECK(type == "default", where, ": rope_parameters.rope_type '", type, "' is not supported");
     }
     c.rope_theta = static_cast<float>(theta);
-    IFT_CHECK(!f.has("rope_scaling"), where, ": rope_scaling is not supported (found ", j["rope_scaling"].dump(), ")");
+    IFT_CHECK(!f.has("rope_scaling"), where, ": field 'rope_scaling' is not supported (found ", j["rope_scaling"].dump(),
+              ")");
+    IFT_CHECK(f.real("partial_rotary_factor", 1.0) == 1.0, where,
+              ": field 'partial_rotary_factor' other than 1 is not supported");
     const std::string act = f.string("hidden_act", "silu");
-    IFT_CHECK(act == "silu", where, ": hidden_act '", act, "' is not supported (Llama models use silu)");
-    IFT_CHECK(!f.has("sliding_window") || !f.boolean("use_sliding_window", c.model_type == "mistral"), where,
-              ": sliding-window attention is not supported");
+    IFT_CHECK(act == "silu", where, ": field 'hidden_act' '", act, "' is not supported (", c.model_type,
+              " models use silu)");
+    // A sliding window changes nothing for sequences no longer than it: kept, and checked per batch.
+    const bool windowed = c.model_type == "qwen2" ? f.boolean("use_sliding_window", false) : true;
+    if (windowed && f.has("sliding_window")) c.sliding_window = f.integer("sliding_window");
   } else {
-    fail(where, ": model_type '", c.model_type, "' is not supported (expected gpt2 or llama)");
+    fail(where, ": model_type '", c.model_type, "' is not supported (expected gpt2, llama, mistral, qwen2 or phi3)");
   }
   c.validate(where);
   return c;
@@ -126,9 +146,11 @@ void ModelConfig::validate(const std::string& where) const {
   IFT_CHECK(n_heads % n_kv_heads == 0, where, ": num_attention_heads (", n_heads,
             ") must be a multiple of num_key_value_heads (", n_kv_heads, ")");
   IFT_CHECK(head_dim > 0, where, ": head_dim must be positive, got ", head_dim);
-  IFT_CHECK(family == Family::llama || head_dim * n_heads == hidden, where, ": n_embd (", hidden,
+  IFT_CHECK(positions == PositionKind::rope || head_dim * n_heads == hidden, where, ": n_embd (", hidden,
             ") must be divisible by n_head (", n_heads, ")");
-  IFT_CHECK(family == Family::gpt2 || head_dim % 2 == 0, where, ": head_dim must be even for RoPE, got ", head_dim);
+  IFT_CHECK(positions != PositionKind::rope || head_dim % 2 == 0, where, ": head_dim must be even for RoPE, got ",
+            head_dim);
+  IFT_CHECK(sliding_window >= 0, where, ": sliding_window must be positive or null, got ", sliding_window);
   IFT_CHECK(intermediate > 0, where, ": MLP width must be positive, got ", intermediate);
   IFT_CHECK(max_positions > 0, where, ": the number of positions must be positive, got ", max_positions);
   IFT_CHECK(norm_eps > 0, where, ": the norm epsilon must be positive");
@@ -157,8 +179,16 @@ json ModelConfig::to_json() const {
          {"n_ctx", max_positions},         {"layer_norm_epsilon", norm_eps},
          {"activation_function", "gelu_new"}, {"tie_word_embeddings", true}};
   } else {
-    j = {{"model_type", "llama"},
-         {"architectures", {"LlamaForCausalLM"}},
+    // A model_type whose modeling code creates exactly these biases and tensor names.
+    std::string type = "llama", arch = "LlamaForCausalLM";
+    if (names == TensorNames::phi3)
+      type = "phi3", arch = "Phi3ForCausalLM";
+    else if (qkv_bias && !o_bias && !mlp_bias)
+      type = "qwen2", arch = "Qwen2ForCausalLM";
+    else if (model_type == "mistral")
+      type = "mistral", arch = "MistralForCausalLM";
+    j = {{"model_type", type},
+         {"architectures", {arch}},
          {"vocab_size", vocab_size},
          {"hidden_size", hidden},
          {"num_hidden_layers", n_layers},
@@ -170,9 +200,11 @@ json ModelConfig::to_json() const {
          {"rms_norm_eps", norm_eps},
          {"rope_theta", rope_theta},
          {"hidden_act", "silu"},
-         {"tie_word_embeddings", tie_embeddings},
-         {"attention_bias", attention_bias},
-         {"mlp_bias", mlp_bias}};
+         {"tie_word_embeddings", tie_embeddings}};
+    if (type == "llama") j["attention_bias"] = qkv_bias, j["mlp_bias"] = mlp_bias;
+    if (type == "qwen2") j["use_sliding_window"] = sliding_window > 0;
+    j["sliding_window"] = sliding_window > 0 ? json(sliding_window) : json(nullptr);
+    if (type == "phi3") j["original_max_position_embeddings"] = max_positions;
   }
   if (bos_token_id >= 0) j["bos_token_id"] = bos_token_id;
   if (eos_token_id >= 0) j["eos_token_id"] = eos_token_id;

@@ -1,9 +1,19 @@
-// The model configuration: one struct for both families, read from a Hugging Face config.json.
+// The model configuration: one struct for every family, read from a Hugging Face config.json.
 //
-// GPT-2 style (model_type "gpt2"): LayerNorm with bias, GELU (tanh approximation), learned
-// positions, biases everywhere, fused c_attn, tied embeddings.
-// Llama style (model_type "llama", also "mistral"/"qwen2" without sliding windows): RMSNorm, RoPE in
-// Hugging Face's rotate_half convention, SwiGLU, grouped-query attention, optional tying and biases.
+// The family is data. from_json derives, once, what differs between the families (the norm, the
+// MLP, the positions, the bias of each projection, the tensor names), and the model reads those
+// fields; nothing below engine/config.cpp and engine/params.cpp branches on the model_type:
+//
+//   model_type  norm       MLP     positions  biases              tensor names
+//   gpt2        LayerNorm  GELU    learned    qkv, o, MLP         transformer.h.N.attn.c_attn (Conv1D)
+//   llama       RMSNorm    SwiGLU  RoPE       attention_bias: qkv, o; mlp_bias: MLP   model.layers.N.self_attn.q_proj
+//   mistral     RMSNorm    SwiGLU  RoPE       none                llama's (no sliding window)
+//   qwen2       RMSNorm    SwiGLU  RoPE       qkv only            llama's (no sliding window)
+//   phi3        RMSNorm    SwiGLU  RoPE       none                fused self_attn.qkv_proj, mlp.gate_up_proj
+//
+// GELU is the tanh approximation; RoPE is Hugging Face's rotate_half convention. Fields a family
+// has that ift does not implement (rope scaling, sliding windows, soft-capping, ...) are errors
+// naming the field, never a silently different model.
 #pragma once
 
 #include <cstdint>
@@ -14,7 +24,11 @@
 
 namespace ift {
 
-enum class Family { gpt2, llama };
+enum class Family { gpt2, llama };                   // which tensor names and config.json fields
+enum class NormKind { layernorm, rmsnorm };           // LayerNorm has a bias and subtracts the mean
+enum class MlpKind { gelu, swiglu };                  // up -> GELU -> down | (gate, up) -> silu(gate) * up -> down
+enum class PositionKind { learned, rope };            // wpe added to the embeddings | RoPE on q and k
+enum class TensorNames { gpt2, llama, phi3 };         // Hugging Face naming and fusing of the tensors
 
 struct ModelConfig {
   Family family = Family::llama;
@@ -30,15 +44,26 @@ struct ModelConfig {
   float norm_eps = 1e-5f;
   float rope_theta = 10000.0f;
   bool tie_embeddings = true;
-  bool attention_bias = false;  // Llama: bias on q/k/v/o projections (always on for GPT-2)
-  bool mlp_bias = false;        // Llama: bias on gate/up/down (always on for GPT-2)
+  int sliding_window = 0;       // attention sees at most this many positions back; 0: unlimited
   int bos_token_id = -1;
   int eos_token_id = -1;
+
+  // Derived from the model_type and its fields by from_json: what the model code reads.
+  NormKind norm = NormKind::rmsnorm;
+  MlpKind mlp = MlpKind::swiglu;
+  PositionKind positions = PositionKind::rope;
+  TensorNames names = TensorNames::llama;
+  bool qkv_bias = false;        // bias on the q, k and v projections
+  bool o_bias = false;          // bias on the attention output projection
+  bool mlp_bias = false;        // bias on the MLP's projections (gate/up and down)
 
   int q_dim() const { return n_heads * head_dim; }
   int kv_dim() const { return n_kv_heads * head_dim; }
   int qkv_dim() const { return q_dim() + 2 * kv_dim(); }
-  bool has_biases() const { return family == Family::gpt2; }
+  // Width of the MLP's first projection: F, or 2F for the gated MLP (gate rows, then up rows).
+  int up_dim() const { return mlp == MlpKind::swiglu ? 2 * intermediate : intermediate; }
+  bool norm_bias() const { return norm == NormKind::layernorm; }
+  bool learned_positions() const { return positions == PositionKind::learned; }
 
   // Throws ift::Error naming the field on anything missing, mistyped, inconsistent or unsupported.
   static ModelConfig from_json(const nlohmann::json& j, const std::string& where = "config.json");

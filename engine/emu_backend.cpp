@@ -51,7 +51,11 @@ struct EmuDevice {
 
 template class KernelBackend<float, EmuDevice>;
 template class KernelBackend<__nv_bfloat16, EmuDevice>;
+template class Transformer<EmuBackend<float>>;
+template class Optimizer<EmuBackend<float>>;
 template class Model<EmuBackend<float>>;
+template class Transformer<EmuBackend<__nv_bfloat16>>;
+template class Optimizer<EmuBackend<__nv_bfloat16>>;
 template class Model<EmuBackend<__nv_bfloat16>>;
 
 }  // namespace ift

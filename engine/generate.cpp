@@ -31,26 +31,4 @@ int32_t sample_token(std::span<const float> logits, const SamplingOptions& o, st
   return ids[pick(rng)];
 }
 
-std::vector<int32_t> generate(const CpuModel<float>& model, std::span<const int32_t> prompt,
-                              const SamplingOptions& o, const std::function<void(int32_t)>& on_token) {
-  IFT_CHECK(!prompt.empty(), "generate: the prompt is empty (a BOS token at least is needed)");
-  int capacity = static_cast<int>(prompt.size()) + o.max_new_tokens;
-  if (model.config().family == Family::gpt2) capacity = std::min(capacity, model.config().max_positions);
-  IFT_CHECK(static_cast<int>(prompt.size()) < capacity || o.max_new_tokens == 0, "generate: the prompt of ",
-            prompt.size(), " tokens fills the model's ", capacity, " positions");
-  KVCache<float> cache = model.make_cache(capacity);
-  std::mt19937_64 rng(o.seed);
-  std::vector<int32_t> out;
-  std::vector<float> logits = model.decode(prompt, cache);
-  while (static_cast<int>(out.size()) < o.max_new_tokens) {
-    const int32_t next = sample_token(logits, o, rng);
-    out.push_back(next);
-    if (on_token) on_token(next);
-    if (std::find(o.stop_ids.begin(), o.stop_ids.end(), next) != o.stop_ids.end()) break;
-    if (cache.length >= cache.capacity) break;
-    logits = model.decode(std::span<const int32_t>(&next, 1), cache);
-  }
-  return out;
-}
-
 }  // namespace ift

@@ -71,6 +71,10 @@ class KernelBackend {
   void layernorm_backward(S* dx, float* dw, float* db, const S* dres, const S* dout, const S* x, const S* w,
                           const float* mean, const float* rstd, int N, int C);
   void rmsnorm_forward(S* out, float* rstd, const S* x, const S* w, int N, int C, float eps);
+  void layernorm_residual_forward(S* residual_out, S* out, float* mean, float* rstd, const S* x, const S* residual,
+                                  const S* w, const S* b, int N, int C, float eps);
+  void rmsnorm_residual_forward(S* residual_out, S* out, float* rstd, const S* x, const S* residual, const S* w, int N,
+                                int C, float eps);
   void rmsnorm_backward(S* dx, float* dw, const S* dres, const S* dout, const S* x, const S* w, const float* rstd,
                         int N, int C);
   void matmul_forward(S* out, const S* inp, const S* w, const S* b, int N, int I, int O);
@@ -78,6 +82,9 @@ class KernelBackend {
   void attention_forward(S* out, float* lse, const S* qkv, const AttentionDims& d);
   void attention_backward(S* dqkv, const S* dout, const S* qkv, const S* out, const float* lse,
                           const AttentionDims& d);
+  void copy_rows(S* dst, int ld_dst, const S* src, int ld_src, int rows, int cols);
+  void attention_decode(S* out, const S* q, int ldq, const S* k_cache, const S* v_cache, int n, int start, int H,
+                        int KVH, int D, float scale);
   void rope_forward(S* x, const int32_t* positions, int N, int heads, int D, int ld, float theta);
   void rope_backward(S* dx, const int32_t* positions, int N, int heads, int D, int ld, float theta);
   void gelu_forward(S* out, const S* inp, size_t n);

@@ -103,7 +103,7 @@ void KernelBackend<S, Device>::to_float(float* out, const S* in, size_t n) {
 // The scratch region: the largest of what any one op needs at this batch shape, after the scalars.
 template <class S, class Device>
 size_t KernelBackend<S, Device>::scratch_bytes(const ModelConfig& c, int N) {
-  const int up_width = c.family == Family::gpt2 ? c.intermediate : 2 * c.intermediate;
+  const int up_width = c.up_dim();
   const int64_t params = static_cast<int64_t>(ParamLayout::build(c).total);
   size_t floats = size_t(N) * c.n_heads;  // attention backward's delta
   floats = std::max(floats, layernorm_backward_scratch_floats(N, c.hidden));
@@ -173,6 +173,19 @@ void KernelBackend<S, Device>::rmsnorm_forward(S* out, float* rstd, const S* x, 
 }
 
 template <class S, class Device>
+void KernelBackend<S, Device>::layernorm_residual_forward(S* residual_out, S* out, float* mean, float* rstd, const S* x,
+                                                          const S* residual, const S* w, const S* b, int N, int C,
+                                                          float eps) {
+  ift::layernorm_residual_forward(residual_out, out, mean, rstd, x, residual, w, b, N, C, eps, device_->stream());
+}
+
+template <class S, class Device>
+void KernelBackend<S, Device>::rmsnorm_residual_forward(S* residual_out, S* out, float* rstd, const S* x,
+                                                        const S* residual, const S* w, int N, int C, float eps) {
+  ift::rmsnorm_residual_forward(residual_out, out, rstd, x, residual, w, N, C, eps, device_->stream());
+}
+
+template <class S, class Device>
 void KernelBackend<S, Device>::rmsnorm_backward(S* dx, float* dw, const S* dres, const S* dout, const S* x,
                                                 const S* w, const float* rstd, int N, int C) {
   const size_t n = rmsnorm_backward_scratch_floats(N, C);
@@ -190,7 +203,7 @@ template <class S, class Device>
 void KernelBackend<S, Device>::matmul_backward(S* dinp, float* dw, float* db, const S* dout, const S* inp, const S* w,
                                                int N, int I, int O) {
   if (dinp) device_->template gemm<S, S>(dinp, dout, w, nullptr, N, I, O, false, false, false);
-  device_->template gemm<S, float>(dw, dout, inp, nullptr, O, I, N, true, false, true);
+  if (dw) device_->template gemm<S, float>(dw, dout, inp, nullptr, O, I, N, true, false, true);
   if (db) {
     const size_t n = bias_backward_scratch_floats(N, O);
     bias_backward(db, dout, N, O, scratch(n), n, device_->stream());
@@ -240,6 +253,21 @@ void KernelBackend<S, Device>::swiglu_forward(S* out, const S* inp, int N, int F
 template <class S, class Device>
 void KernelBackend<S, Device>::swiglu_backward(S* dinp, const S* inp, const S* dout, int N, int F) {
   ift::swiglu_backward(dinp, inp, dout, N, F, device_->stream());
+}
+
+// One device copy per row: decoding copies a handful of rows (the new tokens' keys and values).
+template <class S, class Device>
+void KernelBackend<S, Device>::copy_rows(S* dst, int ld_dst, const S* src, int ld_src, int rows, int cols) {
+  for (int r = 0; r < rows; ++r)
+    device_->copy(dst + int64_t(r) * ld_dst, src + int64_t(r) * ld_src, size_t(cols) * sizeof(S));
+}
+
+template <class S, class Device>
+void KernelBackend<S, Device>::attention_decode(S* out, const S* q, int ldq, const S* k_cache, const S* v_cache, int n,
+                                                int start, int H, int KVH, int D, float scale) {
+  DecodeAttentionParams p;
+  p.n = n, p.start = start, p.H = H, p.KVH = KVH, p.D = D, p.ldq = ldq, p.scale = scale;
+  ift::attention_decode(out, q, k_cache, v_cache, p, device_->stream());
 }
 
 template <class S, class Device>

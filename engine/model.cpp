@@ -9,7 +9,11 @@ int64_t BatchView::trained_tokens() const {
   return n;
 }
 
+template class Transformer<CpuBackend<float>>;
+template class Optimizer<CpuBackend<float>>;
 template class Model<CpuBackend<float>>;
+template class Transformer<CpuBackend<double>>;
+template class Optimizer<CpuBackend<double>>;
 template class Model<CpuBackend<double>>;
 
 }  // namespace ift

@@ -15,10 +15,11 @@ DecayRuns decay_runs(const ParamLayout& layout, const AdamWConfig& config) {
   DecayRuns runs;
   size_t covered = 0;
   for (const ParamView* v : views) {
-    IFT_CHECK(v->offset == covered, "parameter layout: ", v->name, " starts at ", v->offset, ", not at ", covered);
+    // Alignment gaps (zeros, never read) join the run of the tensor after them.
+    IFT_CHECK(v->offset >= covered, "parameter layout: ", v->name, " starts at ", v->offset, ", inside the tensor before it");
     const bool embedding = v->offset == layout.wte || v->offset == layout.wpe || v->offset == layout.lm_head;
     const uint8_t decays = v->decay && (config.decay_embeddings || !embedding);
-    covered += static_cast<size_t>(v->numel());
+    covered = v->offset + static_cast<size_t>(v->numel());
     if (!runs.decays.empty() && runs.decays.back() == decays)
       runs.ends.back() = static_cast<int64_t>(covered);
     else
@@ -26,6 +27,64 @@ DecayRuns decay_runs(const ParamLayout& layout, const AdamWConfig& config) {
   }
   IFT_CHECK(covered == layout.total, "parameter layout: the views cover ", covered, " of ", layout.total, " values");
   return runs;
+}
+
+}  // namespace ift
+
+namespace ift {
+
+std::vector<GroupLayout> group_layout(const ParamLayout& layout, const std::vector<ParamGroupSpec>& specs) {
+  // Each storage tensor's group: the first spec selecting one of its views. All its views must agree.
+  const size_t none = static_cast<size_t>(-1);
+  const size_t defaults = specs.size();  // index of the implicit "default" group
+  std::vector<size_t> group_of(layout.storage.size(), none);
+  std::vector<std::string> first_view(layout.storage.size());
+  auto storage_index = [&](size_t offset) {
+    return static_cast<size_t>(&layout.storage_of(offset) - layout.storage.data());
+  };
+  for (const ParamView& v : layout.views) {
+    size_t g = defaults;
+    for (size_t i = 0; i < specs.size(); ++i)
+      if (specs[i].selects && specs[i].selects(v)) {
+        g = i;
+        break;
+      }
+    const size_t s = storage_index(v.offset);
+    if (group_of[s] == none) {
+      group_of[s] = g, first_view[s] = v.name;
+    } else {
+      const auto name = [&](size_t i) { return i == defaults ? std::string("default") : specs[i].name; };
+      IFT_CHECK(group_of[s] == g, "parameter groups: ", v.name, " (group '", name(g), "') and ", first_view[s],
+                " (group '", name(group_of[s]), "') are one fused tensor here and must be in the same group");
+    }
+  }
+  if (layout.wpe != kNoParam) {
+    const size_t te = storage_index(layout.wte), pe = storage_index(layout.wpe);
+    IFT_CHECK(group_of[te] == group_of[pe], "parameter groups: the position embeddings (", first_view[pe],
+              ") must be in the group of the token embeddings (", first_view[te], ")");
+  }
+  std::vector<GroupLayout> groups(specs.size() + 1);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    groups[i].name = specs[i].name, groups[i].trainable = specs[i].trainable;
+    groups[i].lr_scale = specs[i].lr_scale, groups[i].adamw = specs[i].adamw;
+  }
+  groups[defaults].name = "default";
+  for (size_t s = 0; s < layout.storage.size(); ++s) {
+    IFT_CHECK(group_of[s] != none, "parameter layout: storage tensor at ", layout.storage[s].offset, " has no view");
+    GroupLayout& g = groups[group_of[s]];
+    const StorageTensor& t = layout.storage[s];
+    if (!g.runs.empty() && g.runs.back().end <= t.offset &&
+        (s == 0 || group_of[s - 1] == group_of[s])) {  // adjacent in the layout: one run, gap included
+      g.size += t.offset + t.numel - g.runs.back().end;
+      g.runs.back().end = t.offset + t.numel;
+    } else {
+      g.runs.push_back({t.offset, t.offset + t.numel, g.size});
+      g.size += t.numel;
+    }
+  }
+  // Groups that hold nothing are dropped (the default one when the specs select everything).
+  std::erase_if(groups, [](const GroupLayout& g) { return g.runs.empty(); });
+  return groups;
 }
 
 }  // namespace ift

@@ -1,5 +1,9 @@
 #include "engine/params.h"
 
+#include <algorithm>
+
+#include "engine/base/error.h"
+
 namespace ift {
 
 int64_t ParamView::numel() const {
@@ -8,19 +12,22 @@ int64_t ParamView::numel() const {
   return n;
 }
 
-ParamLayout ParamLayout::build(const ModelConfig& c) {
+namespace {
+
+ParamLayout build_views(const ModelConfig& c) {
   ParamLayout p;
   const int64_t C = c.hidden, F = c.intermediate, V = c.vocab_size;
   auto alloc = [&](int64_t n) {
-    const size_t at = p.total;
-    p.total += static_cast<size_t>(n);
+    const size_t at = (p.total + kAlignElements - 1) / kAlignElements * kAlignElements;
+    p.total = at + static_cast<size_t>(n);
+    p.storage.push_back({at, static_cast<size_t>(n)});
     return at;
   };
   auto view = [&](std::string name, std::vector<int64_t> shape, size_t offset, bool transposed, bool decay) {
     p.views.push_back({std::move(name), std::move(shape), offset, transposed, decay});
   };
 
-  if (c.family == Family::gpt2) {
+  if (c.names == TensorNames::gpt2) {
     // Names as GPT2LMHeadModel.save_pretrained writes them; Conv1D weights are (in, out).
     const std::string t = "transformer.";
     p.wte = alloc(V * C);
@@ -57,7 +64,9 @@ ParamLayout ParamLayout::build(const ModelConfig& c) {
     return p;
   }
 
+  // Llama, Mistral, Qwen2 and Phi-3 share the layer; Phi-3 names the fused buffers as one tensor each.
   const int64_t Q = c.q_dim(), KV = c.kv_dim();
+  const bool fused_names = c.names == TensorNames::phi3;
   p.wte = alloc(V * C);
   view("model.embed_tokens.weight", {V, C}, p.wte, false, true);
   for (int l = 0; l < c.n_layers; ++l) {
@@ -66,9 +75,9 @@ ParamLayout ParamLayout::build(const ModelConfig& c) {
                   kNoParam, kNoParam, kNoParam, kNoParam, kNoParam, kNoParam};
     L.norm1_w = alloc(C);
     L.qkv_w = alloc((Q + 2 * KV) * C);
-    if (c.attention_bias) L.qkv_b = alloc(Q + 2 * KV);
+    if (c.qkv_bias) L.qkv_b = alloc(Q + 2 * KV);
     L.o_w = alloc(C * Q);
-    if (c.attention_bias) L.o_b = alloc(C);
+    if (c.o_bias) L.o_b = alloc(C);
     L.norm2_w = alloc(C);
     L.up_w = alloc(2 * F * C);
     if (c.mlp_bias) L.up_b = alloc(2 * F);
@@ -76,19 +85,27 @@ ParamLayout ParamLayout::build(const ModelConfig& c) {
     if (c.mlp_bias) L.down_b = alloc(C);
     // named_parameters() order: attention projections, MLP, then the two norms.
     const std::string a = h + "self_attn.";
-    view(a + "q_proj.weight", {Q, C}, L.qkv_w, false, true);
-    if (c.attention_bias) view(a + "q_proj.bias", {Q}, L.qkv_b, false, false);
-    view(a + "k_proj.weight", {KV, C}, L.qkv_w + Q * C, false, true);
-    if (c.attention_bias) view(a + "k_proj.bias", {KV}, L.qkv_b + Q, false, false);
-    view(a + "v_proj.weight", {KV, C}, L.qkv_w + (Q + KV) * C, false, true);
-    if (c.attention_bias) view(a + "v_proj.bias", {KV}, L.qkv_b + Q + KV, false, false);
+    if (fused_names) {
+      view(a + "qkv_proj.weight", {Q + 2 * KV, C}, L.qkv_w, false, true);
+    } else {
+      view(a + "q_proj.weight", {Q, C}, L.qkv_w, false, true);
+      if (c.qkv_bias) view(a + "q_proj.bias", {Q}, L.qkv_b, false, false);
+      view(a + "k_proj.weight", {KV, C}, L.qkv_w + Q * C, false, true);
+      if (c.qkv_bias) view(a + "k_proj.bias", {KV}, L.qkv_b + Q, false, false);
+      view(a + "v_proj.weight", {KV, C}, L.qkv_w + (Q + KV) * C, false, true);
+      if (c.qkv_bias) view(a + "v_proj.bias", {KV}, L.qkv_b + Q + KV, false, false);
+    }
     view(a + "o_proj.weight", {C, Q}, L.o_w, false, true);
-    if (c.attention_bias) view(a + "o_proj.bias", {C}, L.o_b, false, false);
+    if (c.o_bias) view(a + "o_proj.bias", {C}, L.o_b, false, false);
     const std::string m = h + "mlp.";
-    view(m + "gate_proj.weight", {F, C}, L.up_w, false, true);
-    if (c.mlp_bias) view(m + "gate_proj.bias", {F}, L.up_b, false, false);
-    view(m + "up_proj.weight", {F, C}, L.up_w + F * C, false, true);
-    if (c.mlp_bias) view(m + "up_proj.bias", {F}, L.up_b + F, false, false);
+    if (fused_names) {
+      view(m + "gate_up_proj.weight", {2 * F, C}, L.up_w, false, true);
+    } else {
+      view(m + "gate_proj.weight", {F, C}, L.up_w, false, true);
+      if (c.mlp_bias) view(m + "gate_proj.bias", {F}, L.up_b, false, false);
+      view(m + "up_proj.weight", {F, C}, L.up_w + F * C, false, true);
+      if (c.mlp_bias) view(m + "up_proj.bias", {F}, L.up_b + F, false, false);
+    }
     view(m + "down_proj.weight", {C, F}, L.down_w, false, true);
     if (c.mlp_bias) view(m + "down_proj.bias", {C}, L.down_b, false, false);
     view(h + "input_layernorm.weight", {C}, L.norm1_w, false, false);
@@ -104,6 +121,22 @@ ParamLayout ParamLayout::build(const ModelConfig& c) {
     view("lm_head.weight", {V, C}, p.lm_head, false, true);
   }
   return p;
+}
+
+}  // namespace
+
+ParamLayout ParamLayout::build(const ModelConfig& c) {
+  ParamLayout p = build_views(c);
+  for (const ParamView& v : p.views) p.parameters += static_cast<size_t>(v.numel());
+  return p;
+}
+
+const StorageTensor& ParamLayout::storage_of(size_t offset) const {
+  auto it = std::upper_bound(storage.begin(), storage.end(), offset,
+                             [](size_t o, const StorageTensor& t) { return o < t.offset; });
+  IFT_CHECK(it != storage.begin() && offset < std::prev(it)->offset + std::prev(it)->numel,
+            "parameter layout: element ", offset, " is in no storage tensor");
+  return *std::prev(it);
 }
 
 const ParamView* ParamLayout::find(const std::string& name) const {

@@ -17,6 +17,7 @@
 namespace ift {
 
 inline constexpr size_t kNoParam = static_cast<size_t>(-1);  // offset of a tensor the model lacks
+inline constexpr size_t kAlignElements = 128;                   // every storage tensor starts at a multiple
 
 struct LayerParams {            // offsets into the flat buffer; kNoParam when absent
   size_t norm1_w, norm1_b;      // (C)
@@ -36,17 +37,25 @@ struct ParamView {                 // one tensor as Hugging Face names and store
   int64_t numel() const;
 };
 
+struct StorageTensor {             // one allocation of the flat buffer; views lie inside one
+  size_t offset = 0, numel = 0;
+};
+
 struct ParamLayout {
   size_t wte = kNoParam;           // (V, C) token embeddings
   size_t wpe = kNoParam;           // (P, C) learned positions (GPT-2)
   std::vector<LayerParams> layers;
   size_t normf_w = kNoParam, normf_b = kNoParam;  // (C)
   size_t lm_head = kNoParam;       // (V, C); == wte when tied
-  size_t total = 0;                // elements in the flat buffer
+  size_t total = 0;                // elements in the flat buffer (the parameters and the alignment gaps)
+  size_t parameters = 0;           // elements of the views: the model's parameter count
   std::vector<ParamView> views;    // every tensor, in the order Hugging Face's named_parameters() lists them
+  std::vector<StorageTensor> storage;  // in offset order
 
   static ParamLayout build(const ModelConfig& config);
   const ParamView* find(const std::string& name) const;
+  // The storage tensor holding flat element `offset` (an error if none does).
+  const StorageTensor& storage_of(size_t offset) const;
 };
 
 }  // namespace ift

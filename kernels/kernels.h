@@ -15,6 +15,7 @@
 #include "kernels/rope.h"
 #include "kernels/norm.h"
 #include "kernels/elementwise.h"
+#include "kernels/decode.h"
 
 IFT_KERNELS_BEGIN
 

@@ -107,7 +107,7 @@ int bench(Args args) {
                              .c_str());
     return 0;
   }
-  std::printf("model %s: %zu parameters, B=%d T=%d, %d threads\n", m.c_str(), model.layout().total, B, T,
+  std::printf("model %s: %zu parameters, B=%d T=%d, %d threads\n", m.c_str(), model.layout().parameters, B, T,
               omp_get_max_threads());
   std::printf("step: median %.1f ms over %d steps (min %.1f, max %.1f)\n", median * 1e3, steps, times.front() * 1e3,
               times.back() * 1e3);

@@ -18,7 +18,8 @@ namespace ift::cmd {
 
 namespace {
 
-int eval_loss(const cli::Parser& p, CpuModel<float>& model, const Tokenizer& tok) {
+template <class B>
+int eval_loss(const cli::Parser& p, Model<B>& model, const Tokenizer& tok) {
   std::filesystem::path data(p.str("--data"));
   if (std::filesystem::is_directory(data)) data /= "train.pack";
   const PackedFile file(data);
@@ -34,7 +35,8 @@ int eval_loss(const cli::Parser& p, CpuModel<float>& model, const Tokenizer& tok
   return 0;
 }
 
-int eval_tasks(const cli::Parser& p, const CpuModel<float>& model, const Tokenizer& tok) {
+template <class B>
+int eval_tasks(const cli::Parser& p, const Model<B>& model, const Tokenizer& tok) {
   const std::vector<TaskExample> examples = read_task_jsonl(p.str("--tasks"));
   IFT_CHECK(!examples.empty(), p.str("--tasks"), ": no examples");
   const ChatFormatter formatter(find_template(p.str("--template")), tok);
@@ -80,12 +82,16 @@ int eval(Args args) {
   p.option("--examples", "N", "2", "examples shown per task (--tasks)");
   p.option("--batch", "B", "4", "rows per forward pass (--data)");
   p.option("--out", "FILE.json", "", "also write the results as JSON");
+  p.option("--backend", "cpu|emu|cuda", "cpu", "where the model runs (decoding included)");
+  p.option("--precision", "fp32|bf16", "fp32", "weights and activations (bf16: emu and cuda)");
   if (!p.parse(args)) return 0;
   IFT_CHECK(p.given("--data") != p.given("--tasks"), "give exactly one of --data and --tasks");
   const std::filesystem::path dir = resolve_model_dir(p.str("--model"));
-  CpuModel<float> model = load_model(dir);
   const auto tok = load_tokenizer(p.str("--tokenizer").empty() ? dir : std::filesystem::path(p.str("--tokenizer")));
-  return p.given("--data") ? eval_loss(p, model, *tok) : eval_tasks(p, model, *tok);
+  return with_backend(parse_backend(p.str("--backend")), parse_precision(p.str("--precision")), [&]<class B>() {
+    Model<B> model = load_model<B>(dir);
+    return p.given("--data") ? eval_loss(p, model, *tok) : eval_tasks(p, model, *tok);
+  });
 }
 
 }  // namespace ift::cmd

@@ -1,7 +1,9 @@
 // `ift generate` and `ift chat`: a model directory (or a run's newest checkpoint) answering prompts
 // rendered with a chat template, streamed token by token.
 #include <cstdio>
+#include <functional>
 #include <iostream>
+#include <memory>
 
 #include "data/template.h"
 #include "engine/checkpoint.h"
@@ -24,10 +26,26 @@ void declare_sampling(cli::Parser& p) {
   p.option("--top-k", "K", "0", "sample among the K most likely tokens; 0: all");
   p.option("--top-p", "P", "1", "sample among the smallest set of tokens with probability P");
   p.option("--seed", "S", "0", "sampling seed");
+  p.option("--backend", "cpu|emu|cuda", "cpu", "where the model runs (KV-cache decoding on that backend)");
+  p.option("--precision", "fp32|bf16", "fp32", "weights and activations (bf16: emu and cuda)");
+}
+
+// A model of whichever backend --backend names, behind one generate call.
+using Generator = std::function<std::vector<int32_t>(std::span<const int32_t>, const SamplingOptions&,
+                                                     const std::function<void(int32_t)>&)>;
+
+Generator open_generator(const std::filesystem::path& dir, const cli::Parser& p) {
+  return with_backend(parse_backend(p.str("--backend")), parse_precision(p.str("--precision")), [&]<class B>() {
+    auto model = std::make_shared<Model<B>>(load_model<B>(dir));
+    return Generator([model](std::span<const int32_t> prompt, const SamplingOptions& o,
+                             const std::function<void(int32_t)>& on_token) {
+      return ift::generate(*model, prompt, o, on_token);
+    });
+  });
 }
 
 struct Session {
-  CpuModel<float> model;
+  Generator model;
   std::unique_ptr<Tokenizer> tok;
   std::unique_ptr<ChatFormatter> formatter;
   SamplingOptions sampling;
@@ -35,7 +53,7 @@ struct Session {
 
 Session open_session(const cli::Parser& p) {
   const std::filesystem::path dir = resolve_model_dir(p.str("--model"));
-  Session s{load_model(dir), load_tokenizer(p.str("--tokenizer").empty() ? dir : std::filesystem::path(p.str("--tokenizer"))), nullptr, {}};
+  Session s{open_generator(dir, p), load_tokenizer(p.str("--tokenizer").empty() ? dir : std::filesystem::path(p.str("--tokenizer"))), nullptr, {}};
   s.formatter = std::make_unique<ChatFormatter>(find_template(p.str("--template")), *s.tok);
   s.sampling.max_new_tokens = static_cast<int>(p.integer("--max-new-tokens"));
   s.sampling.temperature = static_cast<float>(p.real("--temperature"));
@@ -53,7 +71,7 @@ std::string reply(Session& s, const Conversation& conv) {
   const Sample prompt = s.formatter->render_prompt(conv);
   std::vector<int32_t> ids;
   std::string shown;
-  generate(s.model, prompt.tokens, s.sampling, [&](int32_t id) {
+  s.model(prompt.tokens, s.sampling, [&](int32_t id) {
     if (!s.sampling.stop_ids.empty() && id == s.sampling.stop_ids[0]) return;
     ids.push_back(id);
     const std::string text = s.tok->decode(ids);

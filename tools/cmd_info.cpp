@@ -37,7 +37,7 @@ int info(Args args) {
   return with_backend(kind, precision, [&]<class Back>() {
     const MemoryBytes plan = Model<Back>::plan(config, N, options, optimizer);
     std::printf("%s: %s, %d layers, hidden %d, %zu parameters\n", p.str("--model").c_str(), config.model_type.c_str(),
-                config.n_layers, config.hidden, ParamLayout::build(config).total);
+                config.n_layers, config.hidden, ParamLayout::build(config).parameters);
     std::printf("plan for B=%d T=%d on %s, %s%s%s:\n%s", B, T, name_of(kind), name_of(precision),
                 options.recompute ? ", recompute" : "", optimizer ? ", AdamW" : ", no optimizer", plan.table().c_str());
     if (!p.on("--measure")) return 0;

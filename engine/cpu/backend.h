@@ -60,6 +60,17 @@ class CpuBackend {
   void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, int N, int C, float eps) {
     cpu::rmsnorm_forward(out, rstd, x, w, N, C, eps);
   }
+  // The reference composes the two ops: the kernels' fused pass must equal it.
+  void layernorm_residual_forward(T* residual_out, T* out, T* mean, T* rstd, const T* x, const T* residual, const T* w,
+                                  const T* b, int N, int C, float eps) {
+    cpu::residual_forward(residual_out, x, residual, int64_t(N) * C);
+    cpu::layernorm_forward(out, mean, rstd, residual_out, w, b, N, C, eps);
+  }
+  void rmsnorm_residual_forward(T* residual_out, T* out, T* rstd, const T* x, const T* residual, const T* w, int N,
+                                int C, float eps) {
+    cpu::residual_forward(residual_out, x, residual, int64_t(N) * C);
+    cpu::rmsnorm_forward(out, rstd, residual_out, w, N, C, eps);
+  }
   void rmsnorm_backward(T* dx, T* dw, const T* dres, const T* dout, const T* x, const T* w, const T* rstd, int N,
                         int C) {
     cpu::rmsnorm_backward(dx, dw, dres, dout, x, w, rstd, N, C);
@@ -90,6 +101,14 @@ class CpuBackend {
   }
   void swiglu_forward(T* out, const T* inp, int N, int F) { cpu::swiglu_forward(out, inp, N, F); }
   void swiglu_backward(T* dinp, const T* inp, const T* dout, int N, int F) { cpu::swiglu_backward(dinp, inp, dout, N, F); }
+  void copy_rows(T* dst, int ld_dst, const T* src, int ld_src, int rows, int cols) {
+    for (int r = 0; r < rows; ++r)
+      std::memcpy(dst + int64_t(r) * ld_dst, src + int64_t(r) * ld_src, size_t(cols) * sizeof(T));
+  }
+  void attention_decode(T* out, const T* q, int ldq, const T* k_cache, const T* v_cache, int n, int start, int H,
+                        int KVH, int D, float scale) {
+    cpu::attention_cached(out, q, ldq, k_cache, v_cache, n, start, H, KVH, D, scale);
+  }
   void residual_forward(T* out, const T* a, const T* b, size_t n) {
     cpu::residual_forward(out, a, b, static_cast<int64_t>(n));
   }

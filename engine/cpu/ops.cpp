@@ -242,7 +242,7 @@ void matmul_forward(T* out, const T* inp, const T* w, const T* b, int N, int I, 
 template <class T>
 void matmul_backward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w, int N, int I, int O) {
   if (dinp) gemm(CblasNoTrans, CblasNoTrans, N, I, O, T(1), dout, O, w, I, T(0), dinp, I);
-  gemm(CblasTrans, CblasNoTrans, O, I, N, T(1), dout, O, inp, I, T(1), dw, I);
+  if (dw) gemm(CblasTrans, CblasNoTrans, O, I, N, T(1), dout, O, inp, I, T(1), dw, I);
   if (db) {
 #pragma omp parallel for if (parallel_pays(int64_t(N) * O))
     for (int o = 0; o < O; ++o) {

@@ -107,7 +107,11 @@ struct CudaDevice {
 
 template class KernelBackend<float, CudaDevice>;
 template class KernelBackend<__nv_bfloat16, CudaDevice>;
+template class Transformer<CudaBackend<float>>;
+template class Optimizer<CudaBackend<float>>;
 template class Model<CudaBackend<float>>;
+template class Transformer<CudaBackend<__nv_bfloat16>>;
+template class Optimizer<CudaBackend<__nv_bfloat16>>;
 template class Model<CudaBackend<__nv_bfloat16>>;
 
 }  // namespace ift

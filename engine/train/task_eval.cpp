@@ -54,15 +54,18 @@ nlohmann::json TaskEvalReport::to_json(const std::vector<TaskExample>& examples,
   return j;
 }
 
-std::string greedy_answer(const CpuModel<float>& model, const Tokenizer& tok, const ChatFormatter& formatter,
-                          const TaskExample& example, int max_new_tokens) {
+GreedyPrompt greedy_prompt(const Tokenizer& tok, const ChatFormatter& formatter, const TaskExample& example,
+                           int max_new_tokens) {
   Conversation conv;
   conv.turns.push_back({Role::user, example.instruction, example.input});
-  const Sample prompt = formatter.render_prompt(conv);
-  SamplingOptions so;
-  so.max_new_tokens = max_new_tokens;
-  if (tok.eos_id() >= 0) so.stop_ids = {tok.eos_id()};
-  std::vector<int32_t> ids = generate(model, prompt.tokens, so);
+  GreedyPrompt p;
+  p.tokens = formatter.render_prompt(conv).tokens;
+  p.sampling.max_new_tokens = max_new_tokens;
+  if (tok.eos_id() >= 0) p.sampling.stop_ids = {tok.eos_id()};
+  return p;
+}
+
+std::string answer_text(const Tokenizer& tok, std::vector<int32_t> ids) {
   if (!ids.empty() && tok.eos_id() >= 0 && ids.back() == tok.eos_id()) ids.pop_back();
   return tok.decode(ids);
 }

@@ -14,6 +14,7 @@
 
 #include "data/synthetic.h"
 #include "data/template.h"
+#include "engine/generate.h"
 #include "engine/model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -41,9 +42,24 @@ TaskEvalReport score_tasks(const std::vector<TaskExample>& examples,
                            const std::function<std::string(const TaskExample&)>& answer,
                            const std::function<void(size_t)>& on_done = nullptr);
 
-// The model's greedy answer to one example: rendered as a user turn (instruction + input) with the
-// formatter's template, decoded up to EOS or max_new_tokens.
-std::string greedy_answer(const CpuModel<float>& model, const Tokenizer& tok, const ChatFormatter& formatter,
-                          const TaskExample& example, int max_new_tokens);
+// The prompt of one example (a user turn of instruction + input, rendered with the formatter's
+// template) and greedy sampling up to EOS or max_new_tokens; and the answer text of what was
+// generated (the EOS dropped).
+struct GreedyPrompt {
+  std::vector<int32_t> tokens;
+  SamplingOptions sampling;
+};
+GreedyPrompt greedy_prompt(const Tokenizer& tok, const ChatFormatter& formatter, const TaskExample& example,
+                           int max_new_tokens);
+std::string answer_text(const Tokenizer& tok, std::vector<int32_t> generated);
+
+// The model's greedy answer to one example, decoded on the model's own backend (any Model<B> or
+// Transformer<B>).
+template <class M>
+std::string greedy_answer(const M& model, const Tokenizer& tok, const ChatFormatter& formatter,
+                          const TaskExample& example, int max_new_tokens) {
+  const GreedyPrompt p = greedy_prompt(tok, formatter, example, max_new_tokens);
+  return answer_text(tok, generate(model, p.tokens, p.sampling));
+}
 
 }  // namespace ift

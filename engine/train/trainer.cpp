@@ -126,11 +126,17 @@ EvalResult evaluate(Model<B>& model, const PackedFile& file, int rows_per_batch,
 }
 
 template EvalResult evaluate(CpuModel<float>&, const PackedFile&, int, int64_t);
+template EvalResult evaluate(Model<EmuBackend<float>>&, const PackedFile&, int, int64_t);
+template EvalResult evaluate(Model<EmuBackend<__nv_bfloat16>>&, const PackedFile&, int, int64_t);
+#if IFT_HAVE_CUDA
+template EvalResult evaluate(Model<CudaBackend<float>>&, const PackedFile&, int, int64_t);
+template EvalResult evaluate(Model<CudaBackend<__nv_bfloat16>>&, const PackedFile&, int, int64_t);
+#endif
 
 namespace {
 
 template <class B>
-TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>* stop) {
+TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>* stop, const TrainHooks& hooks) {
   const fs::path out(c.out_dir), ckpt_root = fs::path(c.out_dir) / "checkpoints";
   fs::create_directories(out);
   const fs::path metrics = out / "metrics.jsonl", samples = out / "samples.jsonl";
@@ -184,7 +190,7 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
     std::ofstream(out / "config.yaml") << c.to_yaml();
   }
   std::fprintf(stderr, "model: %s, %zu parameters on %s (%s%s); %lld rows of %d tokens; %lld steps of %lld rows\n",
-               mc.model_type.c_str(), model.layout().total, c.backend.c_str(), c.precision.c_str(),
+               mc.model_type.c_str(), model.layout().parameters, c.backend.c_str(), c.precision.c_str(),
                c.recompute ? ", recompute" : "", static_cast<long long>(train_file.n_rows()), c.seq_len,
                static_cast<long long>(total_steps), static_cast<long long>(rows_per_step));
 
@@ -219,17 +225,9 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
       progress.log(buf);
     }
     if (c.sample_prompts.empty()) return;
-    // Decoding runs on the cpu backend: other backends lend it a copy of their (master) weights.
-    std::optional<CpuModel<float>> copy;
-    const CpuModel<float>* decoder = nullptr;
-    if constexpr (B::kind == BackendKind::cpu) {
-      decoder = &model;
-    } else {
-      copy.emplace(mc).load_params(model.params_to_host());
-      decoder = &*copy;
-    }
+    // Decoding runs on the training backend, with the weights the forward pass uses.
     for (const std::string& prompt : c.sample_prompts) {
-      const std::string output = greedy_answer(*decoder, *tok, *formatter, {"", prompt, "", ""}, c.sample_max_tokens);
+      const std::string output = greedy_answer(model, *tok, *formatter, {"", prompt, "", ""}, c.sample_max_tokens);
       append_line(samples, {{"step", at_step}, {"prompt", prompt}, {"output", output}});
     }
   };
@@ -257,6 +255,12 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
         model.backward();
       }
     }
+    // The gradient hook: the place where data parallelism all-reduces each trainable group's
+    // gradients, between the last backward and the step (one process: the hook given, if any).
+    if (hooks.on_gradients)
+      for (auto& g : model.optimizer().groups())
+        if (g.layout.trainable) hooks.on_gradients(g.layout.name, g.grads.data(), g.layout.size, B::kind);
+    // The step: the global gradient norm across the groups, one clip factor, AdamW per group.
     const double norm = std::isfinite(loss) ? model.step(lr) : NAN;
     ++step;
     tokens_seen += tokens;
@@ -316,10 +320,10 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
 
 }  // namespace
 
-TrainSummary train(const TrainConfig& c, bool resume, const std::atomic<bool>* stop) {
+TrainSummary train(const TrainConfig& c, bool resume, const std::atomic<bool>* stop, const TrainHooks& hooks) {
   if (c.threads > 0) omp_set_num_threads(c.threads);
   return with_backend(parse_backend(c.backend), parse_precision(c.precision),
-                      [&]<class B>() { return train_on<B>(c, resume, stop); });
+                      [&]<class B>() { return train_on<B>(c, resume, stop, hooks); });
 }
 
 }  // namespace ift

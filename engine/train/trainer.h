@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 
 #include "data/packed_file.h"
@@ -37,8 +38,17 @@ struct EvalResult {
 template <class B>
 EvalResult evaluate(Model<B>& model, const PackedFile& file, int rows_per_batch, int64_t max_batches);
 
+// Where the caller joins the training step. on_gradients runs once per step for each trainable
+// parameter group, after the last micro-batch's backward and before the gradient norm and the
+// AdamW step: the place where data parallelism all-reduces (fp32 gradients of `n` elements in the
+// memory of backend `where`).
+struct TrainHooks {
+  std::function<void(const std::string& group, float* grads, size_t n, BackendKind where)> on_gradients;
+};
+
 // Runs training as configured. With resume, continues from the newest checkpoint in
 // out_dir/checkpoints (an error if there is none). `stop` (may be null) is polled after every step.
-TrainSummary train(const TrainConfig& config, bool resume, const std::atomic<bool>* stop = nullptr);
+TrainSummary train(const TrainConfig& config, bool resume, const std::atomic<bool>* stop = nullptr,
+                   const TrainHooks& hooks = {});
 
 }  // namespace ift

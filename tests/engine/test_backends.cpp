@@ -8,6 +8,7 @@
 // loss 1e-2 relative, logits 2e-2 and gradients 5e-2 of the largest |value|, i.e. a few roundings of
 // the inputs of each op accumulated over 2 layers; the figures measured when this test was written
 // are in docs/engine.md.
+#include <cstring>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -260,6 +261,120 @@ TEST_CASE("the memory plan is what the model allocates, on every backend and opt
   const int64_t saved = Model<EmuBackend<bf16>>::plan(c, N, {}, true)[MemoryPart::activations] -
                         Model<EmuBackend<bf16>>::plan(c, N, ModelOptions{true}, true)[MemoryPart::activations];
   CHECK(saved == (int64_t(c.n_layers) * (2 * c.hidden + c.intermediate) - (c.hidden + c.intermediate)) * N * 2);
+}
+
+// ---- parameter groups ------------------------------------------------------------------------------
+
+namespace {
+
+// Freezes the embeddings and layer 0 (every tensor whose name says so); the rest trains.
+std::vector<ParamGroupSpec> freeze_first_layer() {
+  return {{"frozen",
+           [](const ParamView& v) {
+             return v.name.find("wte") != std::string::npos || v.name.find("wpe") != std::string::npos ||
+                    v.name.find("embed_tokens") != std::string::npos || v.name.find(".0.") != std::string::npos;
+           },
+           false}};
+}
+
+template <class B>
+void check_frozen_group(const std::string& family) {
+  INFO(family << " on " << name_of(B::kind));
+  ModelConfig config = tiny(family);
+  const Case c = tiny_case(config);
+  const int N = static_cast<int>(c.tokens.size());
+  Model<B> model(config, {}, freeze_first_layer());
+  Model<B> full(config);
+  model.init_random(3), full.init_random(3);
+  model.enable_optimizer({}), full.enable_optimizer({});
+  const ParamLayout& layout = model.layout();
+  const auto& groups = model.optimizer().groups();
+  REQUIRE(groups.size() == 2);
+  const auto& frozen = groups[0].layout.trainable ? groups[1] : groups[0];
+  const auto& trained = groups[0].layout.trainable ? groups[0] : groups[1];
+  CHECK(frozen.layout.name == "frozen");
+  CHECK(frozen.grads.size() == 0);
+  CHECK(frozen.master.size() == 0);
+  CHECK(frozen.m.size() == 0);
+  CHECK(frozen.v.size() == 0);
+  CHECK(trained.grads.size() == trained.layout.size);
+  CHECK(frozen.layout.size + trained.layout.size <= layout.total);
+  CHECK(frozen.layout.size > 0);
+
+  // The plan counts gradients, masters and moments of the trainable group only, and is what is
+  // allocated.
+  const MemoryBytes plan = Model<B>::plan(config, N, {}, true, freeze_first_layer());
+  const MemoryBytes full_plan = Model<B>::plan(config, N, {}, true);
+  CHECK(plan[MemoryPart::grads] == int64_t(trained.layout.size * sizeof(typename B::grad_t)));
+  CHECK(plan[MemoryPart::optimizer] == int64_t(2 * trained.layout.size * 4));
+  CHECK(plan[MemoryPart::grads] < full_plan[MemoryPart::grads]);
+
+  const std::vector<float> before = model.params_to_host();
+  std::vector<float> first_grads_frozen_run, first_grads_full_run;
+  for (int step = 0; step < 3; ++step) {
+    for (Model<B>* m : {&model, &full}) {
+      m->zero_grads();
+      m->forward(c.view(), 10.0);
+      m->backward();
+    }
+    if (step == 0) first_grads_frozen_run = model.grads_to_host(), first_grads_full_run = full.grads_to_host();
+    model.step(1e-2f), full.step(1e-2f);
+    const MemoryBytes& got = model.allocated();
+    for (int p = 0; p < kMemoryParts; ++p) {
+      INFO("step " << step << " " << name_of(static_cast<MemoryPart>(p)) << "\nplan:\n" << plan.table()
+                   << "allocated:\n" << got.table());
+      CHECK(got.bytes[p] == plan.bytes[p]);
+    }
+  }
+  const std::vector<float> after = model.params_to_host();
+  size_t frozen_values = 0, moved = 0;
+  for (const ParamView& v : layout.views) {
+    const bool is_frozen = freeze_first_layer()[0].selects(v);
+    for (int64_t i = 0; i < v.numel(); ++i) {
+      const size_t k = v.offset + size_t(i);
+      if (is_frozen) {
+        ++frozen_values;
+        INFO(v.name << "[" << i << "]");
+        REQUIRE(std::memcmp(&before[k], &after[k], sizeof(float)) == 0);  // bitwise untouched
+        REQUIRE(first_grads_frozen_run[k] == 0.0f);                       // no gradient
+      } else {
+        moved += before[k] != after[k];
+        // The trainable tensors get the full model's gradient: the same ops, dW of the frozen ones skipped.
+        INFO(v.name << "[" << i << "]");
+        REQUIRE(first_grads_frozen_run[k] == first_grads_full_run[k]);
+      }
+    }
+  }
+  CHECK(frozen_values > 0);
+  CHECK(moved > 0);
+}
+
+}  // namespace
+
+TEST_CASE("a frozen group: weights bitwise unchanged, no gradient, no optimizer state, in the plan", "[backends]") {
+  for (const std::string family : {"gpt2", "llama"}) {
+    check_frozen_group<CpuBackend<float>>(family);
+    check_frozen_group<EmuBackend<bf16>>(family);
+  }
+}
+
+TEST_CASE("parameter groups: a fused tensor cannot be split, wpe goes with wte", "[backends]") {
+  const ModelConfig llama = tiny("llama");
+  const ParamLayout layout = ParamLayout::build(llama);
+  const auto only_q = std::vector<ParamGroupSpec>{
+      {"q", [](const ParamView& v) { return v.name.find("q_proj") != std::string::npos; }, false}};
+  CHECK_THROWS_WITH(group_layout(layout, only_q), Catch::Contains("k_proj") && Catch::Contains("same group"));
+  const ModelConfig gpt2 = tiny("gpt2");
+  const auto only_wte =
+      std::vector<ParamGroupSpec>{{"wte", [](const ParamView& v) { return v.name.find("wte") != std::string::npos; }, false}};
+  CHECK_THROWS_WITH(group_layout(ParamLayout::build(gpt2), only_wte), Catch::Contains("position embeddings"));
+  // No specs: one trainable group, one run over the whole layout (what a full fine-tune steps).
+  const std::vector<GroupLayout> one = group_layout(layout, {});
+  REQUIRE(one.size() == 1);
+  CHECK(one[0].name == "default");
+  REQUIRE(one[0].runs.size() == 1);
+  CHECK(one[0].runs[0].begin == 0);
+  CHECK(one[0].runs[0].end == layout.total);
 }
 
 #if IFT_HAVE_CUDA

@@ -53,7 +53,7 @@ void randomise(CpuModel<double>& m, uint64_t seed) {
   m.init_random(seed, 0.4);
   std::mt19937_64 rng(seed + 1);
   std::normal_distribution<double> noise(0.0, 0.2);
-  for (double& w : m.params) w += noise(rng);
+  for (double& w : m.params()) w += noise(rng);
 }
 
 void check_model_gradients(const ModelConfig& config, uint64_t seed) {
@@ -65,12 +65,12 @@ void check_model_gradients(const ModelConfig& config, uint64_t seed) {
   CHECK(std::isfinite(loss));
   CHECK(loss > 0.1);
   m.backward();
-  const std::vector<double> analytic(m.grads.begin(), m.grads.end());
+  const std::vector<double> analytic(m.grads().begin(), m.grads().end());
   for (const ParamView& v : m.layout().views) {
     // Each Hugging Face tensor separately, so a failure names the tensor.
     std::vector<size_t> idx(v.numel());
     std::iota(idx.begin(), idx.end(), v.offset);
-    check_gradient(v.name, m.params, [&] { return m.forward(b.view(), norm); }, analytic, idx, 1e-5, 1e-8, 1e-5);
+    check_gradient(v.name, m.params(), [&] { return m.forward(b.view(), norm); }, analytic, idx, 1e-5, 1e-8, 1e-5);
   }
 }
 
@@ -117,7 +117,7 @@ TEST_CASE("model: fp32 and fp64 agree; gradients accumulate across backward call
   CpuModel<double> md(config);
   randomise(md, 9);
   CpuModel<float> mf(config);
-  for (size_t i = 0; i < md.params.size(); ++i) mf.params[i] = static_cast<float>(md.params[i]);
+  for (size_t i = 0; i < md.params().size(); ++i) mf.params()[i] = static_cast<float>(md.params()[i]);
   const TestBatch b = packed_batch(config.vocab_size, 10);
   const double n = static_cast<double>(b.view().trained_tokens());
   const double ld = md.forward(b.view(), n);
@@ -125,10 +125,72 @@ TEST_CASE("model: fp32 and fp64 agree; gradients accumulate across backward call
   const double lf = mf.forward(b.view(), n);
   mf.backward();
   CHECK(lf == Approx(ld).epsilon(1e-5));
-  require_close_to_max("fp32 grads", mf.grads, md.grads, 1e-4);
+  require_close_to_max("fp32 grads", mf.grads(), md.grads(), 1e-4);
   mf.forward(b.view(), n);
   mf.backward();
-  std::vector<double> twice(md.grads.size());
-  for (size_t i = 0; i < twice.size(); ++i) twice[i] = 2 * md.grads[i];
-  require_close_to_max("grads after two backward calls", mf.grads, twice, 1e-4);
+  std::vector<double> twice(md.grads().size());
+  for (size_t i = 0; i < twice.size(); ++i) twice[i] = 2 * md.grads()[i];
+  require_close_to_max("grads after two backward calls", mf.grads(), twice, 1e-4);
+}
+
+TEST_CASE("config: the families' biases and names are derived; what ift lacks is an error naming the field",
+          "[model]") {
+  const nlohmann::json base = {{"vocab_size", 13}, {"hidden_size", 12}, {"num_hidden_layers", 1},
+                               {"num_attention_heads", 2}, {"intermediate_size", 20}};
+  auto with = [&](const std::string& type, nlohmann::json extra = nlohmann::json::object()) {
+    nlohmann::json j = base;
+    j["model_type"] = type;
+    j.update(extra);
+    return ModelConfig::from_json(j, "config.json");
+  };
+  const ModelConfig qwen = with("qwen2");
+  CHECK((qwen.qkv_bias && !qwen.o_bias && !qwen.mlp_bias));
+  const ParamLayout ql = ParamLayout::build(qwen);
+  CHECK(ql.find("model.layers.0.self_attn.q_proj.bias"));
+  CHECK_FALSE(ql.find("model.layers.0.self_attn.o_proj.bias"));  // a Qwen2 checkpoint has none
+  const ModelConfig llama = with("llama", {{"attention_bias", true}});
+  CHECK((llama.qkv_bias && llama.o_bias && !llama.mlp_bias));
+  const ModelConfig phi = with("phi3");
+  CHECK(ParamLayout::build(phi).find("model.layers.0.self_attn.qkv_proj.weight"));
+  CHECK(ParamLayout::build(phi).find("model.layers.0.mlp.gate_up_proj.weight"));
+  CHECK_FALSE(ParamLayout::build(phi).find("model.layers.0.self_attn.q_proj.weight"));
+  // Round trip: to_json names a model_type that builds the same biases and tensor names.
+  for (const ModelConfig& c : {qwen, llama, phi, with("mistral")}) {
+    const ModelConfig back = ModelConfig::from_json(c.to_json());
+    CHECK(back.model_type == c.model_type);
+    CHECK((back.qkv_bias == c.qkv_bias && back.o_bias == c.o_bias && back.mlp_bias == c.mlp_bias));
+    CHECK(ParamLayout::build(back).views.size() == ParamLayout::build(c).views.size());
+  }
+  // Every storage tensor starts on the alignment boundary.
+  for (const StorageTensor& t : ql.storage) CHECK(t.offset % kAlignElements == 0);
+  CHECK(ql.parameters < ql.total);
+
+  CHECK_THROWS_WITH(with("llama", {{"rope_scaling", {{"type", "linear"}, {"factor", 2.0}}}}),
+                    Catch::Contains("config.json: field 'rope_scaling' is not supported"));
+  CHECK_THROWS_WITH(with("phi3", {{"partial_rotary_factor", 0.5}}), Catch::Contains("'partial_rotary_factor'"));
+  CHECK_THROWS_WITH(with("qwen2", {{"attention_bias", true}}), Catch::Contains("field 'attention_bias'"));
+  CHECK_THROWS_WITH(with("mistral", {{"hidden_act", "gelu"}}), Catch::Contains("field 'hidden_act'"));
+  CHECK_THROWS_WITH(with("gemma"), Catch::Contains("model_type 'gemma' is not supported"));
+}
+
+TEST_CASE("a sliding window: sequences within it run, longer ones are refused naming the field", "[model]") {
+  const ModelConfig c = ModelConfig::from_json({{"model_type", "mistral"}, {"vocab_size", 13}, {"hidden_size", 12},
+                                                {"num_hidden_layers", 1}, {"num_attention_heads", 2},
+                                                {"intermediate_size", 20}, {"sliding_window", 4}});
+  CHECK(c.sliding_window == 4);
+  CpuModel<float> m(c);
+  m.init_random(1);
+  const std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6}, targets = {2, 3, 4, 5, 6, -1};
+  const std::vector<int32_t> pos_ok = {0, 1, 2, 3, 0, 1}, cu_ok = {0, 4, 6};
+  CHECK(std::isfinite(m.forward({6, tokens, targets, pos_ok, cu_ok}, 5.0)));
+  const std::vector<int32_t> pos_long = {0, 1, 2, 3, 4, 5}, cu_long = {0, 6};
+  CHECK_THROWS_WITH(m.forward({6, tokens, targets, pos_long, cu_long}, 5.0), Catch::Contains("sliding_window (4)"));
+  auto cache = m.make_cache(8);
+  m.decode(std::span(tokens).first(4), cache);
+  CHECK_THROWS_WITH(m.decode(std::span(tokens).subspan(4, 1), cache), Catch::Contains("sliding_window"));
+  // Qwen2 ignores its window unless use_sliding_window is true.
+  const ModelConfig q = ModelConfig::from_json({{"model_type", "qwen2"}, {"vocab_size", 13}, {"hidden_size", 12},
+                                                {"num_hidden_layers", 1}, {"num_attention_heads", 2},
+                                                {"intermediate_size", 20}, {"sliding_window", 4}});
+  CHECK(q.sliding_window == 0);
 }

@@ -48,7 +48,7 @@ TEST_CASE("AdamW: clipping by global norm, no decay on norms and biases, non-fin
                                                 {"n_layer", 1}, {"n_head", 2}, {"n_positions", 3}});
   CpuModel<float> model(c);
   const ParamLayout& layout = model.layout();
-  std::fill(model.params.begin(), model.params.end(), 1.0f);
+  std::fill(model.params().begin(), model.params().end(), 1.0f);
   const ParamView* bias = layout.find("transformer.h.0.attn.c_attn.bias");
   const ParamView* weight = layout.find("transformer.h.0.attn.c_attn.weight");
   REQUIRE(bias);
@@ -60,21 +60,21 @@ TEST_CASE("AdamW: clipping by global norm, no decay on norms and biases, non-fin
   model.enable_optimizer(cfg);
   // Zero gradients: only decay moves parameters, and only the decayed ones.
   CHECK(model.step(0.1f) == 0.0);
-  CHECK(model.params[bias->offset] == 1.0f);
-  CHECK(model.params[weight->offset] == Approx(1.0f - 0.1f * 0.5f));
-  CHECK(model.params[layout.find("transformer.ln_f.weight")->offset] == 1.0f);
+  CHECK(model.params()[bias->offset] == 1.0f);
+  CHECK(model.params()[weight->offset] == Approx(1.0f - 0.1f * 0.5f));
+  CHECK(model.params()[layout.find("transformer.ln_f.weight")->offset] == 1.0f);
 
   // A gradient of norm 10 is clipped to 1: the first step's update is lr * sign(g) regardless of
   // scale, so check the moments instead (m = (1 - beta1) * g * scale).
   model.zero_grads();
-  model.grads[bias->offset] = 6.0f, model.grads[bias->offset + 1] = 8.0f;
+  model.grads()[bias->offset] = 6.0f, model.grads()[bias->offset + 1] = 8.0f;
   const double norm = model.step(0.1f);
   CHECK(norm == Approx(10.0));
   CHECK(model.optimizer_state().m[bias->offset] == Approx((1 - 0.9) * 0.6).epsilon(1e-5));
   CHECK(model.steps() == 2);
 
   const std::vector<float> before = model.params_to_host();
-  model.grads[weight->offset] = NAN;
+  model.grads()[weight->offset] = NAN;
   CHECK_FALSE(std::isfinite(model.step(0.1f)));
   CHECK(model.params_to_host() == before);
   CHECK(model.steps() == 2);

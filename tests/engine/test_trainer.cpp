@@ -1,5 +1,6 @@
 // The trainer: config validation, accumulation invariance, bitwise resume, checkpoints that
 // survive a kill mid-write and open as Hugging Face model directories.
+#include <cstring>
 #include <fstream>
 
 #include "engine/checkpoint.h"
@@ -182,4 +183,33 @@ TEST_CASE("a checkpoint is a Hugging Face model directory", "[trainer]") {
   const auto cfg = nlohmann::json::parse(std::ifstream(ck / "config.json"));
   CHECK(cfg["architectures"][0] == "LlamaForCausalLM");
   CHECK(cfg["max_position_embeddings"] == 64);
+}
+
+// The gradient hook runs once per step for the one trainable group, after backward (the gradients
+// are there) and before the step (zeroing them leaves the weights as initialised: no weight decay).
+TEST_CASE("the trainer's gradient hook sits between backward and the step", "[trainer]") {
+  const fs::path dir = temp_dir("hook");
+  const fs::path data = write_data(dir);
+  int calls = 0;
+  size_t seen = 0;
+  TrainHooks zero;
+  zero.on_gradients = [&](const std::string& group, float* g, size_t n, BackendKind where) {
+    ++calls, seen = n;
+    CHECK(group == "default");
+    CHECK(where == BackendKind::cpu);
+    double norm = 0;
+    for (size_t i = 0; i < n; ++i) norm += double(g[i]) * g[i], g[i] = 0.0f;
+    CHECK(norm > 0);
+  };
+  const TrainConfig c = TrainConfig::parse(base_config(dir, data), "hook",
+                                           {"out_dir=" + (dir / "run").string(), "max_steps=3", "save_every=3",
+                                            "optimizer.weight_decay=0"});
+  const TrainSummary s = train(c, false, nullptr, zero);
+  CHECK(calls == 3);
+  const CpuModel<float> trained = load_model(s.last_checkpoint);
+  CHECK(seen == trained.layout().total);
+  CpuModel<float> initial(trained.config());
+  initial.init_random(3);  // the trainer's init for seed 3
+  const std::vector<float> a = trained.params_to_host(), b = initial.params_to_host();
+  CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
 }

@@ -30,7 +30,8 @@ import safetensors
 import safetensors.torch
 import torch
 import transformers
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, MistralConfig,
+                          MistralForCausalLM, Phi3Config, Phi3ForCausalLM, Qwen2Config, Qwen2ForCausalLM)
 
 IGNORE = -100  # HF's ignore_index for labels
 
@@ -58,6 +59,34 @@ def llama_tied_config():
                        num_attention_heads=3, num_key_value_heads=3, max_position_embeddings=32,
                        rms_norm_eps=1e-6, tie_word_embeddings=True, attention_bias=False,
                        mlp_bias=False, attention_dropout=0.0, attn_implementation="eager")
+
+
+def qwen2_config(tied):
+    # Qwen2: q/k/v biases and no o_proj bias (there is no attention_bias field), GQA 4/2.
+    return Qwen2Config(vocab_size=59, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
+                       rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=tied,
+                       use_sliding_window=False, attention_dropout=0.0, attn_implementation="eager")
+
+
+def mistral_config():
+    # Mistral keeps its default sliding window (4096), far longer than the batch: ift accepts it
+    # and refuses longer sequences.
+    return MistralConfig(vocab_size=61, hidden_size=32, intermediate_size=56, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                         rms_norm_eps=1e-5, tie_word_embeddings=False, attention_dropout=0.0,
+                         attn_implementation="eager")
+
+
+def phi3_config():
+    # Phi-3: fused qkv_proj and gate_up_proj; pad_token_id None so no embedding row is a
+    # padding_idx (whose gradient torch would zero).
+    return Phi3Config(vocab_size=57, hidden_size=32, intermediate_size=40, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
+                      original_max_position_embeddings=32, rms_norm_eps=1e-5, rope_theta=10000.0,
+                      tie_word_embeddings=False, pad_token_id=None, bos_token_id=1, eos_token_id=2,
+                      resid_pdrop=0.0, embd_pdrop=0.0, attention_dropout=0.0, rope_scaling=None,
+                      sliding_window=None, attn_implementation="eager")
 
 
 def randomize(model, seed):
@@ -180,7 +209,12 @@ def assert_same(what, a, b, atol=2e-6, rtol=1e-4):
     print(f"  {what}: packed and per-sample agree (max logit diff {(a[1] - b[1]).abs().max().item():.2e})")
 
 
+SELECTED = None
+
+
 def save_case(out_dir, case, model, batch, result, tied_names):
+    if SELECTED is not None and case not in SELECTED:
+        return
     loss, logits, grads = result
     d = os.path.join(out_dir, case)
     if os.path.isdir(d):
@@ -231,7 +265,10 @@ def main():
     default_out = os.path.normpath(os.path.join(here, "..", "..", "tests", "fixtures", "golden"))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=default_out, help=f"output directory (default {default_out})")
+    ap.add_argument("--cases", nargs="*", help="write only these cases (default: all)")
     args = ap.parse_args()
+    global SELECTED
+    SELECTED = set(args.cases) if args.cases else None
     os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(1)  # reproducible reductions
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
@@ -305,6 +342,23 @@ def main():
               {"input_ids": to_lists(ids), "labels": to_lists(labels), "position_ids": to_lists(pos),
                "seq_lens": seq_lens}, per_sample, tied_names=["lm_head.weight"])
 
+    def plain_case(case, model_class, cfg, seed, T, ignored, tied):
+        """A plain batch of 2 rows of T tokens; `ignored` = (row, count) prompt labels ignored."""
+        model = model_class(cfg).eval()
+        randomize(model, seed=seed)
+        ids = random_tokens(100 + seed, 2, T, cfg.vocab_size)
+        labels = ids.clone()
+        labels[ignored[0], :ignored[1]] = IGNORE
+        save_case(args.out, case, model, {"input_ids": to_lists(ids), "labels": to_lists(labels)},
+                  run_plain(model, ids, labels), tied_names=["lm_head.weight"] if tied else [])
+
+    # qwen2 (untied) and qwen2_tied: q/k/v biases, no o_proj bias.
+    plain_case("qwen2", Qwen2ForCausalLM, qwen2_config(False), seed=6, T=9, ignored=(1, 3), tied=False)
+    plain_case("qwen2_tied", Qwen2ForCausalLM, qwen2_config(True), seed=7, T=7, ignored=(1, 3), tied=True)
+    # mistral: GQA 4/2, untied, a sliding window longer than the batch.
+    plain_case("mistral", MistralForCausalLM, mistral_config(), seed=8, T=10, ignored=(0, 2), tied=False)
+    # phi3: fused qkv_proj and gate_up_proj tensors, GQA 4/2.
+    plain_case("phi3", Phi3ForCausalLM, phi3_config(), seed=9, T=8, ignored=(1, 2), tied=False)
 
 if __name__ == "__main__":
     main()

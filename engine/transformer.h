@@ -1,0 +1,166 @@
+// The transformer over a backend: forward, explicit backward, and KV-cache decoding. Nothing else:
+// parameter gradients go into buffers the caller gives (a GradMap), the optimizer state lives in
+// Optimizer<B> (engine/optimizer.h), and the trainer sequences the two (engine/model.h,
+// engine/train/trainer.cpp).
+//
+//   embed -> [norm1 -> qkv -> (RoPE) -> attention -> o -> +residual
+//             -> norm2 -> up -> GELU | SwiGLU -> down -> +residual] x L -> normf -> lm_head -> CE
+//
+// One code path for every family: the model reads what ModelConfig derived (the norm kind, the MLP,
+// the positions, the biases), never the model_type. Transformer<B> is the same code on every backend
+// (engine/backend.h): the cpu backend in fp32 (double for the finite-difference checks) and the
+// kernel backends (emu, cuda) in fp32 or bf16 mixed precision.
+//
+// Memory is planned: plan() gives, from formulas, the bytes of the parameters, activations, their
+// gradients, the batch and the workspace for a batch of N tokens, and the transformer allocates
+// exactly that, once, on the first forward of that size. Nothing is allocated inside a step after.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <type_traits>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/buffer.h"
+#include "engine/config.h"
+#include "engine/cpu/backend.h"
+#include "engine/kernel_backend.h"
+#include "engine/params.h"
+
+namespace ift {
+
+// One micro-batch, flattened to N = B*T rows. Samples never attend to each other: cu_seqlens splits
+// the rows into segments (every packed sample, and every row of the batch, is its own segment).
+struct BatchView {
+  int N = 0;                            // tokens in the batch (B*T)
+  std::span<const int32_t> tokens;      // (N)
+  std::span<const int32_t> targets;     // (N) next-token target of each row; negative = not trained
+  std::span<const int32_t> positions;   // (N) position ids, restarting at 0 in every segment
+  std::span<const int32_t> cu_seqlens;  // (S + 1) segment boundaries, 0 ... N
+
+  int64_t trained_tokens() const;
+};
+
+struct ModelOptions {
+  // Keep only the inputs of the cheap ops (the norms' inputs and statistics, the MLP's
+  // pre-activation) and recompute their outputs in the backward pass, as llm.c does: saves
+  // (2 C + F) N values per layer for one extra norm pair and activation per layer.
+  bool recompute = false;
+};
+
+// Where backward() writes the gradient of each storage tensor (ParamLayout::storage): runs of the
+// flat layout, each with its gradient memory. A storage tensor in no run is frozen: its dW is not
+// computed. Gradients accumulate (+=).
+template <class G>
+struct GradMap {
+  struct Run {
+    size_t begin = 0, end = 0;  // [begin, end) of the flat layout
+    G* grads = nullptr;         // (end - begin) gradient of element begin at grads[0]
+  };
+  std::vector<Run> runs;        // sorted by begin, disjoint
+
+  // The gradient of the storage tensor starting at flat `offset`, or null when it is frozen.
+  G* at(size_t offset) const {
+    if (offset == kNoParam) return nullptr;
+    auto it = std::upper_bound(runs.begin(), runs.end(), offset, [](size_t o, const Run& r) { return o < r.begin; });
+    if (it == runs.begin() || offset >= std::prev(it)->end) return nullptr;
+    return std::prev(it)->grads + (offset - std::prev(it)->begin);
+  }
+};
+
+// Keys and values of every position decoded so far, per layer, in backend memory: incremental
+// generation on any backend.
+template <class B>
+struct KVCache {
+  int capacity = 0;                                // positions it can hold
+  int length = 0;                                  // positions held
+  using act_t = typename B::act_t;
+  std::vector<Buffer<B, act_t>> k, v;              // (layers) x (capacity, kv_dim), keys after RoPE
+};
+
+template <class B>
+class Transformer {
+  static_assert(Backend<B>, "Transformer<B>: B lacks a member of the Backend interface (engine/backend.h)");
+  std::unique_ptr<B> backend_;  // first: every buffer below is released through it, so it goes last
+
+ public:
+  using act_t = typename B::act_t;
+  using grad_t = typename B::grad_t;
+  using stat_t = typename B::stat_t;
+
+  explicit Transformer(const ModelConfig& config, ModelOptions options = {});
+  Transformer(Transformer&&) noexcept = default;
+  Transformer& operator=(Transformer&&) = delete;  // buffers point at the backend: move-construct instead
+
+  B& backend() const { return *backend_; }
+  const ModelConfig& config() const { return config_; }
+  const ParamLayout& layout() const { return layout_; }
+
+  Buffer<B, act_t> params;  // (layout().total) every weight, addressed through layout()
+
+  // The bytes of the parameters, activations, activation gradients, batch and workspace for a batch
+  // of N tokens, from the shapes alone (the optimizer plans gradients, masters and moments).
+  static MemoryBytes plan(const ModelConfig& config, int N, ModelOptions options);
+
+  // Sets every parameter from fp32 values in the flat layout (rounded to act_t).
+  void load_params(std::span<const float> values);
+  std::vector<float> params_to_host() const;  // act_t widened to fp32
+
+  // Runs the batch and keeps what backward needs. Returns sum over trained rows of the token loss,
+  // divided by loss_norm (the trained tokens of the whole optimizer step, so micro-batches add up).
+  double forward(const BatchView& batch, double loss_norm);
+  // grads += d(loss of the last forward)/d(params) for every storage tensor `grads` maps; frozen
+  // ones get no dW. Overwrites the logits with their gradient.
+  void backward(const GradMap<grad_t>& grads);
+  // (N, V) of the last forward, until backward() runs.
+  std::vector<float> logits_to_host() const;
+  std::span<const act_t> logits() const requires(B::host_memory) { return {logits_.data(), size_t(N_) * config_.vocab_size}; }
+
+  // Incremental decoding through the same backend ops (generation, chat, task evaluation).
+  KVCache<B> make_cache(int capacity) const;
+  // Runs `tokens` as the positions after those already in `cache`, appends their keys and values,
+  // and returns the logits (V) of the last token. Touches nothing forward() keeps, so it can run
+  // between training steps.
+  std::vector<float> decode(std::span<const int32_t> tokens, KVCache<B>& cache) const;
+
+ private:
+  struct LayerActs {
+    act_t *x, *norm1, *qkv, *att, *mid, *norm2, *up, *act;  // (N, C) (N, C) (N, QKV) (N, Q) (N, C) (N, C) (N, up) (N, F)
+    stat_t *mean1, *rstd1, *lse, *mean2, *rstd2;             // (N) (N) (N, H) (N) (N); means only for LayerNorm
+  };
+
+  void reserve(int N);  // allocates activations, their gradients, the batch and the workspace for N tokens
+  void norm_forward(act_t* out, stat_t* mean, stat_t* rstd, const act_t* x, size_t w, size_t b, int N) const;
+  // residual_out = x + residual, then out = norm(residual_out), in one pass
+  void residual_norm_forward(act_t* residual_out, act_t* out, stat_t* mean, stat_t* rstd, const act_t* x,
+                             const act_t* residual, size_t w, size_t b, int N) const;
+  void norm_backward(act_t* dx, const act_t* dres, const act_t* dout, const act_t* x, size_t w, size_t b,
+                     const stat_t* mean, const stat_t* rstd, int N, const GradMap<grad_t>& grads);
+  void mlp_activation(act_t* act, const act_t* up, int N) const;
+  void check_window(int length, const char* what) const;
+  const act_t* p(size_t offset) const { return offset == kNoParam ? nullptr : params.data() + offset; }
+  AttentionDims attention_dims() const;
+
+  ModelConfig config_;
+  ModelOptions options_;
+  ParamLayout layout_;
+
+  int capacity_ = 0;            // tokens the activation buffers hold
+  int N_ = 0;                   // tokens of the last forward
+  double loss_norm_ = 1;
+  std::vector<int32_t> cu_seqlens_host_;
+  Buffer<B, int32_t> tokens_, targets_, positions_, cu_seqlens_;  // (N) (N) (N) (N + 1)
+  std::vector<Buffer<B, act_t>> act_buffers_;
+  std::vector<Buffer<B, stat_t>> stat_buffers_;
+  std::vector<LayerActs> acts_;
+  act_t *xf_ = nullptr, *normf_ = nullptr;  // (N, C) the final residual, its norm
+  stat_t *meanf_ = nullptr, *rstdf_ = nullptr;
+  Buffer<B, act_t> logits_;                 // (N, V); the gradient in place after backward
+  act_t *dres_ = nullptr, *dnorm_ = nullptr, *dqkv_ = nullptr, *datt_ = nullptr, *dup_ = nullptr, *dact_ = nullptr;
+  Buffer<B, grad_t> frozen_norm_sink_;      // (2 C) where a frozen norm's unused dw/db go (norm ops always write them)
+};
+
+}  // namespace ift

@@ -1,0 +1,381 @@
+// The members of Transformer<B> (engine/transformer.h). Included, through engine/model.inl, by the
+// translation unit that instantiates the model for a backend: engine/model.cpp (cpu),
+// engine/emu_backend.cpp, engine/cuda/backend.cpp.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+
+#include "engine/base/error.h"
+#include "engine/cpu/ops.h"
+#include "engine/transformer.h"
+
+namespace ift {
+
+template <class B>
+Transformer<B>::Transformer(const ModelConfig& config, ModelOptions options)
+    : backend_(std::make_unique<B>()), config_(config), options_(options), layout_(ParamLayout::build(config)) {
+  params = Buffer<B, act_t>(*backend_, layout_.total, MemoryPart::params);
+  backend_->zero(params.data(), layout_.total * sizeof(act_t));
+  frozen_norm_sink_ = Buffer<B, grad_t>(*backend_, 2 * size_t(config.hidden), MemoryPart::workspace);
+}
+
+template <class B>
+MemoryBytes Transformer<B>::plan(const ModelConfig& c, int N, ModelOptions options) {
+  const int64_t P = static_cast<int64_t>(ParamLayout::build(c).total), n = N, L = c.n_layers;
+  const int64_t C = c.hidden, F = c.intermediate, V = c.vocab_size, H = c.n_heads, QKV = c.qkv_dim(), Q = c.q_dim();
+  const int64_t up = c.up_dim(), act = sizeof(act_t), stat = sizeof(stat_t);
+  const int64_t means = c.norm_bias() ? 1 : 0;  // RMSNorm keeps no mean
+  MemoryBytes m;
+  m[MemoryPart::params] = P * act;
+  // Per layer: x, mid (N, C), qkv, att, up; norm1, norm2, act unless recomputed (then one shared
+  // (N, C) and one (N, F) serve every layer). Statistics: rstd (and mean) of both norms, lse.
+  const int64_t kept = options.recompute ? 0 : 2 * C + F;
+  const int64_t shared = options.recompute ? C + F : 0;
+  m[MemoryPart::activations] = (L * (2 * C + QKV + Q + up + kept) + shared + 2 * C + V) * n * act +
+                               (L * (2 * (1 + means) + H) + 1 + means) * n * stat;
+  m[MemoryPart::activation_grads] = (2 * C + QKV + Q + up + F) * n * act;  // the logits' is in place
+  m[MemoryPart::batch] = (3 * n + n + 1) * 4;
+  m[MemoryPart::workspace] = static_cast<int64_t>(B::workspace_bytes(c, N)) + 2 * C * int64_t(sizeof(grad_t));
+  return m;
+}
+
+template <class B>
+void Transformer<B>::reserve(int N) {
+  if (N <= capacity_) return;
+  const ModelConfig& c = config_;
+  const int L = c.n_layers, C = c.hidden, F = c.intermediate, V = c.vocab_size, H = c.n_heads;
+  const int up = c.up_dim();
+  const bool means = c.norm_bias();
+  const size_t n = size_t(N);
+  acts_.clear(), act_buffers_.clear(), stat_buffers_.clear();
+  logits_ = {}, tokens_ = {}, targets_ = {}, positions_ = {}, cu_seqlens_ = {};
+  capacity_ = 0;
+
+  auto acts = [&](size_t count, MemoryPart part = MemoryPart::activations) {
+    return act_buffers_.emplace_back(*backend_, count, part).data();
+  };
+  auto stats = [&](size_t count) { return stat_buffers_.emplace_back(*backend_, count, MemoryPart::activations).data(); };
+  act_t* shared_norm = options_.recompute ? acts(n * C) : nullptr;
+  act_t* shared_act = options_.recompute ? acts(n * F) : nullptr;
+  acts_.resize(L);
+  for (LayerActs& a : acts_) {
+    a.x = acts(n * C), a.mid = acts(n * C), a.qkv = acts(n * c.qkv_dim()), a.att = acts(n * c.q_dim());
+    a.up = acts(n * up);
+    a.norm1 = options_.recompute ? shared_norm : acts(n * C);
+    a.norm2 = options_.recompute ? shared_norm : acts(n * C);
+    a.act = options_.recompute ? shared_act : acts(n * F);
+    a.rstd1 = stats(n), a.rstd2 = stats(n), a.lse = stats(n * H);
+    a.mean1 = means ? stats(n) : nullptr;
+    a.mean2 = means ? stats(n) : nullptr;
+  }
+  xf_ = acts(n * C), normf_ = acts(n * C);
+  rstdf_ = stats(n);
+  meanf_ = means ? stats(n) : nullptr;
+  logits_ = Buffer<B, act_t>(*backend_, n * V, MemoryPart::activations);
+  const auto grad = [&](size_t count) { return acts(count, MemoryPart::activation_grads); };
+  dres_ = grad(n * C), dnorm_ = grad(n * C), dqkv_ = grad(n * c.qkv_dim()), datt_ = grad(n * c.q_dim());
+  dup_ = grad(n * up), dact_ = grad(n * F);
+  tokens_ = Buffer<B, int32_t>(*backend_, n, MemoryPart::batch);
+  targets_ = Buffer<B, int32_t>(*backend_, n, MemoryPart::batch);
+  positions_ = Buffer<B, int32_t>(*backend_, n, MemoryPart::batch);
+  cu_seqlens_ = Buffer<B, int32_t>(*backend_, n + 1, MemoryPart::batch);
+  backend_->reserve_workspace(c, N);
+  capacity_ = N;
+}
+
+template <class B>
+void Transformer<B>::load_params(std::span<const float> values) {
+  IFT_CHECK(values.size() == layout_.total, "load_params: ", values.size(), " values for ", layout_.total,
+            " parameters");
+  if constexpr (std::is_same_v<act_t, float>) {
+    backend_->upload(params.data(), values.data(), values.size_bytes());
+  } else if constexpr (B::host_memory) {  // double on the cpu, or bf16 in the emulator
+    for (size_t i = 0; i < values.size(); ++i) params[i] = static_cast<act_t>(values[i]);
+  } else {  // bf16 in device memory: round on the device, through a staging buffer
+    Buffer<B, float> staging(*backend_, values.size(), MemoryPart::workspace);
+    backend_->upload(staging.data(), values.data(), values.size_bytes());
+    backend_->to_act(params.data(), staging.data(), values.size());
+  }
+}
+
+template <class B>
+std::vector<float> Transformer<B>::params_to_host() const {
+  std::vector<float> out(layout_.total);
+  if constexpr (std::is_same_v<act_t, float>) {
+    backend_->download(out.data(), params.data(), out.size() * sizeof(float));
+  } else {
+    std::vector<act_t> raw(out.size());
+    backend_->download(raw.data(), params.data(), raw.size() * sizeof(act_t));
+    for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<float>(raw[i]);
+  }
+  return out;
+}
+
+template <class B>
+std::vector<float> Transformer<B>::logits_to_host() const {
+  IFT_CHECK(N_ > 0, "logits_to_host: no forward has run");
+  const size_t n = size_t(N_) * config_.vocab_size;
+  std::vector<float> out(n);
+  if constexpr (std::is_same_v<act_t, float>) {
+    backend_->download(out.data(), logits_.data(), n * sizeof(float));
+  } else {  // bf16 or double: download as stored, widen or narrow on the host
+    std::vector<act_t> raw(n);
+    backend_->download(raw.data(), logits_.data(), n * sizeof(act_t));
+    for (size_t i = 0; i < n; ++i) out[i] = static_cast<float>(raw[i]);
+  }
+  return out;
+}
+
+template <class B>
+void Transformer<B>::norm_forward(act_t* out, stat_t* mean, stat_t* rstd, const act_t* x, size_t w, size_t b,
+                                  int N) const {
+  if (config_.norm == NormKind::layernorm)
+    backend_->layernorm_forward(out, mean, rstd, x, p(w), p(b), N, config_.hidden, config_.norm_eps);
+  else
+    backend_->rmsnorm_forward(out, rstd, x, p(w), N, config_.hidden, config_.norm_eps);
+}
+
+template <class B>
+void Transformer<B>::residual_norm_forward(act_t* residual_out, act_t* out, stat_t* mean, stat_t* rstd, const act_t* x,
+                                           const act_t* residual, size_t w, size_t b, int N) const {
+  if (config_.norm == NormKind::layernorm)
+    backend_->layernorm_residual_forward(residual_out, out, mean, rstd, x, residual, p(w), p(b), N, config_.hidden,
+                                         config_.norm_eps);
+  else
+    backend_->rmsnorm_residual_forward(residual_out, out, rstd, x, residual, p(w), N, config_.hidden, config_.norm_eps);
+}
+
+template <class B>
+void Transformer<B>::norm_backward(act_t* dx, const act_t* dres, const act_t* dout, const act_t* x, size_t w,
+                                   size_t b, const stat_t* mean, const stat_t* rstd, int N,
+                                   const GradMap<grad_t>& grads) {
+  // The norm ops always write dw (and db); a frozen norm's go to a scratch sink. Their cost is one
+  // reduction over the rows the op computes dx from anyway.
+  grad_t* dw = grads.at(w);
+  grad_t* db = grads.at(b);
+  if (!dw) dw = frozen_norm_sink_.data();
+  if (!db) db = frozen_norm_sink_.data() + config_.hidden;
+  if (config_.norm == NormKind::layernorm)
+    backend_->layernorm_backward(dx, dw, db, dres, dout, x, p(w), mean, rstd, N, config_.hidden);
+  else
+    backend_->rmsnorm_backward(dx, dw, dres, dout, x, p(w), rstd, N, config_.hidden);
+}
+
+template <class B>
+void Transformer<B>::mlp_activation(act_t* act, const act_t* up, int N) const {
+  if (config_.mlp == MlpKind::gelu)
+    backend_->gelu_forward(act, up, size_t(N) * config_.intermediate);
+  else
+    backend_->swiglu_forward(act, up, N, config_.intermediate);
+}
+
+template <class B>
+AttentionDims Transformer<B>::attention_dims() const {
+  const ModelConfig& c = config_;
+  AttentionDims d;
+  d.N = N_, d.H = c.n_heads, d.KVH = c.n_kv_heads, d.D = c.head_dim, d.ld = c.qkv_dim();
+  d.S = static_cast<int>(cu_seqlens_host_.size()) - 1;
+  d.cu_seqlens = cu_seqlens_.data(), d.cu_seqlens_host = cu_seqlens_host_.data();
+  d.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  return d;
+}
+
+template <class B>
+void Transformer<B>::check_window(int length, const char* what) const {
+  IFT_CHECK(config_.sliding_window <= 0 || length <= config_.sliding_window, what, " of ", length,
+            " positions is longer than the model's sliding_window (", config_.sliding_window,
+            "): sliding-window attention is not implemented, so such sequences are refused");
+}
+
+template <class B>
+double Transformer<B>::forward(const BatchView& batch, double loss_norm) {
+  const ModelConfig& c = config_;
+  const int N = batch.N, C = c.hidden, F = c.intermediate, V = c.vocab_size, H = c.n_heads;
+  const int QKV = c.qkv_dim(), Q = c.q_dim(), up_width = c.up_dim();
+  IFT_CHECK(N > 0, "batch: no tokens");
+  IFT_CHECK(batch.tokens.size() == size_t(N) && batch.targets.size() == size_t(N) &&
+                batch.positions.size() == size_t(N),
+            "batch: tokens, targets and positions must each hold N = ", N, " values");
+  IFT_CHECK(batch.cu_seqlens.size() >= 2, "batch: cu_seqlens needs at least two entries");
+  const int S = static_cast<int>(batch.cu_seqlens.size()) - 1;
+  cpu::check_cu_seqlens(batch.cu_seqlens.data(), S, N);
+  for (int s = 0; s < S; ++s) check_window(batch.cu_seqlens[s + 1] - batch.cu_seqlens[s], "a segment");
+  // Checked here, on the host, for every backend: a kernel cannot report a bad id.
+  for (int n = 0; n < N; ++n) {
+    IFT_CHECK(batch.tokens[n] >= 0 && batch.tokens[n] < V, "token id ", batch.tokens[n], " at row ", n,
+              " is outside the vocabulary [0, ", V, ")");
+    IFT_CHECK(batch.targets[n] < V, "target id ", batch.targets[n], " at row ", n, " is outside the vocabulary [0, ",
+              V, ")");
+    IFT_CHECK(!c.learned_positions() || (batch.positions[n] >= 0 && batch.positions[n] < c.max_positions),
+              "position ", batch.positions[n], " at row ", n, " is outside the learned positions [0, ",
+              c.max_positions, ")");
+  }
+  reserve(N);
+  N_ = N;
+  loss_norm_ = loss_norm;
+  backend_->upload(tokens_.data(), batch.tokens.data(), batch.tokens.size_bytes());
+  backend_->upload(targets_.data(), batch.targets.data(), batch.targets.size_bytes());
+  backend_->upload(positions_.data(), batch.positions.data(), batch.positions.size_bytes());
+  backend_->upload(cu_seqlens_.data(), batch.cu_seqlens.data(), batch.cu_seqlens.size_bytes());
+  cu_seqlens_host_.assign(batch.cu_seqlens.begin(), batch.cu_seqlens.end());
+  const AttentionDims dims = attention_dims();
+
+  backend_->embedding_forward(acts_[0].x, tokens_.data(), positions_.data(), p(layout_.wte), p(layout_.wpe), N, C, V,
+                              c.max_positions);
+  // Each residual add is fused with the norm that reads its result: one pass over the stream.
+  norm_forward(acts_[0].norm1, acts_[0].mean1, acts_[0].rstd1, acts_[0].x, layout_.layers[0].norm1_w,
+               layout_.layers[0].norm1_b, N);
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerParams& P = layout_.layers[l];
+    LayerActs& a = acts_[l];
+    backend_->matmul_forward(a.qkv, a.norm1, p(P.qkv_w), p(P.qkv_b), N, C, QKV);
+    if (c.positions == PositionKind::rope)  // q and k heads are adjacent in each row: one pass rotates both
+      backend_->rope_forward(a.qkv, positions_.data(), N, H + c.n_kv_heads, c.head_dim, QKV, c.rope_theta);
+    backend_->attention_forward(a.att, a.lse, a.qkv, dims);
+    backend_->matmul_forward(a.mid, a.att, p(P.o_w), p(P.o_b), N, Q, C);
+    residual_norm_forward(a.mid, a.norm2, a.mean2, a.rstd2, a.mid, a.x, P.norm2_w, P.norm2_b, N);
+    backend_->matmul_forward(a.up, a.norm2, p(P.up_w), p(P.up_b), N, C, up_width);
+    mlp_activation(a.act, a.up, N);
+    const bool last = l + 1 == c.n_layers;
+    act_t* next = last ? xf_ : acts_[l + 1].x;
+    backend_->matmul_forward(next, a.act, p(P.down_w), p(P.down_b), N, F, C);
+    if (last)
+      residual_norm_forward(next, normf_, meanf_, rstdf_, next, a.mid, layout_.normf_w, layout_.normf_b, N);
+    else
+      residual_norm_forward(next, acts_[l + 1].norm1, acts_[l + 1].mean1, acts_[l + 1].rstd1, next, a.mid,
+                            layout_.layers[l + 1].norm1_w, layout_.layers[l + 1].norm1_b, N);
+  }
+  backend_->matmul_forward(logits_.data(), normf_, p(layout_.lm_head), nullptr, N, C, V);
+  return backend_->cross_entropy(nullptr, logits_.data(), targets_.data(), N, V, loss_norm);
+}
+
+template <class B>
+void Transformer<B>::backward(const GradMap<grad_t>& grads) {
+  const ModelConfig& c = config_;
+  const int N = N_, C = c.hidden, F = c.intermediate, V = c.vocab_size, H = c.n_heads;
+  const int QKV = c.qkv_dim(), Q = c.q_dim(), up_width = c.up_dim();
+  const auto g = [&](size_t offset) { return grads.at(offset); };
+  IFT_CHECK(N > 0 && !acts_.empty(), "backward called without a forward");
+  const AttentionDims dims = attention_dims();
+
+  act_t* dlogits = logits_.data();  // the gradient replaces the logits, in place
+  backend_->cross_entropy(dlogits, logits_.data(), targets_.data(), N, V, loss_norm_);
+  backend_->matmul_backward(dnorm_, g(layout_.lm_head), nullptr, dlogits, normf_, p(layout_.lm_head), N, C, V);
+  norm_backward(dres_, nullptr, dnorm_, xf_, layout_.normf_w, layout_.normf_b, meanf_, rstdf_, N, grads);
+
+  for (int l = c.n_layers - 1; l >= 0; --l) {
+    const LayerParams& P = layout_.layers[l];
+    LayerActs& a = acts_[l];
+    if (options_.recompute) {  // the outputs of the cheap ops, from their kept inputs
+      norm_forward(a.norm2, a.mean2, a.rstd2, a.mid, P.norm2_w, P.norm2_b, N);
+      mlp_activation(a.act, a.up, N);
+    }
+    // MLP; dres is the gradient of the layer's output, which is also the residual's.
+    backend_->matmul_backward(dact_, g(P.down_w), g(P.down_b), dres_, a.act, p(P.down_w), N, F, C);
+    if (c.mlp == MlpKind::gelu)
+      backend_->gelu_backward(dup_, a.up, dact_, size_t(N) * F);
+    else
+      backend_->swiglu_backward(dup_, a.up, dact_, N, F);
+    backend_->matmul_backward(dnorm_, g(P.up_w), g(P.up_b), dup_, a.norm2, p(P.up_w), N, C, up_width);
+    norm_backward(dres_, dres_, dnorm_, a.mid, P.norm2_w, P.norm2_b, a.mean2, a.rstd2, N, grads);
+    // Attention.
+    backend_->matmul_backward(datt_, g(P.o_w), g(P.o_b), dres_, a.att, p(P.o_w), N, Q, C);
+    backend_->attention_backward(dqkv_, datt_, a.qkv, a.att, a.lse, dims);
+    if (c.positions == PositionKind::rope)
+      backend_->rope_backward(dqkv_, positions_.data(), N, H + c.n_kv_heads, c.head_dim, QKV, c.rope_theta);
+    if (options_.recompute) norm_forward(a.norm1, a.mean1, a.rstd1, a.x, P.norm1_w, P.norm1_b, N);
+    backend_->matmul_backward(dnorm_, g(P.qkv_w), g(P.qkv_b), dqkv_, a.norm1, p(P.qkv_w), N, C, QKV);
+    norm_backward(dres_, dres_, dnorm_, a.x, P.norm1_w, P.norm1_b, a.mean1, a.rstd1, N, grads);
+  }
+  // The embeddings' gradient is a scatter of dres; a frozen table gets none (wpe goes with wte: a
+  // frozen wte with a trainable wpe is refused when the groups are made, engine/optimizer.h).
+  if (g(layout_.wte))
+    backend_->embedding_backward(g(layout_.wte), g(layout_.wpe), dres_, tokens_.data(), positions_.data(), N, C, V,
+                                 c.max_positions);
+}
+
+// ---- decoding ---------------------------------------------------------------------------------
+
+template <class B>
+KVCache<B> Transformer<B>::make_cache(int capacity) const {
+  IFT_CHECK(capacity > 0, "KV cache: capacity must be positive");
+  IFT_CHECK(!config_.learned_positions() || capacity <= config_.max_positions, "KV cache: ", capacity,
+            " positions exceed the model's ", config_.max_positions, " learned positions");
+  KVCache<B> cache;
+  cache.capacity = capacity;
+  const size_t n = size_t(capacity) * config_.kv_dim();
+  for (int l = 0; l < config_.n_layers; ++l) {
+    cache.k.emplace_back(*backend_, n, MemoryPart::activations);
+    cache.v.emplace_back(*backend_, n, MemoryPart::activations);
+  }
+  return cache;
+}
+
+// The layer of forward() on n new rows, with attention over the cache instead of the batch. Scratch
+// is allocated per call (decoding is not planned memory: it runs beside training, at any length).
+template <class B>
+std::vector<float> Transformer<B>::decode(std::span<const int32_t> tokens, KVCache<B>& cache) const {
+  const ModelConfig& c = config_;
+  const int n = static_cast<int>(tokens.size()), start = cache.length;
+  const int C = c.hidden, F = c.intermediate, V = c.vocab_size, H = c.n_heads, KV = c.kv_dim();
+  const int QKV = c.qkv_dim(), Q = c.q_dim(), up_width = c.up_dim();
+  IFT_CHECK(n > 0, "decode: no tokens");
+  IFT_CHECK(start + n <= cache.capacity, "decode: ", start + n, " positions exceed the KV cache's ", cache.capacity);
+  check_window(start + n, "a decoded sequence");
+  for (int32_t t : tokens)
+    IFT_CHECK(t >= 0 && t < V, "decode: token id ", t, " is outside the vocabulary [0, ", V, ")");
+  B& be = *backend_;
+  std::vector<int32_t> pos_host(n);
+  for (int i = 0; i < n; ++i) pos_host[i] = start + i;
+  const size_t rows = size_t(n);
+  Buffer<B, int32_t> ids(be, rows, MemoryPart::batch), pos(be, rows, MemoryPart::batch);
+  be.upload(ids.data(), tokens.data(), tokens.size_bytes());
+  be.upload(pos.data(), pos_host.data(), rows * sizeof(int32_t));
+  Buffer<B, act_t> x(be, rows * C, MemoryPart::activations), h(be, rows * C, MemoryPart::activations);
+  Buffer<B, act_t> qkv(be, rows * QKV, MemoryPart::activations), att(be, rows * Q, MemoryPart::activations);
+  Buffer<B, act_t> up(be, rows * up_width, MemoryPart::activations), act(be, rows * F, MemoryPart::activations);
+  Buffer<B, act_t> y(be, rows * C, MemoryPart::activations);
+  Buffer<B, stat_t> mean(be, rows, MemoryPart::activations), rstd(be, rows, MemoryPart::activations);
+  be.reserve_workspace(c, n);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+
+  be.embedding_forward(x.data(), ids.data(), pos.data(), p(layout_.wte), p(layout_.wpe), n, C, V, c.max_positions);
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerParams& P = layout_.layers[l];
+    norm_forward(h.data(), mean.data(), rstd.data(), x.data(), P.norm1_w, P.norm1_b, n);
+    be.matmul_forward(qkv.data(), h.data(), p(P.qkv_w), p(P.qkv_b), n, C, QKV);
+    if (c.positions == PositionKind::rope)
+      be.rope_forward(qkv.data(), pos.data(), n, H + c.n_kv_heads, c.head_dim, QKV, c.rope_theta);
+    act_t* k = cache.k[l].data() + size_t(start) * KV;
+    act_t* v = cache.v[l].data() + size_t(start) * KV;
+    be.copy_rows(k, KV, qkv.data() + Q, QKV, n, KV);
+    be.copy_rows(v, KV, qkv.data() + Q + KV, QKV, n, KV);
+    be.attention_decode(att.data(), qkv.data(), QKV, cache.k[l].data(), cache.v[l].data(), n, start, H, c.n_kv_heads,
+                        c.head_dim, scale);
+    be.matmul_forward(y.data(), att.data(), p(P.o_w), p(P.o_b), n, Q, C);
+    be.residual_forward(x.data(), x.data(), y.data(), rows * C);
+    norm_forward(h.data(), mean.data(), rstd.data(), x.data(), P.norm2_w, P.norm2_b, n);
+    be.matmul_forward(up.data(), h.data(), p(P.up_w), p(P.up_b), n, C, up_width);
+    mlp_activation(act.data(), up.data(), n);
+    be.matmul_forward(y.data(), act.data(), p(P.down_w), p(P.down_b), n, F, C);
+    be.residual_forward(x.data(), x.data(), y.data(), rows * C);
+  }
+  cache.length = start + n;
+  // Only the last position's logits are needed to pick the next token.
+  const act_t* last = x.data() + (rows - 1) * C;
+  norm_forward(h.data(), mean.data(), rstd.data(), last, layout_.normf_w, layout_.normf_b, 1);
+  Buffer<B, act_t> logits(be, size_t(V), MemoryPart::activations);
+  be.matmul_forward(logits.data(), h.data(), p(layout_.lm_head), nullptr, 1, C, V);
+  std::vector<float> out(V);
+  if constexpr (std::is_same_v<act_t, float>) {
+    be.download(out.data(), logits.data(), out.size() * sizeof(float));
+  } else {
+    std::vector<act_t> raw(V);
+    be.download(raw.data(), logits.data(), raw.size() * sizeof(act_t));
+    for (int i = 0; i < V; ++i) out[i] = static_cast<float>(raw[i]);
+  }
+  return out;
+}
+
+}  // namespace ift
