@@ -20,17 +20,28 @@ IFT_KERNELS_BEGIN
 
 constexpr int kAttnThreads = 128;                     // 4 warps in every attention kernel
 constexpr int kAttnWarps = kAttnThreads / 32;
-constexpr int kMaxD = kAttentionMaxHeadDim;           // register arrays are sized for it
-constexpr int kDSlices = kMaxD / 32;                  // head dims per thread: d = lane + 32*c
 // Forward tiles: 32 query rows x 32 keys. Shared (fp32): Q, K-then-V (both D+1 wide) and the scores:
-// 37,248 bytes at D = 128, under the 48 KiB a launch gets without opting in.
+// 37,248 bytes at D = 128, under the 48 KiB a launch gets without opting in; 70,016 at D = 256,
+// which opts in (kernels/launch.cuh).
 constexpr int kFwdRows = 32;
 constexpr int kFwdKeys = 32;
-// Backward tiles: 16 query rows x 16 keys. Shared (fp32): Q, dO, K, V and P, dS: 35,200 bytes at D = 128.
+// Backward tiles: 16 query rows x 16 keys. Shared (fp32): Q, dO, K, V and P, dS: 35,200 bytes at D = 128,
+// 67,968 at D = 256 (opted in).
 constexpr int kBwdRows = 16;
 constexpr int kBwdKeys = 16;
 
-static_assert(kMaxD % 32 == 0, "head dims are split over the 32 lanes of a warp");
+// The head-dim classes: register arrays of kDSlices values per lane (d = lane + 32*c) hold up to
+// kMaxD = 32 * kDSlices head dims. Every kernel with per-lane head-dim registers is instantiated per
+// class, so D <= 128 keeps the registers (and occupancy) it had before D = 256 was added.
+template <int kMaxHeadDim>
+struct AttnHeadDimTraits {
+  static constexpr int kMaxD = kMaxHeadDim;
+  static constexpr int kDSlices = kMaxHeadDim / 32;
+  static_assert(kMaxHeadDim % 32 == 0, "head dims are split over the 32 lanes of a warp");
+};
+using AttnSmallHeads = AttnHeadDimTraits<128>;
+using AttnLargeHeads = AttnHeadDimTraits<kAttentionMaxHeadDim>;
+static_assert(AttnLargeHeads::kMaxD == 256, "the large class covers head dims up to 256");
 static_assert(kFwdKeys == 32, "scores: one key column per lane");
 static_assert(kFwdRows * 4 == kAttnThreads, "online softmax: 4 threads per query row");
 static_assert(kFwdRows % kAttnWarps == 0 && kBwdRows % kAttnWarps == 0 && kBwdKeys % kAttnWarps == 0,
@@ -107,14 +118,15 @@ __device__ __forceinline__ float dot_shared(const float* s_x, const float* s_y, 
 //      running sum l; meanwhile the V tile replaces K;  4. acc = alpha * acc + P V (registers).
 // Rows of other segments in the same tile only cost masked work. At the end out = acc / l and
 // lse = m + log(l).
-template <class T>
+template <class T, class Heads>
 static __global__ void __launch_bounds__(kAttnThreads)
     attention_forward_kernel(AttnArgs<T> a, T* __restrict__ g_out,  // (N, H*D)
                              float* __restrict__ g_lse) {           // (N, H)
-  __shared__ int s_seg[kFwdRows];      // first key row of each query row's segment (N: none)
-  __shared__ float s_alpha[kFwdRows];  // rescale of each row's accumulator for this key tile
-  __shared__ float s_l[kFwdRows];      // final softmax denominators
+  IFT_SHARED(int[kFwdRows], s_seg);      // first key row of each query row's segment (N: none)
+  IFT_SHARED(float[kFwdRows], s_alpha);  // rescale of each row's accumulator for this key tile
+  IFT_SHARED(float[kFwdRows], s_l);      // final softmax denominators
   IFT_DYNAMIC_SHARED(float, s_buf);
+  constexpr int kDSlices = Heads::kDSlices;
   const int D = a.D, ldt = D + 1, lds = kFwdKeys + 1;
   float* const s_q = s_buf;                  // (kFwdRows, D + 1)
   float* const s_kv = s_q + kFwdRows * ldt;  // (kFwdKeys, D + 1): K, then V of the key tile
@@ -236,7 +248,10 @@ IFT_ATTN_UNROLL
 constexpr size_t fwd_shared_bytes(int D) {
   return sizeof(float) * ((kFwdRows + kFwdKeys) * static_cast<size_t>(D + 1) + kFwdRows * (kFwdKeys + 1));
 }
-static_assert(fwd_shared_bytes(kMaxD) <= 48 * 1024, "forward tiles must fit the default dynamic shared memory");
+// The static shared memory of the forward kernel: s_seg, s_alpha, s_l.
+constexpr size_t kFwdStaticBytes = kFwdRows * (sizeof(int) + 2 * sizeof(float));
+static_assert(fwd_shared_bytes(AttnSmallHeads::kMaxD) + kFwdStaticBytes <= kDefaultSharedBytes,
+              "forward tiles of small heads fit the shared memory a block gets without opting in");
 
 // ---- backward -----------------------------------------------------------------------------------
 // Three kernels, all deterministic (every output element is summed by one thread in a fixed order):
@@ -288,7 +303,6 @@ __device__ __forceinline__ BwdTiles bwd_tiles(float* s_buf, int D) {
 constexpr size_t bwd_shared_bytes(int D) {
   return sizeof(float) * ((2 * kBwdRows + 2 * kBwdKeys) * static_cast<size_t>(D + 1) + 2 * kBwdRows * (kBwdKeys + 1));
 }
-static_assert(bwd_shared_bytes(kMaxD) <= 48 * 1024, "backward tiles must fit the default dynamic shared memory");
 
 // Per-row values of the query tile q0.. of both backward kernels, in static shared memory.
 struct BwdRowStats {
@@ -296,6 +310,10 @@ struct BwdRowStats {
   float lse[kBwdRows];    // log-sum-exp of the row's scores from the forward (0 past N)
   float delta[kBwdRows];  // rowsum(dO * O) from attention_delta_kernel (0 past N)
 };
+// The static shared memory of the backward kernels: s_rows.
+constexpr size_t kBwdStaticBytes = sizeof(BwdRowStats);
+static_assert(bwd_shared_bytes(AttnSmallHeads::kMaxD) + kBwdStaticBytes <= kDefaultSharedBytes,
+              "backward tiles of small heads fit the shared memory a block gets without opting in");
 
 // P and dS = P * (dO.V - delta) * scale of one (query tile, key tile) pair into s_p, s_ds: each
 // thread takes key column tid % kBwdKeys for two query rows. Masked entries are 0.
@@ -332,14 +350,15 @@ __device__ __forceinline__ void load_row_stats(const AttnArgs<T>& a, int q0, int
   }
 }
 
-template <class T>
+template <class T, class Heads>
 static __global__ void __launch_bounds__(kAttnThreads)
     attention_dkdv_kernel(AttnArgs<T> a, T* __restrict__ g_dqkv,         // (N, ld): dk, dv written
                           const T* __restrict__ g_dout,                   // (N, H*D)
                           const float* __restrict__ g_lse,                // (N, H)
                           const float* __restrict__ g_delta) {            // (N, H)
-  __shared__ BwdRowStats s_rows;
+  IFT_SHARED(BwdRowStats, s_rows);
   IFT_DYNAMIC_SHARED(float, s_buf);
+  constexpr int kDSlices = Heads::kDSlices;
   const int D = a.D, ldt = D + 1, lds = kBwdKeys + 1;
   const BwdTiles t = bwd_tiles(s_buf, D);
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
@@ -406,14 +425,15 @@ IFT_ATTN_UNROLL
   }
 }
 
-template <class T>
+template <class T, class Heads>
 static __global__ void __launch_bounds__(kAttnThreads)
     attention_dq_kernel(AttnArgs<T> a, T* __restrict__ g_dqkv,  // (N, ld): dq written
                         const T* __restrict__ g_dout,            // (N, H*D)
                         const float* __restrict__ g_lse,         // (N, H)
                         const float* __restrict__ g_delta) {     // (N, H)
-  __shared__ BwdRowStats s_rows;
+  IFT_SHARED(BwdRowStats, s_rows);
   IFT_DYNAMIC_SHARED(float, s_buf);
+  constexpr int kDSlices = Heads::kDSlices;
   const int D = a.D, ldt = D + 1, lds = kBwdKeys + 1;
   const BwdTiles t = bwd_tiles(s_buf, D);
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
@@ -498,12 +518,34 @@ static AttnArgs<T> attn_args(const T* qkv, const AttentionParams& p) {
 
 static unsigned tiles(int n, int tile) { return static_cast<unsigned>((n + tile - 1) / tile); }
 
+template <class T, class Heads>
+static void launch_attention_forward_for(T* out, float* lse, const T* qkv, const AttentionParams& p, cudaStream_t stream) {
+  reserve_shared_memory("attention_forward", attention_forward_kernel<T, Heads>, fwd_shared_bytes(p.D), kFwdStaticBytes);
+  launch_kernel(attention_forward_kernel<T, Heads>, dim3(tiles(p.N, kFwdRows), p.H), kAttnThreads, fwd_shared_bytes(p.D),
+                stream, attn_args(qkv, p), out, lse);
+}
+
 template <class T>
 static void launch_attention_forward(T* out, float* lse, const T* qkv, const AttentionParams& p, cudaStream_t stream) {
   check_attention("attention_forward", p);
   IFT_CHECK(out && lse && qkv, "attention_forward: out, lse and qkv must not be null");
-  launch_kernel(attention_forward_kernel<T>, dim3(tiles(p.N, kFwdRows), p.H), kAttnThreads, fwd_shared_bytes(p.D),
-                stream, attn_args(qkv, p), out, lse);
+  if (p.D <= AttnSmallHeads::kMaxD)
+    launch_attention_forward_for<T, AttnSmallHeads>(out, lse, qkv, p, stream);
+  else
+    launch_attention_forward_for<T, AttnLargeHeads>(out, lse, qkv, p, stream);
+}
+
+template <class T, class Heads>
+static void launch_attention_dkdv_dq(T* dqkv, const float* delta, const T* dout, const T* qkv, const float* lse,
+                                     const AttentionParams& p, cudaStream_t stream) {
+  const AttnArgs<T> a = attn_args(qkv, p);
+  const size_t smem = bwd_shared_bytes(p.D);
+  reserve_shared_memory("attention_backward", attention_dkdv_kernel<T, Heads>, smem, kBwdStaticBytes);
+  launch_kernel(attention_dkdv_kernel<T, Heads>, dim3(tiles(p.N, kBwdKeys), p.KVH), kAttnThreads, smem, stream, a, dqkv,
+                dout, lse, delta);
+  reserve_shared_memory("attention_backward", attention_dq_kernel<T, Heads>, smem, kBwdStaticBytes);
+  launch_kernel(attention_dq_kernel<T, Heads>, dim3(tiles(p.N, kBwdRows), p.H), kAttnThreads, smem, stream, a, dqkv, dout,
+                lse, delta);
 }
 
 template <class T>
@@ -515,11 +557,10 @@ static void launch_attention_backward(T* dqkv, float* delta, const T* dout, cons
   const int64_t rows = static_cast<int64_t>(p.N) * p.H;
   launch_kernel(attention_delta_kernel<T>, static_cast<unsigned>((rows + kAttnWarps - 1) / kAttnWarps), kAttnThreads,
                 0, stream, dout, out, delta, rows, p.D);
-  const AttnArgs<T> a = attn_args(qkv, p);
-  launch_kernel(attention_dkdv_kernel<T>, dim3(tiles(p.N, kBwdKeys), p.KVH), kAttnThreads, bwd_shared_bytes(p.D),
-                stream, a, dqkv, dout, lse, static_cast<const float*>(delta));
-  launch_kernel(attention_dq_kernel<T>, dim3(tiles(p.N, kBwdRows), p.H), kAttnThreads, bwd_shared_bytes(p.D), stream,
-                a, dqkv, dout, lse, static_cast<const float*>(delta));
+  if (p.D <= AttnSmallHeads::kMaxD)
+    launch_attention_dkdv_dq<T, AttnSmallHeads>(dqkv, delta, dout, qkv, lse, p, stream);
+  else
+    launch_attention_dkdv_dq<T, AttnLargeHeads>(dqkv, delta, dout, qkv, lse, p, stream);
 }
 
 void attention_forward(float* out, float* lse, const float* qkv, const AttentionParams& p, cudaStream_t stream) {

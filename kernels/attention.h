@@ -13,8 +13,10 @@
 
 IFT_KERNELS_BEGIN
 
-// The largest head dim the attention kernels take.
-inline constexpr int kAttentionMaxHeadDim = 128;
+// The largest head dim the attention kernels take (Gemma's 256). Head dims up to 128 run kernels
+// whose registers are sized for 128; larger ones, kernels sized for 256 that opt in to more than
+// 48 KiB of shared memory.
+inline constexpr int kAttentionMaxHeadDim = 256;
 
 // Row n of the fused buffer qkv (row stride ld) holds H query heads of D, then KVH key heads, then
 // KVH value heads: q = qkv + n*ld, k = q + H*D, v = q + (H + KVH)*D. Query head h reads kv head

@@ -16,11 +16,15 @@
 #define IFT_DYNAMIC_SHARED(T, name)                                  \
   extern __shared__ __align__(16) unsigned char ift_dynamic_shared_[]; \
   T* const name = reinterpret_cast<T*>(ift_dynamic_shared_)
+// Static shared memory: `IFT_SHARED(float[32], s_partial);` (T may be an array type). The emulator
+// counts these against the block's shared-memory limit, so kernels never write `__shared__` itself.
+#define IFT_SHARED(T, name) __shared__ ::std::type_identity_t<T> name
 #else
 #include "kernels/simt/device.h"
 #endif
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/launch.cuh"
 
@@ -134,9 +138,13 @@ struct WarpMax {
   __device__ __forceinline__ static float reduce(float r_x) { return warp_reduce_max(r_x); }
 };
 
+// The static shared memory of block_reduce, which launchers sizing dynamic shared memory add.
+constexpr int kBlockReduceSharedFloats = 32;
+constexpr size_t kBlockReduceSharedBytes = kBlockReduceSharedFloats * sizeof(float);
+
 template <class Warp>
 __device__ __forceinline__ float block_reduce(float r_x, float identity) {
-  __shared__ float s_partial[32];
+  IFT_SHARED(float[kBlockReduceSharedFloats], s_partial);
   const int tid = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
   const int nwarps = blockDim.x * blockDim.y * blockDim.z / 32;
   const int lane = tid % 32, warp = tid / 32;

@@ -24,7 +24,7 @@ static __global__ void attention_decode_kernel(T* __restrict__ g_out,           
                                                const T* __restrict__ g_k,        // (start + n, KVH*D)
                                                const T* __restrict__ g_v,        // (start + n, KVH*D)
                                                DecodeAttentionParams p) {
-  __shared__ float s_p[kDecodeThreads];
+  IFT_SHARED(float[kDecodeThreads], s_p);
   const int i = blockIdx.x / p.H, h = blockIdx.x % p.H, kvh = h / (p.H / p.KVH), ldkv = p.KVH * p.D;
   const int keys = p.start + i + 1;
   const T* g_qi = g_q + static_cast<int64_t>(i) * p.ldq + h * p.D;

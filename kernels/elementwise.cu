@@ -197,7 +197,7 @@ static __global__ void column_partial_sums_kernel(float* g_partials, const T* g_
 constexpr int kColumnSumLanes = 8;
 
 static __global__ void column_sums_accumulate_kernel(float* g_out, const float* g_partials, int rows, int cols) {
-  __shared__ float s_sums[kColumnSumLanes][32];
+  IFT_SHARED(float[kColumnSumLanes][32], s_sums);
   const int col = blockIdx.x * 32 + threadIdx.x;
   float r_sum = 0.0f;
   if (col < cols)

@@ -16,3 +16,12 @@
 #include "kernels/norm.h"
 #include "kernels/elementwise.h"
 #include "kernels/decode.h"
+
+IFT_KERNELS_BEGIN
+
+// Whether every launch synchronises its stream and reports errors raised while the kernel ran
+// (default: on in debug builds and when IFT_SYNC_LAUNCHES=1; the emulator's launches are
+// synchronous anyway). For test and check programs that read results right after a call.
+void set_sync_after_launch(bool on);
+
+IFT_KERNELS_END

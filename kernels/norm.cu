@@ -182,9 +182,6 @@ constexpr int kMaxThreads = 256;
 // Blocks of the backward pass (each loops over N / blocks rows). A function of N only, so that the
 // scratch size and the summation order do not depend on the device.
 constexpr int kBackwardBlocks = 256;
-// Dynamic shared memory a launch may ask for without cudaFuncSetAttribute.
-constexpr size_t kMaxSharedBytes = 48 * 1024;
-
 // One thread per pack up to kMaxThreads, in whole warps (the block reductions need them).
 int threads_for(int packs) { return std::clamp((packs + 31) / 32 * 32, 32, kMaxThreads); }
 
@@ -214,8 +211,12 @@ void launch_norm_backward(const char* op, const NormBackwardParams<T>& p, float*
                           size_t scratch_floats, cudaStream_t stream) {
   constexpr int kAcc = kRms ? 1 : 2;
   const size_t smem = sizeof(float) * kAcc * static_cast<size_t>(p.C);
-  IFT_CHECK(smem <= kMaxSharedBytes, op, ": C = ", p.C, " is too large: the block's column sums need ", smem,
-            " bytes of shared memory, more than ", kMaxSharedBytes);
+  // The column sums (dynamic) plus block_reduce's partials (static): opted in above 48 KiB (C > 6128
+  // for LayerNorm, 12256 for RMSNorm), an error past the device's maximum (sm_90: C > 29040, 58080).
+  const size_t most = max_shared_bytes_optin();
+  IFT_CHECK(smem + kBlockReduceSharedBytes <= most, op, ": C = ", p.C, " is too large: the block's column sums and reductions need ",
+            smem + kBlockReduceSharedBytes, " bytes of shared memory, more than the ", most, " a block can have");
+  const auto reserve = [&](auto kernel) { reserve_shared_memory(op, kernel, smem, kBlockReduceSharedBytes); };
   const int blocks = backward_blocks(p.N);
   const size_t need = static_cast<size_t>(kAcc) * blocks * p.C;
   IFT_CHECK(scratch_floats >= need, op, ": scratch holds ", scratch_floats, " floats, needs ", need, " (",
@@ -223,10 +224,13 @@ void launch_norm_backward(const char* op, const NormBackwardParams<T>& p, float*
   constexpr int K = Pack128<T>::kSize;
   const bool vec = p.C % K == 0 && aligned16(p.dx) && (!p.dres || aligned16(p.dres)) && aligned16(p.dout) &&
                    aligned16(p.x) && aligned16(p.weight) && aligned16(p.partials);
-  if (vec)
+  if (vec) {
+    reserve(norm_backward_kernel<K, kRms, T>);
     launch_kernel(norm_backward_kernel<K, kRms, T>, blocks, threads_for(p.C / K), smem, stream, p);
-  else
+  } else {
+    reserve(norm_backward_kernel<1, kRms, T>);
     launch_kernel(norm_backward_kernel<1, kRms, T>, blocks, threads_for(p.C), smem, stream, p);
+  }
   column_sums_accumulate(dweight, p.partials, blocks, p.C, stream);
   if (dbias) column_sums_accumulate(dbias, p.partials + static_cast<size_t>(blocks) * p.C, blocks, p.C, stream);
 }

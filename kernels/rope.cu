@@ -18,8 +18,8 @@ template <class T>
 static __global__ void rope_kernel(T* __restrict__ g_x,                    // (N, ld): heads*D rotated
                                    const int32_t* __restrict__ g_positions,  // (N)
                                    int heads, int D, int ld, float theta, float sign) {
-  __shared__ float s_cos[kRopeMaxHeadDim / 2];
-  __shared__ float s_sin[kRopeMaxHeadDim / 2];
+  IFT_SHARED(float[kRopeMaxHeadDim / 2], s_cos);
+  IFT_SHARED(float[kRopeMaxHeadDim / 2], s_sin);
   const int n = blockIdx.x, half = D / 2;
   const double position = g_positions[n];
   for (int j = threadIdx.x; j < half; j += blockDim.x) {

@@ -8,12 +8,19 @@
 // outside the events. Ceilings: memory bandwidth from the device's memory clock and bus width;
 // dense matmul peaks from a table of known GPUs (kKnownGpus), "unknown" for any other GPU. Each
 // op's byte or FLOP count is written where it is measured; docs/benchmarks.md has the rest.
+//
+// `--check` instead runs the kernels at sizes the SIMT emulator cannot (packed attention over 8192
+// tokens at head dim 128 with 32/8 heads, cross-entropy over a 128256 vocabulary, the norms past the
+// 48 KiB shared-memory line, AdamW over more than 2^31 values) and compares them with the CPU
+// reference (engine/cpu/ops.h, in double) on sampled rows: one PASS/FAIL line per case with its
+// largest error and the tolerance there, exit 1 on any failure. See "check mode" below.
 #include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <random>
 #include <string>
 #include <type_traits>
@@ -31,6 +38,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include "engine/cpu/ops.h"
 #include "engine/cuda/check.h"
 #include "kernels/kernels.h"
 #endif
@@ -52,6 +60,7 @@ cli::Parser parser() {
   p.option("--reps", "N", "20", "timed repetitions (the median is reported)");
   p.option("--filter", "TEXT", "", "only the kernels whose name contains TEXT");
   p.flag("--json", "print one JSON document instead of the table");
+  p.flag("--check", "compare the kernels with the CPU reference at sizes the emulator cannot run (no timing)");
   return p;
 }
 
@@ -60,7 +69,13 @@ cli::Parser parser() {
 #if !IFT_HAVE_CUDA
 
 int bench_kernels(Args args) {
-  if (!parser().parse(args)) return 0;
+  cli::Parser p = parser();
+  if (!p.parse(args)) return 0;
+  if (p.on("--check")) {
+    std::fprintf(stderr, "ift bench kernels --check: this build has no CUDA, so there are no GPU kernels to check "
+                         "(configure with -DIFT_CUDA=ON where nvcc exists; the emulated kernels are checked by ctest)\n");
+    return 1;
+  }
   std::printf("ift bench kernels: this build has no CUDA (configure with -DIFT_CUDA=ON where nvcc exists)\n");
   return 0;
 }
@@ -392,11 +407,386 @@ void bench_dtype(Bench& b, const Shape& s) {
   bench_matmul<T>(b, "matmul_lm_head", dt, N, V, C);
 }
 
+// ---- check mode ---------------------------------------------------------------------------------
+// Every case draws its inputs from one fixed tile of kTile pseudo-random values (a prime length, so
+// rows and heads see different values and no power-of-two stride aliases), repeated over the
+// buffer: gigabytes of inputs cost one small upload each, and the reference rebuilds any element
+// from the tile. The kernels run in fp32; the references in double on the same fp32 values. The
+// tolerances are those of the emulator tests of each kernel (tests/kernels/test_*.cpp), restated
+// at each case.
+
+constexpr size_t kTile = 1048573;  // the largest prime below 2^20
+
+// The tile: uniform in [lo, hi) from `seed`.
+std::vector<float> make_tile(uint64_t seed, float lo, float hi) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> t(kTile);
+  for (float& x : t) x = u(rng);
+  return t;
+}
+
+// n floats on the device: element i is tile[i % kTile].
+float* tiled(Buffers& m, const std::vector<float>& tile, size_t n) {
+  float* p = m.alloc<float>(n);
+  for (size_t at = 0; at < n; at += tile.size())
+    IFT_CUDA_CHECK(cudaMemcpy(p + at, tile.data(), std::min(tile.size(), n - at) * sizeof(float), cudaMemcpyHostToDevice));
+  return p;
+}
+
+template <class T>
+std::vector<T> download(const T* p, size_t n) {
+  std::vector<T> v(n);
+  IFT_CUDA_CHECK(cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
+  return v;
+}
+
+// The comparison of one case: |got - ref| <= atol + rtol * |ref| element by element. Keeps the
+// largest error and the element that used the largest share of its tolerance.
+struct Check {
+  std::string name, shape, rule;
+  size_t compared = 0, failed = 0;
+  double max_error = 0, worst_error = 0, worst_tolerance = 0, worst_share = 0;
+  void add(double got, double ref, double atol, double rtol) {
+    const double err = std::abs(got - ref), tol = atol + rtol * std::abs(ref);
+    ++compared;
+    if (!(err <= tol)) ++failed;  // NaN fails
+    max_error = std::max(max_error, std::isnan(err) ? std::numeric_limits<double>::infinity() : err);
+    const double share = std::isnan(err) ? std::numeric_limits<double>::infinity() : err / tol;
+    if (share >= worst_share) worst_share = share, worst_error = err, worst_tolerance = tol;
+  }
+  bool passed() const { return compared > 0 && failed == 0; }
+};
+
+double max_abs_of(const std::vector<double>& v) {
+  double m = 0;
+  for (double x : v) m = std::max(m, std::abs(x));
+  return m;
+}
+
+// Attention at head dim 128, 32 query and 8 kv heads, 8192 tokens in 8 packed samples of different
+// lengths (one of length 1). Forward: out of sampled rows of every sample (its first two, middle,
+// last, and 4 random rows) against cpu::attention_cached over the sample's earlier rows. Backward:
+// dq, dk, dv of every row of the samples up to 400 rows, and dq of the first 160 rows of the longer
+// ones (a prefix of a causal sample is its own problem for dq, not for dk and dv), against
+// cpu::attention_forward + backward of that sample. Rule (the emulator tests'): out, dq, dk, dv within
+// 1e-5 * max(1, max|ref|) of each tensor; lse within 1e-5 + 1e-5 |ref|.
+void check_attention(std::vector<Check>& checks) {
+  const int H = 32, KVH = 8, D = 128, ld = (H + 2 * KVH) * D;
+  const std::vector<int> lengths = {3000, 2048, 1500, 1024, 400, 119, 100, 1};
+  std::vector<int32_t> cu = {0};
+  for (int L : lengths) cu.push_back(cu.back() + L);
+  const int N = cu.back(), S = static_cast<int>(lengths.size());
+  const std::string shape = dims({N, H, KVH, D}) + " in " + std::to_string(S) + " samples";
+  const std::vector<float> tile_qkv = make_tile(11, -2.0f, 2.0f), tile_dout = make_tile(12, -1.0f, 1.0f);
+  const size_t nqkv = size_t(N) * ld, nout = size_t(N) * H * D;
+
+  Buffers m;
+  AttentionParams p;
+  p.N = N, p.H = H, p.KVH = KVH, p.D = D, p.ld = ld, p.S = S, p.scale = 1.0f / std::sqrt(float(D));
+  p.cu_seqlens = m.upload(cu), p.cu_seqlens_host = cu.data();
+  float *qkv = tiled(m, tile_qkv, nqkv), *dout = tiled(m, tile_dout, nout);
+  float *out = m.alloc<float>(nout), *lse = m.alloc<float>(size_t(N) * H), *dqkv = m.alloc<float>(nqkv);
+  float* delta = m.alloc<float>(size_t(N) * H);
+  attention_forward(out, lse, qkv, p, nullptr);
+  attention_backward(dqkv, delta, dout, qkv, out, lse, p, nullptr);
+  IFT_CUDA_CHECK(cudaDeviceSynchronize());
+  const std::vector<float> g_out = download(out, nout), g_lse = download(lse, size_t(N) * H), g_dqkv = download(dqkv, nqkv);
+  const auto qkv_at = [&](size_t i) { return double(tile_qkv[i % kTile]); };
+  const auto dout_at = [&](size_t i) { return double(tile_dout[i % kTile]); };
+
+  // Forward, sampled rows.
+  std::mt19937 rng(13);
+  std::vector<double> got_out, ref_out;
+  for (int s = 0; s < S; ++s) {
+    const int s0 = cu[s], s1 = cu[s + 1];
+    std::vector<int> rows = {s0, std::min(s0 + 1, s1 - 1), (s0 + s1) / 2, s1 - 1};
+    for (int k = 0; k < 4; ++k) rows.push_back(s0 + int(rng() % unsigned(s1 - s0)));
+    for (int i : rows) {
+      const int n = i - s0 + 1;
+      std::vector<double> q(size_t(H) * D), kc(size_t(n) * KVH * D), vc(size_t(n) * KVH * D), o(size_t(H) * D);
+      for (int c = 0; c < H * D; ++c) q[c] = qkv_at(size_t(i) * ld + c);
+      for (int r = 0; r < n; ++r)
+        for (int c = 0; c < KVH * D; ++c) {
+          kc[size_t(r) * KVH * D + c] = qkv_at(size_t(s0 + r) * ld + H * D + c);
+          vc[size_t(r) * KVH * D + c] = qkv_at(size_t(s0 + r) * ld + (H + KVH) * D + c);
+        }
+      cpu::attention_cached(o.data(), q.data(), H * D, kc.data(), vc.data(), 1, n - 1, H, KVH, D, p.scale);
+      for (int c = 0; c < H * D; ++c) got_out.push_back(g_out[size_t(i) * H * D + c]), ref_out.push_back(o[c]);
+    }
+  }
+  Check fwd{"attention_forward fp32 out (sampled rows)", shape, "|err| <= 1e-5 max(1, max|ref|)"};
+  const double out_tol = 1e-5 * std::max(1.0, max_abs_of(ref_out));
+  for (size_t k = 0; k < ref_out.size(); ++k) fwd.add(got_out[k], ref_out[k], out_tol, 0.0);
+  checks.push_back(fwd);
+
+  // Backward, per sample (whole, or a prefix for dq).
+  Check lse_check{"attention_forward fp32 lse (backward's rows)", shape, "|err| <= 1e-5 + 1e-5 |ref|"};
+  std::vector<double> got_g[3], ref_g[3];  // dq, dk, dv
+  for (int s = 0; s < S; ++s) {
+    const int s0 = cu[s], L = lengths[s];
+    const bool whole = L <= 400;
+    const int rows = whole ? L : 160, cols = whole ? (H + 2 * KVH) * D : H * D;
+    std::vector<double> x(size_t(rows) * ld), dy(size_t(rows) * H * D), o(size_t(rows) * H * D), l(size_t(rows) * H);
+    std::vector<double> g(size_t(rows) * ld, 0.0);
+    for (size_t e = 0; e < x.size(); ++e) x[e] = qkv_at(size_t(s0) * ld + e);
+    for (size_t e = 0; e < dy.size(); ++e) dy[e] = dout_at(size_t(s0) * H * D + e);
+    const int32_t sub_cu[2] = {0, rows};
+    cpu::AttentionShape sh;
+    sh.N = rows, sh.H = H, sh.KVH = KVH, sh.D = D, sh.ld = ld, sh.cu_seqlens = sub_cu, sh.S = 1, sh.scale = p.scale;
+    const double *q = x.data(), *k = q + H * D, *v = q + (H + KVH) * D;
+    cpu::attention_forward(o.data(), l.data(), q, k, v, sh);
+    cpu::attention_backward(g.data(), g.data() + H * D, g.data() + (H + KVH) * D, dy.data(), q, k, v, o.data(), l.data(), sh);
+    for (int r = 0; r < rows; ++r) {
+      for (int h = 0; h < H; ++h) lse_check.add(g_lse[size_t(s0 + r) * H + h], l[size_t(r) * H + h], 1e-5, 1e-5);
+      for (int c = 0; c < cols; ++c) {
+        const int t = c < H * D ? 0 : c < (H + KVH) * D ? 1 : 2;
+        got_g[t].push_back(g_dqkv[size_t(s0 + r) * ld + c]), ref_g[t].push_back(g[size_t(r) * ld + c]);
+      }
+    }
+  }
+  checks.push_back(lse_check);
+  const char* what[3] = {"dq (samples <= 400 rows, 160-row prefixes of the others)", "dk (samples <= 400 rows)",
+                        "dv (samples <= 400 rows)"};
+  for (int t = 0; t < 3; ++t) {
+    Check bwd{std::string("attention_backward fp32 ") + what[t], shape, "|err| <= 1e-5 max(1, max|ref|)"};
+    const double g_tol = 1e-5 * std::max(1.0, max_abs_of(ref_g[t]));
+    for (size_t e = 0; e < ref_g[t].size(); ++e) bwd.add(got_g[t][e], ref_g[t][e], g_tol, 0.0);
+    checks.push_back(bwd);
+  }
+}
+
+// Cross-entropy at V = 128256, N = 8192, about 10% of the rows not trained, normalised by the
+// trained rows, dlogits in place of the logits. The loss against cpu::cross_entropy_forward over all
+// rows; the gradient of 48 sampled rows. Rule (the emulator tests'): loss within 1e-5 relative;
+// gradient within 1e-5 |ref| + 1e-6 max|ref| of the sampled rows.
+void check_cross_entropy(std::vector<Check>& checks) {
+  const int N = 8192, V = 128256;
+  const std::string shape = dims({N, V});
+  const std::vector<float> tile = make_tile(21, -6.0f, 6.0f);
+  std::vector<int32_t> targets(N);
+  std::mt19937 rng(22);
+  int trained = 0;
+  for (int n = 0; n < N; ++n) {
+    targets[n] = rng() % 10 == 0 ? -100 : int32_t(rng() % V);
+    if (n == 1) targets[n] = V - 1;
+    if (n == 2) targets[n] = 0;
+    trained += targets[n] >= 0;
+  }
+  Buffers m;
+  const size_t nl = size_t(N) * V;
+  float* logits = tiled(m, tile, nl);
+  float* loss = m.alloc<float>(1);
+  const int32_t* tgt = m.upload(targets);
+  const size_t sb = cross_entropy_scratch_bytes(N, V);
+  void* scratch = m.alloc<char>(sb);
+  cross_entropy_forward(loss, logits, logits, tgt, N, V, float(trained), scratch, sb, nullptr);
+  IFT_CUDA_CHECK(cudaDeviceSynchronize());
+  const float g_loss = download(loss, 1)[0];
+
+  const auto row_of = [&](int n) {
+    std::vector<double> r(V);
+    for (int c = 0; c < V; ++c) r[c] = tile[(size_t(n) * V + c) % kTile];
+    return r;
+  };
+  double ref_loss = 0;
+#pragma omp parallel for reduction(+ : ref_loss) schedule(dynamic, 64)
+  for (int n = 0; n < N; ++n) {
+    const std::vector<double> r = row_of(n);
+    ref_loss += cpu::cross_entropy_forward<double>(nullptr, r.data(), &targets[n], 1, V, double(trained));
+  }
+  Check lc{"cross_entropy_forward fp32 loss", shape, "|err| <= 1e-5 |ref|"};
+  lc.add(g_loss, ref_loss, 0.0, 1e-5);
+  checks.push_back(lc);
+
+  std::vector<int> rows = {0, 1, 2, N - 1};
+  for (int k = 0; k < 44; ++k) rows.push_back(int(rng() % N));
+  std::vector<double> got, ref;
+  std::vector<float> drow(V);
+  for (int n : rows) {
+    const std::vector<double> r = row_of(n);
+    std::vector<double> d(V);
+    cpu::cross_entropy_forward<double>(d.data(), r.data(), &targets[n], 1, V, double(trained));
+    IFT_CUDA_CHECK(cudaMemcpy(drow.data(), logits + size_t(n) * V, V * sizeof(float), cudaMemcpyDeviceToHost));
+    got.insert(got.end(), drow.begin(), drow.end());
+    ref.insert(ref.end(), d.begin(), d.end());
+  }
+  Check gc{"cross_entropy_forward fp32 dlogits (48 sampled rows)", shape, "|err| <= 1e-5 |ref| + 1e-6 max|ref|"};
+  const double scale = max_abs_of(ref);
+  for (size_t e = 0; e < ref.size(); ++e) gc.add(got[e], ref[e], 1e-6 * scale, 1e-5);
+  checks.push_back(gc);
+}
+
+// LayerNorm and RMSNorm, forward and backward (dres null, dweight/dbias from zero), N = 2048 rows at
+// C = 8192 and C = 16384: LayerNorm's backward needs 64 and 128 KiB of shared memory, RMSNorm's 32
+// and 64 KiB, so both cross the 48 KiB line. Every row is compared (the reference is cheap). Rule (the
+// emulator tests'): |err| <= 1e-5 |ref| + 1e-5 max|ref| of each tensor.
+void check_norms(std::vector<Check>& checks) {
+  const int N = 2048;
+  const float eps = 1e-5f;
+  const std::vector<float> tile_x = make_tile(31, -2.0f, 3.0f), tile_w = make_tile(32, 0.5f, 1.5f),
+                           tile_b = make_tile(33, -0.5f, 0.5f), tile_d = make_tile(34, -1.0f, 1.0f);
+  for (int C : {8192, 16384}) {
+    for (bool rms : {false, true}) {
+      const size_t NC = size_t(N) * C;
+      const std::string op = rms ? "rmsnorm" : "layernorm", shape = dims({N, C});
+      Buffers m;
+      float *x = tiled(m, tile_x, NC), *w = tiled(m, tile_w, C), *b = rms ? nullptr : tiled(m, tile_b, C);
+      float *dy = tiled(m, tile_d, NC), *y = m.alloc<float>(NC), *dx = m.alloc<float>(NC);
+      float *mean = m.alloc<float>(N), *rstd = m.alloc<float>(N), *dw = m.zeros<float>(C), *db = m.zeros<float>(C);
+      const size_t sf = rms ? rmsnorm_backward_scratch_floats(N, C) : layernorm_backward_scratch_floats(N, C);
+      float* scratch = m.alloc<float>(sf);
+      if (rms) {
+        rmsnorm_forward(y, rstd, x, w, N, C, eps, nullptr);
+        rmsnorm_backward(dx, dw, nullptr, dy, x, w, rstd, N, C, scratch, sf, nullptr);
+      } else {
+        layernorm_forward(y, mean, rstd, x, w, b, N, C, eps, nullptr);
+        layernorm_backward(dx, dw, db, nullptr, dy, x, w, mean, rstd, N, C, scratch, sf, nullptr);
+      }
+      IFT_CUDA_CHECK(cudaDeviceSynchronize());
+      const auto vec = [&](const std::vector<float>& t, size_t n) {
+        std::vector<double> v(n);
+        for (size_t i = 0; i < n; ++i) v[i] = t[i % kTile];
+        return v;
+      };
+      const std::vector<double> xd = vec(tile_x, NC), wd = vec(tile_w, C), bd = vec(tile_b, C), dyd = vec(tile_d, NC);
+      std::vector<double> yr(NC), meanr(N), rstdr(N), dxr(NC), dwr(C, 0.0), dbr(C, 0.0);
+      if (rms) cpu::rmsnorm_forward(yr.data(), rstdr.data(), xd.data(), wd.data(), N, C, eps);
+      else cpu::layernorm_forward(yr.data(), meanr.data(), rstdr.data(), xd.data(), wd.data(), bd.data(), N, C, eps);
+      // The backward reference takes the statistics the kernel saved, as the kernel's backward did.
+      const std::vector<float> g_mean = download(mean, N), g_rstd = download(rstd, N);
+      const std::vector<double> meank(g_mean.begin(), g_mean.end()), rstdk(g_rstd.begin(), g_rstd.end());
+      if (rms) cpu::rmsnorm_backward<double>(dxr.data(), dwr.data(), nullptr, dyd.data(), xd.data(), wd.data(), rstdk.data(), N, C);
+      else
+        cpu::layernorm_backward<double>(dxr.data(), dwr.data(), dbr.data(), nullptr, dyd.data(), xd.data(), wd.data(), meank.data(),
+                                rstdk.data(), N, C);
+      const auto compare = [&](const std::string& what, const std::vector<float>& got, const std::vector<double>& ref) {
+        Check c{op + " fp32 " + what, shape, "|err| <= 1e-5 |ref| + 1e-5 max|ref|"};
+        const double scale = max_abs_of(ref);
+        for (size_t i = 0; i < ref.size(); ++i) c.add(got[i], ref[i], 1e-5 * scale, 1e-5);
+        checks.push_back(c);
+      };
+      compare("forward out", download(y, NC), yr);
+      compare("forward rstd", g_rstd, rstdr);
+      if (!rms) compare("forward mean", g_mean, meanr);
+      compare("backward dx", download(dx, NC), dxr);
+      compare("backward dweight", download(dw, C), dwr);
+      if (!rms) compare("backward dbias", download(db, C), dbr);
+    }
+  }
+}
+
+// AdamW over n = 2^31 + 4099 values (fp32 master, moments and gradients: 34 GB of device memory), one
+// step with weight decay everywhere, then 12,000 sampled elements (the first and last 2,000, 2,000
+// around 2^31, 6,000 random) against cpu::adamw_update on each element alone; and sum_of_squares over
+// the same n against the double sum. Rules (the emulator tests'): master within 1e-7 + 1e-6 |ref|,
+// m and v within 1e-6 |ref| + 1e-6 max|ref|; the sum of squares within 1e-5 relative.
+void check_adamw(std::vector<Check>& checks) {
+  const int64_t n = (int64_t(1) << 31) + 4099;
+  const std::string shape = dims({n});
+  const std::vector<float> tw = make_tile(41, -1.0f, 1.0f), tg = make_tile(42, -2.0f, 2.0f), tm = make_tile(43, -0.1f, 0.1f),
+                           tv = make_tile(44, 0.0f, 0.01f);
+  Buffers m;
+  AdamWUpdate u;
+  u.master = tiled(m, tw, n), u.m = tiled(m, tm, n), u.v = tiled(m, tv, n);
+  u.n = n, u.lr = 1e-3f, u.beta1 = 0.9f, u.beta2 = 0.95f, u.eps = 1e-8f, u.weight_decay = 0.1f, u.grad_scale = 0.5f, u.t = 3;
+  const float* grads = tiled(m, tg, n);
+  const size_t sf = sum_of_squares_scratch_floats(n);
+  float *sum = m.alloc<float>(1), *scratch = m.alloc<float>(sf);
+  sum_of_squares(sum, grads, n, scratch, sf, nullptr);
+  adamw_update(u, grads, nullptr);
+  IFT_CUDA_CHECK(cudaDeviceSynchronize());
+
+  // The double sum of the tiled gradient: whole tiles, then the rest.
+  double tile_sum = 0, rest = 0;
+  const int64_t whole = n / int64_t(kTile), left = n % int64_t(kTile);
+  for (size_t i = 0; i < kTile; ++i) (int64_t(i) < left ? rest : tile_sum) += double(tg[i]) * tg[i];
+  const double ref_sum = (tile_sum + rest) * double(whole) + rest;
+  Check sc{"sum_of_squares fp32", shape, "|err| <= 1e-5 |ref|"};
+  sc.add(download(sum, 1)[0], ref_sum, 0.0, 1e-5);
+  checks.push_back(sc);
+
+  std::vector<int64_t> idx;
+  for (int64_t i = 0; i < 2000; ++i) idx.push_back(i), idx.push_back(n - 1 - i), idx.push_back((int64_t(1) << 31) - 1000 + i);
+  std::mt19937_64 rng(45);
+  for (int k = 0; k < 6000; ++k) idx.push_back(int64_t(rng() % uint64_t(n)));
+  cpu::AdamWStep step;
+  step.lr = u.lr, step.beta1 = u.beta1, step.beta2 = u.beta2, step.eps = u.eps, step.weight_decay = u.weight_decay;
+  step.grad_scale = u.grad_scale, step.t = u.t;
+  std::vector<double> gw, rw, gm, rm, gv, rv;
+  for (int64_t i : idx) {
+    float w = tw[size_t(i) % kTile], g = tg[size_t(i) % kTile], mm = tm[size_t(i) % kTile], vv = tv[size_t(i) % kTile];
+    cpu::adamw_update<float>(&w, &g, &mm, &vv, 1, step);
+    float kw = 0, km = 0, kv = 0;
+    IFT_CUDA_CHECK(cudaMemcpy(&kw, u.master + i, sizeof(float), cudaMemcpyDeviceToHost));
+    IFT_CUDA_CHECK(cudaMemcpy(&km, u.m + i, sizeof(float), cudaMemcpyDeviceToHost));
+    IFT_CUDA_CHECK(cudaMemcpy(&kv, u.v + i, sizeof(float), cudaMemcpyDeviceToHost));
+    gw.push_back(kw), rw.push_back(w), gm.push_back(km), rm.push_back(mm), gv.push_back(kv), rv.push_back(vv);
+  }
+  const auto compare = [&](const std::string& what, const std::vector<double>& got, const std::vector<double>& ref, double atol,
+                           const std::string& rule) {
+    Check c{"adamw_update fp32 " + what + " (12000 sampled elements, 2000 past 2^31)", shape, rule};
+    for (size_t e = 0; e < ref.size(); ++e) c.add(got[e], ref[e], atol, 1e-6);
+    checks.push_back(c);
+  };
+  compare("master", gw, rw, 1e-7, "|err| <= 1e-7 + 1e-6 |ref|");
+  compare("m", gm, rm, 1e-6 * max_abs_of(rm), "|err| <= 1e-6 |ref| + 1e-6 max|ref|");
+  compare("v", gv, rv, 1e-6 * max_abs_of(rv), "|err| <= 1e-6 |ref| + 1e-6 max|ref|");
+}
+
+// Runs every case; a case that throws is a failed check naming the error. Exit 1 on any failure.
+int run_checks(bool as_json) {
+  int count = 0;
+  if (const cudaError_t e = cudaGetDeviceCount(&count); e != cudaSuccess || count == 0) {
+    std::fprintf(stderr, "ift bench kernels --check: no CUDA device (%s)\n",
+                 cudaGetErrorString(e != cudaSuccess ? e : cudaErrorNoDevice));
+    return 1;
+  }
+  cudaDeviceProp prop{};
+  IFT_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  set_sync_after_launch(true);  // a fault names its kernel
+  std::vector<Check> checks;
+  const std::pair<const char*, void (*)(std::vector<Check>&)> cases[] = {
+      {"attention", check_attention}, {"cross_entropy", check_cross_entropy}, {"norms", check_norms}, {"adamw", check_adamw}};
+  for (const auto& [name, run] : cases) {
+    try {
+      run(checks);
+    } catch (const std::exception& e) {
+      Check c{std::string(name) + ": the case failed to run", "", e.what()};
+      c.compared = 1, c.failed = 1;
+      checks.push_back(c);
+      cudaGetLastError();  // clear a non-sticky error so the next case can run
+    }
+  }
+  bool all = true;
+  for (const Check& c : checks) all = all && c.passed();
+  if (as_json) {
+    using nlohmann::json;
+    json doc = {{"device", {{"name", prop.name}, {"compute_capability", std::to_string(prop.major) + "." + std::to_string(prop.minor)}}},
+                {"passed", all}, {"checks", json::array()}};
+    for (const Check& c : checks)
+      doc["checks"].push_back({{"name", c.name}, {"shape", c.shape}, {"rule", c.rule}, {"compared", c.compared},
+                               {"failed", c.failed}, {"max_error", c.max_error}, {"worst_error", c.worst_error},
+                               {"tolerance_at_worst", c.worst_tolerance}, {"passed", c.passed()}});
+    std::printf("%s\n", doc.dump(2).c_str());
+  } else {
+    std::printf("device: %s (sm_%d%d); kernels in fp32 against the CPU reference in double\n", prop.name, prop.major,
+                prop.minor);
+    for (const Check& c : checks)
+      std::printf("%s  %-84s %-24s max err %.3e; worst element %.3e vs tolerance %.3e (%zu of %zu out; %s)\n",
+                  c.passed() ? "PASS" : "FAIL", c.name.c_str(), c.shape.c_str(), c.max_error, c.worst_error, c.worst_tolerance,
+                  c.failed, c.compared, c.rule.c_str());
+    std::printf("%s\n", all ? "all checks passed" : "SOME CHECKS FAILED");
+  }
+  return all ? 0 : 1;
+}
+
 }  // namespace
 
 int bench_kernels(Args args) {
   cli::Parser p = parser();
   if (!p.parse(args)) return 0;
+  if (p.on("--check")) return run_checks(p.on("--json"));
   const Shape s{int(p.integer("--batch")), int(p.integer("--seq-len")), int(p.integer("--channels")),
                 int(p.integer("--heads")), int(p.integer("--vocab")), p.integer("--params")};
   const int warmup = int(p.integer("--warmup")), reps = int(p.integer("--reps"));

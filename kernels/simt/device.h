@@ -34,14 +34,24 @@
 // on one OS thread at a time, and several blocks run at once on different OS threads, hence
 // thread_local. constinit: without it g++ guards arrays of class type (bf16) with a lazy-init flag
 // that ThreadSanitizer then reports as a race.
+// Kernels declare static shared memory with IFT_SHARED (kernels/common.cuh), which the emulator
+// counts against the block's shared-memory limit; a bare `__shared__` would escape the count, so it
+// does not compile here.
 #undef __shared__
+#define __shared__ __shared___is_not_counted_by_the_emulator_use_IFT_SHARED
 #if defined(IFT_SIMT_SANITIZE_ADDRESS)
 // AddressSanitizer does not check thread_local arrays: plain static ones are, and the runtime runs
 // one block at a time in this build.
-#define __shared__ static constinit
+#define IFT_SIMT_SHARED_STORAGE static constinit
 #else
-#define __shared__ static thread_local constinit
+#define IFT_SIMT_SHARED_STORAGE static thread_local constinit
 #endif
+
+// Static shared memory: `IFT_SHARED(float[32], s_partial);` declares s_partial as a float[32] shared
+// by the block, and reports its size to the runtime when a thread reaches the declaration.
+#define IFT_SHARED(T, name)                                      \
+  IFT_SIMT_SHARED_STORAGE ::std::type_identity_t<T> name;          \
+  ::ift::simt::detail::static_shared(&name, sizeof(name), std::source_location::current())
 #ifndef __launch_bounds__
 #define __launch_bounds__(...)
 #endif

@@ -28,9 +28,11 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "engine/base/error.h"
+#include "kernels/kernel_name.h"
 #include "kernels/simt/fiber.h"
 
 #if defined(IFT_SIMT_SANITIZE_THREAD)
@@ -168,8 +170,10 @@ struct WarpState {
 };
 
 struct Launch {
+  KernelRef kernel;
   dim3 grid, block;
   size_t smem_bytes;
+  size_t shared_limit;  // static + dynamic: kDefaultSharedBytes, or kMaxDynamicSharedBytes once opted in
   Thunk thunk;
   const void* call;
   std::source_location site;
@@ -203,6 +207,9 @@ struct Worker {
   bool aborting = false;
   std::string error;
   std::byte* smem = nullptr;
+  // The static shared variables reached in this launch (IFT_SHARED) and their bytes.
+  std::vector<const void*> static_seen;
+  size_t static_bytes = 0;
   char barrier_token[2];
   char start_token, end_token;
 };
@@ -389,6 +396,8 @@ void work(Launch& l) {
   }
   // Exactly the requested size, so that AddressSanitizer sees any access past it.
   w.smem = static_cast<std::byte*>(::operator new(l.smem_bytes, std::align_val_t{16}));
+  w.static_seen.clear();
+  w.static_bytes = 0;
   blockDim = l.block;
   gridDim = l.grid;
   t_in_launch = true;
@@ -591,16 +600,71 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int 
 
 void* dynamic_shared() { return t_worker->smem; }
 
+namespace {
+std::mutex g_opt_in_mutex;
+std::unordered_map<const void*, size_t> g_opt_in;  // kernel -> MaxDynamicSharedMemorySize
+
+// 0 when the kernel has not opted in.
+size_t opted_in_bytes(const void* fn) {
+  std::lock_guard lock(g_opt_in_mutex);
+  const auto it = g_opt_in.find(fn);
+  return it == g_opt_in.end() ? 0 : it->second;
+}
+
+std::string shared_advice(size_t limit) {
+  return limit == kDefaultSharedBytes
+             ? " a block may use without opting in (opt_in_dynamic_shared in kernels/launch.cuh: cudaFuncSetAttribute "
+               "MaxDynamicSharedMemorySize)"
+             : " a block may use on the device, even with the opt-in";
+}
+}  // namespace
+
+void opt_in_dynamic_shared(const void* fn, size_t bytes, const std::source_location& site) {
+  IFT_CHECK(bytes <= kMaxDynamicSharedBytes, "simt: cudaFuncSetAttribute(MaxDynamicSharedMemorySize, ", bytes, ") from ",
+            where(site), ": more than the ", kMaxDynamicSharedBytes, " bytes of shared memory a block can have");
+  std::lock_guard lock(g_opt_in_mutex);
+  g_opt_in[fn] = bytes;
+}
+
+void static_shared(const void* address, size_t bytes, const std::source_location& site) {
+  Worker& w = *t_worker;
+  for (const void* seen : w.static_seen)
+    if (seen == address) return;
+  w.static_seen.push_back(address);
+  w.static_bytes += bytes;
+  const Launch& l = *w.launch;
+  if (w.static_bytes > kDefaultSharedBytes)
+    fail_here(w, "kernel " + ift::detail::kernel_name_of(l.kernel.text) + ": " + std::to_string(w.static_bytes) +
+                     " bytes of static shared memory (the last declared at " + where(site) + ") exceed the " +
+                     std::to_string(kDefaultSharedBytes) + " bytes of static shared memory a kernel can have");
+  if (w.static_bytes + l.smem_bytes > l.shared_limit)
+    fail_here(w, "kernel " + ift::detail::kernel_name_of(l.kernel.text) + ": " + std::to_string(w.static_bytes + l.smem_bytes) +
+                     " bytes of shared memory (" + std::to_string(w.static_bytes) + " static, the last declared at " + where(site) +
+                     ", + " + std::to_string(l.smem_bytes) + " dynamic) exceed the " + std::to_string(l.shared_limit) +
+                     " bytes" + shared_advice(l.shared_limit));
+}
+
 void kernel_fail(const char* what, const std::source_location& site) {
   fail_here(*t_worker, std::string(what) + " at " + where(site));
 }
 
-void launch(dim3 grid, dim3 block, size_t smem_bytes, Thunk thunk, const void* call, const std::source_location& site) {
-  const std::string from = std::string("kernel launched from ") + where(site);
+void launch(KernelRef kernel, dim3 grid, dim3 block, size_t smem_bytes, Thunk thunk, const void* call,
+            const std::source_location& site) {
+  const std::string name = ift::detail::kernel_name_of(kernel.text);
+  const std::string from = "kernel " + name + " launched from " + where(site);
   IFT_CHECK(!t_in_launch, "simt: ", from, ": launching a kernel from inside a kernel is not supported");
   if (const std::string bad = config_error(grid, block, smem_bytes); !bad.empty()) fail("simt: ", from, ": invalid configuration: ", bad);
+  // As on a GPU: without the opt-in, static + dynamic shared memory is at most 48 KiB; with it, the
+  // dynamic part is at most the opted-in size and static + dynamic at most the device's maximum.
+  const size_t granted = opted_in_bytes(kernel.fn);
+  const size_t dynamic_limit = granted > 0 ? granted : kDefaultSharedBytes;
+  if (smem_bytes > dynamic_limit)
+    fail("simt: ", from, ": kernel ", name, " asks for ", smem_bytes, " bytes of dynamic shared memory, more than the ", dynamic_limit,
+         granted > 0 ? " bytes it opted in to (opt_in_dynamic_shared)" : " bytes" + shared_advice(kDefaultSharedBytes));
 
   Launch l;
+  l.kernel = kernel;
+  l.shared_limit = granted > 0 ? kMaxDynamicSharedBytes : kDefaultSharedBytes;
   l.grid = grid;
   l.block = block;
   l.smem_bytes = smem_bytes;

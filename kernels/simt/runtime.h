@@ -11,8 +11,9 @@
 // the thread and the source line): a barrier reached from different call sites, a thread that
 // exits while others wait at a barrier (or before a barrier the others then reach), warp
 // collectives whose lanes pass different masks or call different intrinsics, a lane that reads from
-// or waits for a lane outside the mask or already exited, deadlock, and exceptions thrown by kernel
-// code. A fiber stack overflow cannot be recovered from: it ends the process with a message.
+// or waits for a lane outside the mask or already exited, deadlock, exceptions thrown by kernel
+// code, and shared memory over the block's limit (static, counted by IFT_SHARED, plus dynamic: 48
+// KiB, or 227 KiB for a kernel that opted in with opt_in_dynamic_shared, kernels/launch.cuh). A fiber stack overflow cannot be recovered from: it ends the process with a message.
 #pragma once
 
 #include <cstddef>
@@ -61,8 +62,10 @@ inline constexpr size_t kStackBytes = 256 * 1024;
 inline constexpr size_t kStackBytes = 64 * 1024;
 #endif
 
-// The largest dynamic shared memory of a block (sm_90 with the opt-in attribute set).
+// The largest static + dynamic shared memory of a block (sm_90 with the opt-in attribute set).
 inline constexpr size_t kMaxDynamicSharedBytes = 227 * 1024;
+// Static + dynamic shared memory of a block whose kernel has not opted in (every CUDA device).
+inline constexpr size_t kDefaultSharedBytes = 48 * 1024;
 
 // ---- used by kernels/simt/device.h and kernels/launch.cuh, not by kernel authors -------------
 namespace detail {
@@ -79,10 +82,30 @@ void* dynamic_shared();
 // calling CUDA thread and makes the launch throw.
 [[noreturn]] void kernel_fail(const char* what, const std::source_location& site);
 
+// The kernel of a launch: its address (what opt-ins are recorded by) and the launch_kernel call's
+// text (for its name in messages).
+struct KernelRef {
+  const void* fn;
+  const char* text;
+};
+
 // Runs `thunk(call)` once per CUDA thread of the grid. `site` is where the launch was written.
+// Faults (throws ift::Error naming the kernel and the bytes) when the dynamic shared memory, or
+// later the static shared memory a thread declares on top of it (IFT_SHARED), exceeds
+// kDefaultSharedBytes without the kernel's opt-in, or kMaxDynamicSharedBytes with it.
 using Thunk = void (*)(const void* call);
-void launch(dim3 grid, dim3 block, size_t smem_bytes, Thunk thunk, const void* call,
+void launch(KernelRef kernel, dim3 grid, dim3 block, size_t smem_bytes, Thunk thunk, const void* call,
             const std::source_location& site);
+
+// cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes): recorded for the
+// launches of fn that follow. Throws ift::Error when bytes exceed kMaxDynamicSharedBytes, as the
+// real call fails.
+void opt_in_dynamic_shared(const void* fn, size_t bytes, const std::source_location& site);
+
+// A `__shared__` variable of `bytes` at `address`, reached by the calling CUDA thread (IFT_SHARED
+// in kernels/simt/device.h): counted once per launch and worker, and checked with the launch's
+// dynamic shared memory against the block's limit.
+void static_shared(const void* address, size_t bytes, const std::source_location& site);
 
 }  // namespace detail
 }  // namespace ift::simt

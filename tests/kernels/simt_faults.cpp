@@ -12,11 +12,13 @@ void fault_global_oob(const float* in, float* out, int n);
 void fault_static_shared_oob(const float* in, float* out);
 void fault_dynamic_shared_oob(const float* in, float* out);
 void fault_reduction(bool racy, const float* in, float* out, int blocks);
+void fault_shared(bool with_static, bool opt_in, size_t dynamic_bytes, float* out);
 }  // namespace ift::test
 
 int main(int argc, char** argv) {
   if (argc != 2) {
-    std::fprintf(stderr, "usage: simt_faults stack_overflow|global_oob|static_shared_oob|dynamic_shared_oob|racy_reduction|clean_reduction\n");
+    std::fprintf(stderr, "usage: simt_faults stack_overflow|global_oob|static_shared_oob|dynamic_shared_oob|racy_reduction|clean_reduction|"
+                 "shared_over_48k|shared_static_over_48k|shared_opt_in|shared_static_opt_in|shared_opt_in_over_device\n");
     return 2;
   }
   const char* which = argv[1];
@@ -36,6 +38,15 @@ int main(int argc, char** argv) {
       std::vector<float> big(2 * 128, 1.0f);
       ift::test::fault_reduction(which[0] == 'r', big.data(), out.data(), 2);
       std::printf("sums %g %g\n", out[0], out[1]);
+    } else if (std::strcmp(which, "shared_over_48k") == 0) {
+      ift::test::fault_shared(false, false, 48 * 1024 + 16, out.data());  // dynamic alone over the line
+    } else if (std::strcmp(which, "shared_static_over_48k") == 0) {
+      ift::test::fault_shared(true, false, 48 * 1024, out.data());  // norm.cu's old case: 48 KiB dynamic + static
+    } else if (std::strcmp(which, "shared_opt_in") == 0 || std::strcmp(which, "shared_static_opt_in") == 0) {
+      ift::test::fault_shared(which[7] == 's', true, 100 * 1024, out.data());
+      std::printf("out[0] %g out[31] %g\n", out[0], out[31]);
+    } else if (std::strcmp(which, "shared_opt_in_over_device") == 0) {
+      ift::test::fault_shared(true, true, 227 * 1024, out.data());  // opt-in to the maximum, then static on top
     } else {
       std::fprintf(stderr, "simt_faults: unknown case '%s'\n", which);
       return 2;

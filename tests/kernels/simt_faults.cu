@@ -24,7 +24,7 @@ static __global__ void global_oob_kernel(const float* g_in, float* g_out, int n)
 }
 
 static __global__ void static_shared_oob_kernel(const float* g_in, float* g_out) {
-  __shared__ float s_x[32];
+  IFT_SHARED(float[32], s_x);
   float* s_p = s_x;  // through a pointer, so that UBSan's bounds check leaves the report to ASan
   s_p[threadIdx.x + 1] = g_in[threadIdx.x];  // thread 31 writes s_x[32]
   __syncthreads();
@@ -41,7 +41,7 @@ static __global__ void dynamic_shared_oob_kernel(const float* g_in, float* g_out
 // A tree reduction over shared memory; `racy` leaves out the barrier between the levels.
 template <bool kRacy>
 static __device__ void tree_reduce(const float* g_in, float* g_out) {
-  __shared__ float s_x[128];
+  IFT_SHARED(float[128], s_x);
   s_x[threadIdx.x] = g_in[threadIdx.x];
   __syncthreads();
   for (int stride = 64; stride > 0; stride /= 2) {
@@ -53,6 +53,23 @@ static __device__ void tree_reduce(const float* g_in, float* g_out) {
 static __global__ void racy_reduction_kernel(const float* g_in, float* g_out) { tree_reduce<true>(g_in, g_out); }
 static __global__ void clean_reduction_kernel(const float* g_in, float* g_out) { tree_reduce<false>(g_in, g_out); }
 
+// Writes its block's dynamic shared memory (all of it) and, with kStatic, a static array on top.
+template <bool kStatic>
+static __global__ void shared_limit_kernel(float* g_out, int floats) {
+  IFT_DYNAMIC_SHARED(float, s_dyn);
+  for (int i = threadIdx.x; i < floats; i += blockDim.x) s_dyn[i] = static_cast<float>(i);
+  float r = 0.0f;
+  if constexpr (kStatic) {
+    IFT_SHARED(float[32], s_static);
+    s_static[threadIdx.x] = 1.0f;
+    __syncthreads();
+    r = s_static[31 - threadIdx.x];
+  } else {
+    __syncthreads();
+  }
+  g_out[threadIdx.x] = s_dyn[floats - 1 - threadIdx.x] + r;
+}
+
 // launchers
 
 void fault_stack_overflow(int* out) { launch_kernel(stack_overflow_kernel, 2, 32, 0, nullptr, out); }
@@ -63,6 +80,17 @@ void fault_dynamic_shared_oob(const float* in, float* out) {
 }
 void fault_reduction(bool racy, const float* in, float* out, int blocks) {
   launch_kernel(racy ? racy_reduction_kernel : clean_reduction_kernel, blocks, 128, 0, nullptr, in, out);
+}
+
+void fault_shared(bool with_static, bool opt_in, size_t dynamic_bytes, float* out) {
+  const int floats = static_cast<int>(dynamic_bytes / sizeof(float));
+  if (with_static) {
+    if (opt_in) opt_in_dynamic_shared(shared_limit_kernel<true>, dynamic_bytes);
+    launch_kernel(shared_limit_kernel<true>, 1, 32, dynamic_bytes, nullptr, out, floats);
+  } else {
+    if (opt_in) opt_in_dynamic_shared(shared_limit_kernel<false>, dynamic_bytes);
+    launch_kernel(shared_limit_kernel<false>, 1, 32, dynamic_bytes, nullptr, out, floats);
+  }
 }
 
 }  // namespace ift::test

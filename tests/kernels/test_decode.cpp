@@ -30,7 +30,7 @@ const DecodeCase kCases[] = {
 
 struct DecodeData {
   int ldq;
-  std::vector<float> q, k, v;  // (n, ldq), (start + n, KVH*D) x 2
+  KernelVector<float> q, k, v;  // (n, ldq), (start + n, KVH*D) x 2
 };
 
 DecodeData make_data(const DecodeCase& c) {
@@ -42,9 +42,9 @@ DecodeData make_data(const DecodeCase& c) {
   return d;
 }
 
-std::vector<double> reference(const DecodeData& d, const DecodeCase& c) {
-  std::vector<double> out(size_t(c.n) * c.H * c.D);
-  const std::vector<double> q(d.q.begin(), d.q.end()), k(d.k.begin(), d.k.end()), v(d.v.begin(), d.v.end());
+KernelVector<double> reference(const DecodeData& d, const DecodeCase& c) {
+  KernelVector<double> out(size_t(c.n) * c.H * c.D);
+  const KernelVector<double> q(d.q.begin(), d.q.end()), k(d.k.begin(), d.k.end()), v(d.v.begin(), d.v.end());
   cpu::attention_cached(out.data(), q.data(), d.ldq, k.data(), v.data(), c.n, c.start, c.H, c.KVH, c.D,
                         static_cast<float>(1.0 / std::sqrt(double(c.D))));
   return out;
@@ -65,13 +65,13 @@ TEST_CASE("attention_decode fp32 and bf16 match the CPU reference", "[kernels][d
     DecodeData d = make_data(c);
     for (auto* x : {&d.q, &d.k, &d.v})
       for (float& e : *x) e = __bfloat162float(__float2bfloat16(e));  // bf16-representable inputs for both runs
-    const std::vector<double> ref = reference(d, c);
-    std::vector<float> out(ref.size());
+    const KernelVector<double> ref = reference(d, c);
+    KernelVector<float> out(ref.size());
     attention_decode(out.data(), d.q.data(), d.k.data(), d.v.data(), params(d, c), nullptr);
     require_fp32_close("decode fp32", to_double(out), ref);
 
-    const std::vector<bf16> q = to_storage<bf16>(d.q), k = to_storage<bf16>(d.k), v = to_storage<bf16>(d.v);
-    std::vector<bf16> out16(ref.size());
+    const KernelVector<bf16> q = to_storage<bf16>(d.q), k = to_storage<bf16>(d.k), v = to_storage<bf16>(d.v);
+    KernelVector<bf16> out16(ref.size());
     attention_decode(out16.data(), q.data(), k.data(), v.data(), params(d, c), nullptr);
     require_storage_close("decode bf16", out16, ref, out);
   }
@@ -80,7 +80,7 @@ TEST_CASE("attention_decode fp32 and bf16 match the CPU reference", "[kernels][d
 TEST_CASE("attention_decode: bad shapes are errors naming the argument", "[kernels][decode]") {
   const DecodeCase c{1, 3, 4, 2, 8, 9};
   const DecodeData d = make_data(c);
-  std::vector<float> out(32);
+  KernelVector<float> out(32);
   auto run = [&](auto edit) {
     DecodeAttentionParams p = params(d, c);
     edit(p);

@@ -37,10 +37,10 @@ using namespace ift::test;
 
 namespace {
 
-std::vector<int32_t> random_ids(int n, int hi, uint64_t seed) {
+KernelVector<int32_t> random_ids(int n, int hi, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<int32_t> dist(0, hi - 1);
-  std::vector<int32_t> ids(n);
+  KernelVector<int32_t> ids(n);
   for (auto& id : ids) id = dist(rng);
   return ids;
 }
@@ -50,18 +50,18 @@ void check_embedding(int N, int C, bool with_wpe, uint64_t seed) {
   INFO("embedding<" << type_name<T>() << "> N=" << N << " C=" << C << (with_wpe ? " +wpe" : "") << " seed=" << seed);
   const int V = 50, P = 40;
   const auto tokens = random_ids(N, V, seed);  // 50 ids for up to 1025 rows: many repeats
-  std::vector<int32_t> positions(N);
+  KernelVector<int32_t> positions(N);
   for (int n = 0; n < N; ++n) positions[n] = n % P;
   const auto wte = to_storage<T>(random_vector<float>(size_t(V) * C, seed + 1));
   const auto wpe = to_storage<T>(random_vector<float>(size_t(P) * C, seed + 2));
 
   // Forward: the sum of two stored values in fp32, rounded once, is what the float reference
   // computes too: equal bit for bit.
-  std::vector<T> out(size_t(N) * C);
+  KernelVector<T> out(size_t(N) * C);
   embedding_forward(out.data(), tokens.data(), with_wpe ? positions.data() : nullptr, wte.data(),
                     with_wpe ? wpe.data() : nullptr, N, C, V, P, nullptr);
   const auto wtef = to_floats(wte), wpef = to_floats(wpe);
-  std::vector<float> ref(size_t(N) * C);
+  KernelVector<float> ref(size_t(N) * C);
   cpu::embedding_forward(ref.data(), tokens.data(), positions.data(), wtef.data(), with_wpe ? wpef.data() : nullptr, N,
                          C, V, P);
   CHECK(bitwise_equal(out, to_storage<T>(ref)));
@@ -70,8 +70,8 @@ void check_embedding(int N, int C, bool with_wpe, uint64_t seed) {
   // the accumulation (+=) into non-zero gradients.
   const auto dout = to_storage<T>(random_vector<float>(size_t(N) * C, seed + 3));
   const auto doutf = to_floats(dout);
-  std::vector<float> dwte = random_vector<float>(size_t(V) * C, seed + 4), dwpe = random_vector<float>(size_t(P) * C, seed + 5);
-  std::vector<float> dwte_ref = dwte, dwpe_ref = dwpe;
+  KernelVector<float> dwte = random_vector<float>(size_t(V) * C, seed + 4), dwpe = random_vector<float>(size_t(P) * C, seed + 5);
+  KernelVector<float> dwte_ref = dwte, dwpe_ref = dwpe;
   embedding_backward(dwte.data(), with_wpe ? dwpe.data() : nullptr, dout.data(), tokens.data(),
                      with_wpe ? positions.data() : nullptr, N, C, V, P, nullptr);
   cpu::embedding_backward(dwte_ref.data(), with_wpe ? dwpe_ref.data() : nullptr, doutf.data(), tokens.data(),
@@ -79,10 +79,10 @@ void check_embedding(int N, int C, bool with_wpe, uint64_t seed) {
   CHECK(bitwise_equal(dwte, dwte_ref));
   CHECK(bitwise_equal(dwpe, dwpe_ref));
   // Against double: the fp32 rule.
-  std::vector<double> dwte_d(dwte_ref.size());
+  KernelVector<double> dwte_d(dwte_ref.size());
   {
-    std::vector<double> d0(dwte_ref.size());
-    const auto init = random_vector<float>(size_t(V) * C, seed + 4);
+    KernelVector<double> d0(dwte_ref.size());
+    const KernelVector<float> init = random_vector<float>(size_t(V) * C, seed + 4);
     for (size_t i = 0; i < d0.size(); ++i) d0[i] = init[i];
     const auto doutd = to_double(dout);
     cpu::embedding_backward<double>(d0.data(), nullptr, doutd.data(), tokens.data(), nullptr, N, C);
@@ -100,11 +100,11 @@ void check_gelu(int64_t n, uint64_t seed) {
   const auto inpd = to_double(inp), doutd = to_double(dout);
   const auto inpf = to_floats(inp), doutf = to_floats(dout);
 
-  std::vector<T> out(n), dinp(n);
+  KernelVector<T> out(n), dinp(n);
   gelu_forward(out.data(), inp.data(), n, nullptr);
   gelu_backward(dinp.data(), inp.data(), dout.data(), n, nullptr);
-  std::vector<double> ref(n), dref(n);
-  std::vector<float> naive(n), dnaive(n);
+  KernelVector<double> ref(n), dref(n);
+  KernelVector<float> naive(n), dnaive(n);
   cpu::gelu_forward(ref.data(), inpd.data(), n);
   cpu::gelu_forward(naive.data(), inpf.data(), n);
   cpu::gelu_backward(dref.data(), inpd.data(), doutd.data(), n);
@@ -112,7 +112,7 @@ void check_gelu(int64_t n, uint64_t seed) {
   require_storage_close(name + " forward", out, ref, naive);
   require_storage_close(name + " backward", dinp, dref, dnaive);
 
-  std::vector<T> inplace = dout;  // dinp aliasing dout
+  KernelVector<T> inplace = dout;  // dinp aliasing dout
   gelu_backward(inplace.data(), inp.data(), inplace.data(), n, nullptr);
   CHECK(bitwise_equal(inplace, dinp));
 }
@@ -128,11 +128,11 @@ void check_swiglu(int N, int F, uint64_t seed) {
   const auto inpd = to_double(inp), doutd = to_double(dout);
   const auto inpf = to_floats(inp), doutf = to_floats(dout);
 
-  std::vector<T> out(NF), dinp(2 * NF);
+  KernelVector<T> out(NF), dinp(2 * NF);
   swiglu_forward(out.data(), inp.data(), N, F, nullptr);
   swiglu_backward(dinp.data(), inp.data(), dout.data(), N, F, nullptr);
-  std::vector<double> ref(NF), dref(2 * NF);
-  std::vector<float> naive(NF), dnaive(2 * NF);
+  KernelVector<double> ref(NF), dref(2 * NF);
+  KernelVector<float> naive(NF), dnaive(2 * NF);
   cpu::swiglu_forward(ref.data(), inpd.data(), N, F);
   cpu::swiglu_forward(naive.data(), inpf.data(), N, F);
   cpu::swiglu_backward(dref.data(), inpd.data(), doutd.data(), N, F);
@@ -146,23 +146,23 @@ void check_residual(int64_t n, uint64_t seed, int offset = 0) {
   INFO("residual<" << type_name<T>() << "> n=" << n << (offset ? " misaligned" : "") << " seed=" << seed);
   const auto a = to_storage<T>(random_vector<float>(n + offset, seed));
   const auto b = to_storage<T>(random_vector<float>(n + offset, seed + 1));
-  std::vector<T> out(n + offset);
+  KernelVector<T> out(n + offset);
   residual_forward(out.data() + offset, a.data() + offset, b.data() + offset, n, nullptr);
   const auto af = to_floats(a), bf = to_floats(b);
-  std::vector<float> ref(n + offset);
+  KernelVector<float> ref(n + offset);
   cpu::residual_forward(ref.data(), af.data(), bf.data(), n + offset);
-  const std::vector<T> got(out.begin() + offset, out.end());
-  const std::vector<T> want = to_storage<T>(std::vector<float>(ref.begin() + offset, ref.end()));
+  const KernelVector<T> got(out.begin() + offset, out.end());
+  const KernelVector<T> want = to_storage<T>(KernelVector<float>(ref.begin() + offset, ref.end()));
   CHECK(bitwise_equal(got, want));  // one fp32 add, rounded once: exactly the reference's
-  std::vector<T> inplace = a;       // out aliasing a
+  KernelVector<T> inplace = a;       // out aliasing a
   residual_forward(inplace.data() + offset, inplace.data() + offset, b.data() + offset, n, nullptr);
-  CHECK(bitwise_equal(std::vector<T>(inplace.begin() + offset, inplace.end()), want));
+  CHECK(bitwise_equal(KernelVector<T>(inplace.begin() + offset, inplace.end()), want));
 }
 
 template <class T>
-std::vector<float> run_bias_backward(const std::vector<T>& dout, const std::vector<float>& db0, int N, int O) {
-  std::vector<float> db = db0;
-  std::vector<float> scratch(bias_backward_scratch_floats(N, O), std::nanf(""));
+KernelVector<float> run_bias_backward(const KernelVector<T>& dout, const KernelVector<float>& db0, int N, int O) {
+  KernelVector<float> db = db0;
+  KernelVector<float> scratch(bias_backward_scratch_floats(N, O), std::nanf(""));
   bias_backward(db.data(), dout.data(), N, O, scratch.data(), scratch.size(), nullptr);
   return db;
 }
@@ -173,12 +173,12 @@ void check_bias_backward(int N, int O, uint64_t seed) {
                            std::to_string(O) + " seed=" + std::to_string(seed);
   INFO(name);
   const auto dout = to_storage<T>(random_vector<float>(size_t(N) * O, seed));
-  const auto db0 = random_vector<float>(O, seed + 1);
-  const auto db = run_bias_backward(dout, db0, N, O);
+  const KernelVector<float> db0 = random_vector<float>(O, seed + 1);
+  const auto db = run_bias_backward<T>(dout, db0, N, O);
   // The reference: matmul_backward's db (column sums of dout, +=), in double.
-  std::vector<double> ref(db0.begin(), db0.end());
+  KernelVector<double> ref(db0.begin(), db0.end());
   const auto doutd = to_double(dout);
-  std::vector<double> dw(O, 0.0), inp(1, 0.0), w(O, 0.0);
+  KernelVector<double> dw(O, 0.0), inp(1, 0.0), w(O, 0.0);
   cpu::matmul_backward<double>(nullptr, dw.data(), ref.data(), doutd.data(), inp.data(), w.data(), N, 1, O);
   (void)dw;
   require_fp32_close(name, to_double(db), ref);
@@ -202,9 +202,9 @@ TEST_CASE("elementwise kernels: embedding forward and deterministic backward", "
 TEST_CASE("elementwise kernels: embedding rows with out-of-range ids are NaN, and skipped by backward",
           "[kernels][elementwise]") {
   const int N = 9, C = 16, V = 5, P = 4;
-  std::vector<int32_t> tokens = {0, 4, 5, 1, -1, 2, 3, 0, 4}, positions = {0, 1, 2, 3, 0, 9, 2, -2, 3};
-  const auto wte = random_vector<float>(V * C, 1), wpe = random_vector<float>(P * C, 2);
-  std::vector<float> out(N * C);
+  KernelVector<int32_t> tokens = {0, 4, 5, 1, -1, 2, 3, 0, 4}, positions = {0, 1, 2, 3, 0, 9, 2, -2, 3};
+  const KernelVector<float> wte = random_vector<float>(V * C, 1), wpe = random_vector<float>(P * C, 2);
+  KernelVector<float> out(N * C);
   embedding_forward(out.data(), tokens.data(), positions.data(), wte.data(), wpe.data(), N, C, V, P, nullptr);
   for (int n = 0; n < N; ++n) {
     const bool bad = tokens[n] < 0 || tokens[n] >= V || positions[n] < 0 || positions[n] >= P;
@@ -216,8 +216,8 @@ TEST_CASE("elementwise kernels: embedding rows with out-of-range ids are NaN, an
         CHECK(out[n * C + c] == wte[tokens[n] * C + c] + wpe[positions[n] * C + c]);
     }
   }
-  const auto dout = random_vector<float>(N * C, 3);
-  std::vector<float> dwte(V * C, 0.0f), dwpe(P * C, 0.0f), ref_wte = dwte, ref_wpe = dwpe;
+  const KernelVector<float> dout = random_vector<float>(N * C, 3);
+  KernelVector<float> dwte(V * C, 0.0f), dwpe(P * C, 0.0f), ref_wte = dwte, ref_wpe = dwpe;
   embedding_backward(dwte.data(), dwpe.data(), dout.data(), tokens.data(), positions.data(), N, C, V, P, nullptr);
   for (int n = 0; n < N; ++n) {
     if (tokens[n] < 0 || tokens[n] >= V || positions[n] < 0 || positions[n] >= P) continue;
@@ -267,52 +267,54 @@ TEST_CASE("elementwise kernels: bias gradient (column sums, +=)", "[kernels][ele
   }
 }
 
+#if IFT_TEST_EMULATED  // the emulator's thread and block schedules
 TEST_CASE("elementwise kernels: bias gradient is bitwise reproducible across runs, schedules and workers",
           "[kernels][elementwise]") {
   const int N = 1025, O = 100;
   const auto dout = to_storage<bf16>(random_vector<float>(size_t(N) * O, 61));
-  const auto db0 = random_vector<float>(O, 62);
-  const auto first = run_bias_backward(dout, db0, N, O);
-  CHECK(bitwise_equal(run_bias_backward(dout, db0, N, O), first));
+  const KernelVector<float> db0 = random_vector<float>(O, 62);
+  const auto first = run_bias_backward<bf16>(dout, db0, N, O);
+  CHECK(bitwise_equal(run_bias_backward<bf16>(dout, db0, N, O), first));
   for (uint64_t s : {3u, 11u}) {
     simt::Options o = simt::options();
     o.schedule = simt::Schedule::random;
     o.seed = s;
     simt::ScopedOptions scope(o);
-    CHECK(bitwise_equal(run_bias_backward(dout, db0, N, O), first));
+    CHECK(bitwise_equal(run_bias_backward<bf16>(dout, db0, N, O), first));
   }
   simt::Options o = simt::options();
   o.schedule = simt::Schedule::reverse;
   o.workers = 1;
   simt::ScopedOptions scope(o);
-  CHECK(bitwise_equal(run_bias_backward(dout, db0, N, O), first));
+  CHECK(bitwise_equal(run_bias_backward<bf16>(dout, db0, N, O), first));
 }
+#endif
 
 TEST_CASE("elementwise kernels: fp32 <-> bf16 casts round to nearest even, bit for bit", "[kernels][elementwise]") {
-  std::vector<float> in = random_vector<float>(1031, 71, -1e4, 1e4);  // n = 1030 at offset 1
+  KernelVector<float> in = random_vector<float>(1031, 71, -1e4, 1e4);  // n = 1030 at offset 1
   const float specials[] = {0.0f, -0.0f, 1.0f, 1.0f + 1.0f / 256, 1.0f + 3.0f / 512, -1.0f - 1.0f / 256,
                             INFINITY, -INFINITY, 1e-40f, -1e-41f, 3.0e38f, 3.4e38f, 1e-45f, 65504.0f};
   std::copy(std::begin(specials), std::end(specials), in.begin());
   for (int64_t n : {int64_t(1030), int64_t(1024), int64_t(1)}) {
     for (int offset : {0, 1}) {
       INFO("n=" << n << " offset=" << offset);
-      std::vector<bf16> out(n + offset);
+      KernelVector<bf16> out(n + offset);
       cast(out.data() + offset, in.data() + offset, n, nullptr);
-      std::vector<bf16> want(n);
+      KernelVector<bf16> want(n);
       for (int64_t i = 0; i < n; ++i) want[i] = __float2bfloat16(in[i + offset]);
-      CHECK(bitwise_equal(std::vector<bf16>(out.begin() + offset, out.end()), want));
-      std::vector<float> back(n + offset);
+      CHECK(bitwise_equal(KernelVector<bf16>(out.begin() + offset, out.end()), want));
+      KernelVector<float> back(n + offset);
       cast(back.data() + offset, out.data() + offset, n, nullptr);
-      std::vector<float> want_back(n);
+      KernelVector<float> want_back(n);
       for (int64_t i = 0; i < n; ++i) want_back[i] = __bfloat162float(want[i]);
-      CHECK(bitwise_equal(std::vector<float>(back.begin() + offset, back.end()), want_back));
+      CHECK(bitwise_equal(KernelVector<float>(back.begin() + offset, back.end()), want_back));
     }
   }
 }
 
 TEST_CASE("elementwise kernels: bad arguments are ift::Error naming the op and the argument", "[kernels][elementwise]") {
-  std::vector<float> a(64, 1.0f), b(64, 1.0f), out(64);
-  std::vector<int32_t> ids(4, 0);
+  KernelVector<float> a(64, 1.0f), b(64, 1.0f), out(64);
+  KernelVector<int32_t> ids(4, 0);
   CHECK_THROWS_AS(gelu_forward(out.data(), a.data(), -1, nullptr), Error);
   CHECK_THROWS_WITH(gelu_forward(out.data(), a.data(), -1, nullptr), Catch::Contains("gelu_forward: negative element count"));
   CHECK_THROWS_WITH(gelu_backward(out.data(), nullptr, a.data(), 8, nullptr), Catch::Contains("gelu_backward") && Catch::Contains("inp"));
@@ -325,7 +327,7 @@ TEST_CASE("elementwise kernels: bad arguments are ift::Error naming the op and t
                     Catch::Contains("embedding_forward: wpe given without positions"));
   CHECK_THROWS_WITH(embedding_backward(out.data(), nullptr, a.data(), ids.data(), nullptr, 0, 16, 4, 0, nullptr),
                     Catch::Contains("embedding_backward: empty shape N = 0"));
-  std::vector<float> scratch(bias_backward_scratch_floats(4, 16));
+  KernelVector<float> scratch(bias_backward_scratch_floats(4, 16));
   CHECK_THROWS_WITH(bias_backward(out.data(), a.data(), 4, 16, scratch.data(), scratch.size() - 1, nullptr),
                     Catch::Contains("bias_backward: scratch holds"));
   CHECK_THROWS_WITH(bias_backward(out.data(), a.data(), 4, -16, scratch.data(), scratch.size(), nullptr),

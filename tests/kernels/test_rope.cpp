@@ -28,8 +28,8 @@ struct RopeCase {
 // stop at `heads`.
 struct RopeData {
   int ld;
-  std::vector<int32_t> positions;
-  std::vector<float> x;
+  KernelVector<int32_t> positions;
+  KernelVector<float> x;
 };
 
 RopeData make_rope_data(const RopeCase& c) {
@@ -44,8 +44,8 @@ RopeData make_rope_data(const RopeCase& c) {
   return r;
 }
 
-std::vector<double> reference(const RopeData& r, const RopeCase& c, bool backward) {
-  std::vector<double> y(r.x.begin(), r.x.end());
+KernelVector<double> reference(const RopeData& r, const RopeCase& c, bool backward) {
+  KernelVector<double> y(r.x.begin(), r.x.end());
   if (backward) cpu::rope_backward(y.data(), r.positions.data(), c.N, c.heads, c.D, r.ld, c.theta);
   else cpu::rope_forward(y.data(), r.positions.data(), c.N, c.heads, c.D, r.ld, c.theta);
   return y;
@@ -53,8 +53,8 @@ std::vector<double> reference(const RopeData& r, const RopeCase& c, bool backwar
 
 // What a naive bf16 implementation computes: HF's fp32 inv_freq and angles, fp32 math on bf16
 // inputs, one rounding to bf16 at the end.
-std::vector<float> naive_bf16(const std::vector<float>& x_bf16, const RopeData& r, const RopeCase& c, float sign) {
-  std::vector<float> y = x_bf16;
+KernelVector<float> naive_bf16(const KernelVector<float>& x_bf16, const RopeData& r, const RopeCase& c, float sign) {
+  KernelVector<float> y = x_bf16;
   const int half = c.D / 2;
   for (int n = 0; n < c.N; ++n)
     for (int h = 0; h < c.heads; ++h)
@@ -86,10 +86,10 @@ TEST_CASE("rope fp32: forward and backward match the CPU reference, other column
     const RopeData r = make_rope_data(c);
     for (bool backward : {false, true}) {
       INFO((backward ? "backward" : "forward"));
-      std::vector<float> y = r.x;
+      KernelVector<float> y = r.x;
       if (backward) rope_backward(y.data(), r.positions.data(), c.N, c.heads, c.D, r.ld, c.theta, nullptr);
       else rope_forward(y.data(), r.positions.data(), c.N, c.heads, c.D, r.ld, c.theta, nullptr);
-      const std::vector<double> ref = reference(r, c, backward);
+      const KernelVector<double> ref = reference(r, c, backward);
       double err = 0;
       for (size_t i = 0; i < ref.size(); ++i) err = std::max(err, std::abs(y[i] - ref[i]));
       INFO("max error " << err);
@@ -116,13 +116,13 @@ TEST_CASE("rope bf16: at most twice the error of a naive bf16 implementation", "
     for (auto& v : r.x) v = __bfloat162float(__float2bfloat16(v));  // the inputs are bf16 values
     for (bool backward : {false, true}) {
       INFO((backward ? "backward" : "forward"));
-      std::vector<bf16> y(r.x.size());
+      KernelVector<bf16> y(r.x.size());
       for (size_t i = 0; i < y.size(); ++i) y[i] = __float2bfloat16(r.x[i]);
       if (backward) rope_backward(y.data(), r.positions.data(), c.N, c.heads, c.D, r.ld, c.theta, nullptr);
       else rope_forward(y.data(), r.positions.data(), c.N, c.heads, c.D, r.ld, c.theta, nullptr);
-      std::vector<float> got(y.size());
+      KernelVector<float> got(y.size());
       for (size_t i = 0; i < y.size(); ++i) got[i] = __bfloat162float(y[i]);
-      const std::vector<double> ref = reference(r, c, backward);
+      const KernelVector<double> ref = reference(r, c, backward);
       const double err = max_error(got, ref);
       const double naive = max_error(naive_bf16(r.x, r, c, backward ? -1.0f : 1.0f), ref);
       INFO("max error " << err << ", naive bf16 " << naive);
@@ -133,8 +133,8 @@ TEST_CASE("rope bf16: at most twice the error of a naive bf16 implementation", "
 }
 
 TEST_CASE("rope: bad shapes are errors naming the op and the argument", "[kernels][rope]") {
-  std::vector<float> x(64, 0.0f);
-  std::vector<int32_t> pos(4, 0);
+  KernelVector<float> x(64, 0.0f);
+  KernelVector<int32_t> pos(4, 0);
   auto fwd = [&](int N, int heads, int D, int ld, float theta) {
     rope_forward(x.data(), pos.data(), N, heads, D, ld, theta, nullptr);
   };
