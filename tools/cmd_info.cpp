@@ -1,9 +1,11 @@
 // `ift info`: the memory plan of a model for one batch shape on a backend, part by part (parameters,
 // gradients, fp32 master weights, AdamW moments, activations and their gradients, the batch, the
 // kernels' workspace), from the shapes alone; --measure also builds the model, runs one training
-// step and prints what was actually allocated beside it.
+// step and prints what was actually allocated beside it. It also says which GEMM kernels the cpu
+// backend runs on this machine, and why (engine/cpu/blas.h).
 #include <cstdio>
 
+#include "engine/cpu/blas.h"
 #include "engine/model.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
@@ -34,6 +36,9 @@ int info(Args args) {
   const bool optimizer = !p.on("--no-optimizer");
   const int N = B * T;
 
+  const cpu::CpuFeatures cpu = cpu::cpu_features();
+  std::printf("CPU: %s, %d threads\n%s\n", cpu.brand.empty() ? cpu.vendor.c_str() : cpu.brand.c_str(),
+              cpu::threads(), cpu::gemm_kernels_line().c_str());
   return with_backend(kind, precision, [&]<class Back>() {
     const MemoryBytes plan = Model<Back>::plan(config, N, options, optimizer);
     std::printf("%s: %s, %d layers, hidden %d, %zu parameters\n", p.str("--model").c_str(), config.model_type.c_str(),

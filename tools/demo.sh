@@ -2,7 +2,8 @@
 # The README demo, end to end on the CPU: install, build, generate the synthetic instruction tasks,
 # train a sentencepiece tokenizer and a small Llama-style model from scratch (configs/demo.yaml),
 # score the untrained and the trained model by exact match on instruction phrasings held out of
-# training, show a few answers, and write an HTML report. About 13 minutes on two cores (measured: docs/benchmarks.md).
+# training, show a few answers, and write an HTML report. Trains on every core (docs/benchmarks.md has
+# what it took and scored).
 #
 #   bash tools/demo.sh            (IFT_DEMO_DIR=DIR to put the run elsewhere; default runs/demo)
 set -euo pipefail

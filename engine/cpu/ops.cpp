@@ -1,7 +1,5 @@
 #include "engine/cpu/ops.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -11,6 +9,7 @@
 #include <omp.h>
 
 #include "engine/base/error.h"
+#include "engine/cpu/blas.h"
 
 namespace ift::cpu {
 
@@ -20,16 +19,6 @@ namespace {
 // costs more than the loop (and tiny models, like the gradient checks', would spend their time in
 // barriers).
 bool parallel_pays(int64_t work) { return work >= (int64_t(1) << 15); }
-
-// One BLAS entry point per scalar type; row-major throughout.
-void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, float alpha, const float* a, int lda,
-          const float* b, int ldb, float beta, float* c, int ldc) {
-  cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, double alpha, const double* a, int lda,
-          const double* b, int ldb, double beta, double* c, int ldc) {
-  cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
 
 // exp in the loops that dominate a step's non-GEMM time (softmax over the vocabulary and over
 // attention rows, GELU's tanh, SiLU). libm's exp is a call, so a loop over it runs one value at a
@@ -67,6 +56,23 @@ double dot(const T* a, const T* b, int n) {
   double s = 0;
   for (int i = 0; i < n; ++i) s += static_cast<double>(a[i]) * b[i];
   return s;
+}
+
+// Reductions over rows or elements add fixed chunks, each in order, and then the chunks' sums in
+// chunk order: the partition depends on the sizes alone, so any thread count gives the same bits.
+constexpr int kRowChunk = 16;
+constexpr int64_t kElementChunk = int64_t(1) << 14;
+int chunks_of(int64_t n, int64_t chunk) { return static_cast<int>((n + chunk - 1) / chunk); }
+
+// dw[c] += sum over chunks of part[chunk * C + c], in chunk order (and db likewise when given).
+template <class T>
+void add_chunk_sums(T* dw, const double* part, int chunks, int C, int stride) {
+#pragma omp parallel for if (parallel_pays(int64_t(chunks) * C))
+  for (int c = 0; c < C; ++c) {
+    double s = 0;
+    for (int i = 0; i < chunks; ++i) s += part[static_cast<size_t>(i) * stride + c];
+    dw[c] += static_cast<T>(s);
+  }
 }
 
 }  // namespace
@@ -140,15 +146,15 @@ void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* w, const T
 template <class T>
 void layernorm_backward(T* dx, T* dw, T* db, const T* dres, const T* dout, const T* x, const T* w, const T* mean,
                         const T* rstd, int N, int C) {
-  // Parameter gradients: per-thread partial sums combined in thread order, so results are
-  // deterministic for a given thread count.
-#pragma omp parallel if (parallel_pays(int64_t(N) * C))
-  {
-    std::vector<double>& r_dw = thread_scratch<double, 0>();
-    std::vector<double>& r_db = thread_scratch<double, 1>();
-    r_dw.assign(C, 0.0), r_db.assign(C, 0.0);
-#pragma omp for schedule(static)
-    for (int n = 0; n < N; ++n) {
+  // Parameter gradients: per-chunk partial sums of dw (columns [0, C)) and db ([C, 2C)).
+  const int chunks = chunks_of(N, kRowChunk);
+  std::vector<double>& part = thread_scratch<double, 5>();
+  part.assign(static_cast<size_t>(chunks) * 2 * C, 0.0);
+#pragma omp parallel for schedule(static) if (parallel_pays(int64_t(N) * C))
+  for (int chunk = 0; chunk < chunks; ++chunk) {
+    double* r_dw = &part[static_cast<size_t>(chunk) * 2 * C];
+    double* r_db = r_dw + C;
+    for (int n = chunk * kRowChunk; n < std::min(N, (chunk + 1) * kRowChunk); ++n) {
       const T* xr = x + static_cast<int64_t>(n) * C;
       const T* d = dout + static_cast<int64_t>(n) * C;
       const double m = mean[n], s = rstd[n];
@@ -171,15 +177,9 @@ void layernorm_backward(T* dx, T* dw, T* db, const T* dres, const T* dout, const
         o[c] = static_cast<T>((r ? static_cast<double>(r[c]) : 0.0) + g);
       }
     }
-#pragma omp for ordered schedule(static, 1)
-    for (int t = 0; t < omp_get_num_threads(); ++t) {
-#pragma omp ordered
-      for (int c = 0; c < C; ++c) {
-        dw[c] += static_cast<T>(r_dw[c]);
-        db[c] += static_cast<T>(r_db[c]);
-      }
-    }
   }
+  add_chunk_sums(dw, part.data(), chunks, C, 2 * C);
+  add_chunk_sums(db, part.data() + C, chunks, C, 2 * C);
 }
 
 template <class T>
@@ -197,12 +197,13 @@ void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, int N, int C, floa
 template <class T>
 void rmsnorm_backward(T* dx, T* dw, const T* dres, const T* dout, const T* x, const T* w, const T* rstd, int N,
                       int C) {
-#pragma omp parallel if (parallel_pays(int64_t(N) * C))
-  {
-    std::vector<double>& r_dw = thread_scratch<double, 0>();
-    r_dw.assign(C, 0.0);
-#pragma omp for schedule(static)
-    for (int n = 0; n < N; ++n) {
+  const int chunks = chunks_of(N, kRowChunk);
+  std::vector<double>& part = thread_scratch<double, 5>();
+  part.assign(static_cast<size_t>(chunks) * C, 0.0);
+#pragma omp parallel for schedule(static) if (parallel_pays(int64_t(N) * C))
+  for (int chunk = 0; chunk < chunks; ++chunk) {
+    double* r_dw = &part[static_cast<size_t>(chunk) * C];
+    for (int n = chunk * kRowChunk; n < std::min(N, (chunk + 1) * kRowChunk); ++n) {
       const T* xr = x + static_cast<int64_t>(n) * C;
       const T* d = dout + static_cast<int64_t>(n) * C;
       const double s = rstd[n];
@@ -220,12 +221,8 @@ void rmsnorm_backward(T* dx, T* dw, const T* dres, const T* dout, const T* x, co
         o[c] = static_cast<T>((r ? static_cast<double>(r[c]) : 0.0) + g);
       }
     }
-#pragma omp for ordered schedule(static, 1)
-    for (int t = 0; t < omp_get_num_threads(); ++t) {
-#pragma omp ordered
-      for (int c = 0; c < C; ++c) dw[c] += static_cast<T>(r_dw[c]);
-    }
   }
+  add_chunk_sums(dw, part.data(), chunks, C, C);
 }
 
 // ---- matmul ----------------------------------------------------------------------------------
@@ -236,13 +233,13 @@ void matmul_forward(T* out, const T* inp, const T* w, const T* b, int N, int I, 
 #pragma omp parallel for if (parallel_pays(int64_t(N) * O))
     for (int n = 0; n < N; ++n) std::copy(b, b + O, out + static_cast<int64_t>(n) * O);
   }
-  gemm(CblasNoTrans, CblasTrans, N, O, I, T(1), inp, I, w, I, b ? T(1) : T(0), out, O);
+  gemm(false, true, N, O, I, T(1), inp, I, w, I, b ? T(1) : T(0), out, O);
 }
 
 template <class T>
 void matmul_backward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w, int N, int I, int O) {
-  if (dinp) gemm(CblasNoTrans, CblasNoTrans, N, I, O, T(1), dout, O, w, I, T(0), dinp, I);
-  if (dw) gemm(CblasTrans, CblasNoTrans, O, I, N, T(1), dout, O, inp, I, T(1), dw, I);
+  if (dinp) gemm(false, false, N, I, O, T(1), dout, O, w, I, T(0), dinp, I);
+  if (dw) gemm(true, false, O, I, N, T(1), dout, O, inp, I, T(1), dw, I);
   if (db) {
 #pragma omp parallel for if (parallel_pays(int64_t(N) * O))
     for (int o = 0; o < O; ++o) {
@@ -286,7 +283,7 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
         for (int i0 = 0; i0 < len; i0 += kQueryBlock) {
           const int rows = std::min(kQueryBlock, len - i0), keys = i0 + rows;  // causal: keys [0, i0 + rows)
           p.resize(static_cast<size_t>(rows) * keys);
-          gemm(CblasNoTrans, CblasTrans, rows, keys, D, static_cast<T>(a.scale),
+          gemm(false, true, rows, keys, D, static_cast<T>(a.scale),
                q + static_cast<int64_t>(begin + i0) * a.ld + h * D, a.ld, K, a.ld, T(0), p.data(), keys);
           for (int r = 0; r < rows; ++r) {
             T* row = &p[static_cast<size_t>(r) * keys];
@@ -300,7 +297,7 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
             std::fill(row + seen, row + keys, T(0));
             lse[static_cast<int64_t>(begin + i0 + r) * a.H + h] = static_cast<T>(m + std::log(sum));
           }
-          gemm(CblasNoTrans, CblasNoTrans, rows, D, keys, T(1), p.data(), keys, V, a.ld, T(0),
+          gemm(false, false, rows, D, keys, T(1), p.data(), keys, V, a.ld, T(0),
                out + static_cast<int64_t>(begin + i0) * ldo + h * D, ldo);
         }
       }
@@ -341,7 +338,7 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
             dp.resize(p.size());
             di.resize(rows);
             // P = exp(scale q.k - lse), recomputed; D_i = dout_i . out_i.
-            gemm(CblasNoTrans, CblasTrans, rows, keys, D, static_cast<T>(a.scale), Q, a.ld, K, a.ld, T(0), p.data(), keys);
+            gemm(false, true, rows, keys, D, static_cast<T>(a.scale), Q, a.ld, K, a.ld, T(0), p.data(), keys);
             for (int r = 0; r < rows; ++r) {
               T* row = &p[static_cast<size_t>(r) * keys];
               const T l = lse[static_cast<int64_t>(begin + i0 + r) * a.H + h];
@@ -352,17 +349,17 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
               di[r] = dot(dO + static_cast<int64_t>(r) * ldo, O + static_cast<int64_t>(r) * ldo, D);
             }
             // dV += P^T dO;  dP = dO V^T;  dS = scale P (dP - D_i);  dQ = dS K;  dK += dS^T Q.
-            gemm(CblasTrans, CblasNoTrans, keys, D, rows, T(1), p.data(), keys, dO, ldo, T(1), dV, a.ld);
-            gemm(CblasNoTrans, CblasTrans, rows, keys, D, T(1), dO, ldo, V, a.ld, T(0), dp.data(), keys);
+            gemm(true, false, keys, D, rows, T(1), p.data(), keys, dO, ldo, T(1), dV, a.ld);
+            gemm(false, true, rows, keys, D, T(1), dO, ldo, V, a.ld, T(0), dp.data(), keys);
             for (int r = 0; r < rows; ++r) {
               T* ds = &dp[static_cast<size_t>(r) * keys];
               const T* pr = &p[static_cast<size_t>(r) * keys];
               const T d_i = static_cast<T>(di[r]), scale = static_cast<T>(a.scale);
               for (int j = 0; j < keys; ++j) ds[j] = scale * pr[j] * (ds[j] - d_i);
             }
-            gemm(CblasNoTrans, CblasNoTrans, rows, D, keys, T(1), dp.data(), keys, K, a.ld, T(0),
+            gemm(false, false, rows, D, keys, T(1), dp.data(), keys, K, a.ld, T(0),
                  dq + static_cast<int64_t>(begin + i0) * a.ld + h * D, a.ld);
-            gemm(CblasTrans, CblasNoTrans, keys, D, rows, T(1), dp.data(), keys, Q, a.ld, T(1), dK, a.ld);
+            gemm(true, false, keys, D, rows, T(1), dp.data(), keys, Q, a.ld, T(1), dK, a.ld);
           }
         }
       }
@@ -526,8 +523,11 @@ double cross_entropy_forward(T* dlogits, const T* logits, const int32_t* targets
   for (int n = 0; n < N; ++n)
     IFT_CHECK(targets[n] < V, "target id ", targets[n], " at row ", n, " is outside the vocabulary [0, ", V, ")");
   IFT_CHECK(normaliser > 0, "cross-entropy: the loss normaliser must be positive, got ", normaliser);
-  double total = 0;
-#pragma omp parallel for reduction(+ : total) if (parallel_pays(int64_t(N) * V))
+  // Per-row losses, summed in row order afterwards (not an OpenMP reduction, whose order follows
+  // the threads).
+  std::vector<double>& losses = thread_scratch<double, 5>();
+  losses.assign(N, 0.0);
+#pragma omp parallel for if (parallel_pays(int64_t(N) * V))
   for (int n = 0; n < N; ++n) {
     const T* l = logits + static_cast<int64_t>(n) * V;
     T* dl = dlogits ? dlogits + static_cast<int64_t>(n) * V : nullptr;
@@ -543,7 +543,7 @@ double cross_entropy_forward(T* dlogits, const T* logits, const int32_t* targets
 #pragma omp simd reduction(+ : sum)
     for (int i = 0; i < V; ++i) sum += exp_fast(l[i] - m);
     const double lse = m + std::log(sum);
-    total += lse - l[t];
+    losses[n] = lse - l[t];
     if (dl) {
       const double lt = l[t];  // read before an in-place write overwrites it
       const T lse_t = static_cast<T>(lse), inv = static_cast<T>(1.0 / normaliser);
@@ -552,6 +552,8 @@ double cross_entropy_forward(T* dlogits, const T* logits, const int32_t* targets
       dl[t] = static_cast<T>((std::exp(lt - lse) - 1.0) / normaliser);
     }
   }
+  double total = 0;
+  for (int n = 0; n < N; ++n) total += losses[n];
   return total / normaliser;
 }
 
@@ -559,9 +561,18 @@ double cross_entropy_forward(T* dlogits, const T* logits, const int32_t* targets
 
 template <class T>
 double sum_of_squares(const T* g, int64_t n) {
+  const int chunks = chunks_of(n, kElementChunk);
+  std::vector<double>& part = thread_scratch<double, 5>();
+  part.assign(chunks, 0.0);
+#pragma omp parallel for if (parallel_pays(n))
+  for (int chunk = 0; chunk < chunks; ++chunk) {
+    double s = 0;
+    const int64_t end = std::min(n, (chunk + 1) * kElementChunk);
+    for (int64_t i = chunk * kElementChunk; i < end; ++i) s += static_cast<double>(g[i]) * g[i];
+    part[chunk] = s;
+  }
   double s = 0;
-#pragma omp parallel for reduction(+ : s) if (parallel_pays(n))
-  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(g[i]) * g[i];
+  for (double p : part) s += p;
   return s;
 }
 
