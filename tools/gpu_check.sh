@@ -102,7 +102,7 @@ sanitizer=$(command -v compute-sanitizer || true)
 # What the steps run, named once for the run and the dry run's plan.
 if [[ $backend == cuda ]]; then
   tests_filter='[cuda]'
-  train_args=(--backend cuda --model gpt2-124m --batch 8 --seq-len 1024 --steps 5 --json)
+  train_args=(--backend cuda --precision bf16 --model gpt2-124m --batch 8 --seq-len 1024 --steps 5 --json)
 else
   tests_filter='emu fp32 equals cpu on the golden models; recompute changes nothing'
   train_args=(--backend emu --model llama-demo --batch 1 --seq-len 16 --steps 1 --json)
@@ -435,7 +435,7 @@ step_bench_train() {
   grep '^{' "$dir/train.log" | tail -n1 > "$dir/train.json"
   if ((rc == 0)) && [[ -s $dir/train.json ]]; then
     local f=() v key
-    for key in tokens_per_s mfu median_ms; do
+    for key in tokens_per_s mfu median_ms allocated_mib; do
       v=$(json_field "$dir/train.json" $key)
       [[ -n $v ]] && f+=("$key $v")
     done

@@ -280,3 +280,48 @@ TEST_CASE("resume refuses a changed checkpoint naming the file, and a changed co
   CHECK_THROWS_WITH(train(more, true), Catch::Contains("optimizer.safetensors"));
   CHECK_THROWS_WITH(load_model(last), Catch::Contains("checksums") || Catch::Contains("sha256"));
 }
+
+// The commands on the emu backend: a trained checkpoint answers the same through `ift generate`
+// and scores the same through `ift eval --tasks` as on cpu (fp32: the same greedy tokens; the
+// logits agree to ~1e-6, far from the margins between the top tokens of a trained model), and
+// `ift bench train --backend emu` runs.
+TEST_CASE("generate, eval --tasks and bench train run on emu and equal cpu", "[trainer]") {
+  const fs::path dir = temp_dir("emu-commands");
+  const fs::path data = write_data(dir);
+  const TrainConfig c = TrainConfig::parse(base_config(dir, data), "c", {"out_dir=" + (dir / "run").string(),
+                                                                        "max_steps=6", "optimizer.lr=2.0e-2"});
+  train(c, false);
+  const std::string ift = IFT_BINARY, model = (dir / "run").string();
+  const auto output = [&](const std::string& args, const fs::path& out) {
+    const int rc = std::system((ift + " " + args + " > " + out.string() + " 2>&1").c_str());
+    INFO(args << "\n" << read_text(out));
+    REQUIRE(rc == 0);
+    return read_text(out);
+  };
+  const std::string gen = " generate --model " + model + " --prompt 'Repeat the words.' --input 'apple river'" +
+                          " --max-new-tokens 12 --backend ";
+  const std::string cpu_text = output(gen + "cpu", dir / "gen-cpu.txt");
+  CHECK(!cpu_text.empty());
+  CHECK(output(gen + "emu", dir / "gen-emu.txt") == cpu_text);
+  std::ofstream(dir / "tasks.jsonl")
+      << R"({"instruction": "Repeat the words.", "input": "apple river", "output": "apple river", "task": "repeat"})" "\n"
+      << R"({"instruction": "Repeat the words.", "input": "stone north", "output": "stone north", "task": "repeat"})" "\n";
+  const std::string eval = " eval --model " + model + " --tasks " + (dir / "tasks.jsonl").string() +
+                           " --max-new-tokens 10 --backend ";
+  output(eval + "cpu --out " + (dir / "eval-cpu.json").string(), dir / "eval-cpu.txt");
+  output(eval + "emu --out " + (dir / "eval-emu.json").string(), dir / "eval-emu.txt");
+  const auto answers = [](const fs::path& f) {
+    const auto j = nlohmann::json::parse(read_text(f));
+    std::vector<std::string> out;
+    for (const auto& e : j["tasks"]["repeat"]["examples"]) out.push_back(e["answer"].get<std::string>());
+    return out;
+  };
+  CHECK(answers(dir / "eval-cpu.json").size() == 2);
+  CHECK(answers(dir / "eval-emu.json") == answers(dir / "eval-cpu.json"));
+  const std::string bench = output(" bench train --model llama-demo --batch 1 --seq-len 16 --steps 1 --backend emu "
+                                   "--precision bf16 --json", dir / "bench.txt");
+  const auto j = nlohmann::json::parse(bench.substr(bench.find('{')));
+  CHECK(j["backend"] == "emu");
+  CHECK(j["tokens_per_s"].get<double>() > 0);
+  CHECK(j["allocated_mib"].get<double>() > 0);
+}
