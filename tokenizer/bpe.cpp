@@ -211,6 +211,7 @@ class ByteLevelBpe final : public Tokenizer {
   }
 
   std::vector<int32_t> encode(std::string_view text, bool parse_special) const override;
+  Encoding encode_with_offsets(std::string_view text, bool parse_special) const override;
   std::string decode(std::span<const int32_t> ids) const override;
   int32_t vocab_size() const override { return static_cast<int32_t>(id_bytes_.size()); }
   int32_t bos_id() const override { return bos_; }
@@ -319,6 +320,27 @@ ByteLevelBpe::ByteLevelBpe(BpeFiles f)
   eos_ = id_of(f.eos, "eos");
   pad_ = id_of(f.pad, "pad");
   unk_ = id_of(f.unk, "unk");
+}
+
+// Byte-level tokens are the bytes of the text, in order: a token's range is the next len(its
+// bytes) bytes, except the space add_prefix_space puts before a segment, which is in no range.
+Tokenizer::Encoding ByteLevelBpe::encode_with_offsets(std::string_view text, bool parse_special) const {
+  Encoding e;
+  e.ids = encode(text, parse_special);
+  e.offsets.reserve(e.ids.size());
+  uint32_t pos = 0;
+  bool segment_start = true;
+  for (const int32_t id : e.ids) {
+    const bool added = std::any_of(added_.begin(), added_.end(), [&](const AddedToken& t) { return t.id == id; }) &&
+                       parse_special && text.substr(pos).starts_with(id_bytes_[id]);
+    auto n = static_cast<uint32_t>(id_bytes_[id].size());
+    if (!added && segment_start && add_prefix_space_ && pos < text.size() && text[pos] != ' ' && n > 0) --n;
+    e.offsets.emplace_back(pos, pos + n);
+    pos += n;
+    segment_start = added;
+  }
+  IFT_ASSERT(pos == text.size());
+  return e;
 }
 
 std::vector<int32_t> ByteLevelBpe::encode(std::string_view text, bool parse_special) const {
