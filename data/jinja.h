@@ -13,13 +13,14 @@
 //               + - * / // % ** ~, == != < > <= >=, and or not, in, not in, is [not] TEST,
 //               a if c else b, indexing, slicing (messages[1:], s[::-1]), attribute/item access,
 //               calls with keyword arguments, filters with arguments
-//   filters     trim tojson length count upper lower default/d first last join replace string int
-//               float list items capitalize title safe selectattr rejectattr map select reject
-//               reverse unique abs round indent wordcount batch? (no), sort, sum, min, max
+//   filters     trim tojson length count upper lower title capitalize default/d first last join
+//               replace string int float list items reverse unique abs selectattr rejectattr select
+//               reject map indent wordcount sum round safe
 //   tests       defined undefined none string number integer float boolean mapping iterable
-//               sequence callable true false even odd eq/equalto/== ne lt gt le ge in divisibleby
+//               sequence callable true false even odd divisibleby eq/equalto/== ne/!= lt gt le ge
+//               in lower upper sameas
 //   methods     str: strip lstrip rstrip startswith endswith split splitlines upper lower title
-//               capitalize replace find count format? (no) join; dict: items keys values get
+//               capitalize replace find count join; dict: items keys values get
 //   globals     raise_exception(msg), namespace(...), range(...), strftime_now(fmt), dict(...),
 //               plus whatever the caller puts in the context (messages, tools, bos_token, ...)
 //

@@ -236,6 +236,7 @@ class ByteLevelBpe final : public Tokenizer {
   PairTable merges_;
   std::vector<AddedToken> added_;
   std::array<std::vector<const AddedToken*>, 256> added_by_first_byte_;  // longest first
+  std::vector<bool> is_added_;  // (vocab) id -> an added token
   pcre2_code* code_ = nullptr;
   bool add_prefix_space_, ignore_merges_;
   int32_t bos_ = -1, eos_ = -1, pad_ = -1, unk_ = -1;
@@ -290,6 +291,8 @@ ByteLevelBpe::ByteLevelBpe(BpeFiles f)
     merges_.insert(ia->second, ib->second, static_cast<int32_t>(rank), im->second);
   }
 
+  is_added_.assign(id_bytes_.size(), false);
+  for (const AddedToken& t : added_) is_added_[t.id] = true;
   for (const AddedToken& t : added_) added_by_first_byte_[static_cast<uint8_t>(t.content[0])].push_back(&t);
   for (auto& list : added_by_first_byte_) {
     std::stable_sort(list.begin(), list.end(),
@@ -331,8 +334,7 @@ Tokenizer::Encoding ByteLevelBpe::encode_with_offsets(std::string_view text, boo
   uint32_t pos = 0;
   bool segment_start = true;
   for (const int32_t id : e.ids) {
-    const bool added = std::any_of(added_.begin(), added_.end(), [&](const AddedToken& t) { return t.id == id; }) &&
-                       parse_special && text.substr(pos).starts_with(id_bytes_[id]);
+    const bool added = parse_special && is_added_[id] && text.substr(pos).starts_with(id_bytes_[id]);
     auto n = static_cast<uint32_t>(id_bytes_[id].size());
     if (!added && segment_start && add_prefix_space_ && pos < text.size() && text[pos] != ' ' && n > 0) --n;
     e.offsets.emplace_back(pos, pos + n);
