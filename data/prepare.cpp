@@ -41,8 +41,9 @@ std::string PrepareReport::json(const PrepareOptions& o, const std::string& toke
   for (const auto& f : o.data) files.push_back(f.string());
   j["files"] = files;
   j["format"] = format_name(o.format);
-  j["template"] = o.tmpl.name;
+  j["template"] = template_name.empty() ? o.tmpl.name : template_name;
   j["mask"] = mask_mode_name(o.mask);
+  j["train_on_eos"] = eos_mode_name(o.train_on_eos);
   j["pack"] = pack_mode_name(o.pack);
   j["seq_len"] = o.seq_len;
   j["on_long"] = on_long_name(o.on_long);
@@ -69,7 +70,7 @@ std::vector<Sample> render_samples(std::span<const Conversation> conversations, 
   std::vector<Sample> out;
   out.reserve(conversations.size());
   for (const Conversation& c : conversations) {
-    Sample s = formatter.render(c, o.mask);
+    Sample s = formatter.render(c, o.mask, o.train_on_eos);
     const auto n = static_cast<int64_t>(s.tokens.size());
     if (n > o.seq_len) {
       if (o.on_long == OnLong::error)
@@ -110,6 +111,7 @@ PrepareReport prepare_dataset(const PrepareOptions& o, const Tokenizer& tokenize
   }
 
   PrepareReport report;
+  report.template_name = formatter.tmpl().name;
   std::vector<Sample> samples;
   for (const auto& f : o.data) {
     ReadStats stats;

@@ -32,6 +32,7 @@ struct PrepareOptions {
   Format format = Format::auto_detect;
   Template tmpl = builtin_template("alpaca");
   MaskMode mask = MaskMode::outputs;
+  EosMode train_on_eos = EosMode::all;
   PackMode pack = PackMode::bfd;
   OnLong on_long = OnLong::drop;
   OnBad on_bad = OnBad::error;
@@ -51,6 +52,7 @@ struct PrepareReport {
   int64_t row_tokens = 0;     // rows * seq_len
   double packing_efficiency = 0;  // tokens / row_tokens
   double seconds = 0;         // reading + tokenizing + packing + writing
+  std::string template_name;  // the template used: "auto" resolved (the model's chat_template, or its fallback)
   std::string json(const PrepareOptions& o, const std::string& tokenizer) const;
 };
 

@@ -1,7 +1,10 @@
 #include "data/template.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include <yaml-cpp/yaml.h>
 
@@ -125,9 +128,98 @@ Template load_template_file(const std::filesystem::path& path) {
   return template_from_yaml(buf.str(), path.string());
 }
 
+Template load_jinja_template_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  IFT_CHECK(in, path.string(), ": cannot open template");
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  Template t;
+  t.name = path.string();
+  t.jinja = buf.str();
+  IFT_CHECK(!t.jinja.empty(), path.string(), ": the template is empty");
+  return t;
+}
+
 Template find_template(const std::string& name_or_path) {
+  if (name_or_path == "auto") {
+    Template t;
+    t.name = "auto";
+    t.auto_detect = true;
+    return t;
+  }
+  if (name_or_path.ends_with(".jinja") || name_or_path.ends_with(".j2")) return load_jinja_template_file(name_or_path);
   if (name_or_path.ends_with(".yaml") || name_or_path.ends_with(".yml")) return load_template_file(name_or_path);
   return builtin_template(name_or_path);
+}
+
+namespace {
+
+// A special token in tokenizer_config.json: a string, an AddedToken object {"content": ...}, or null.
+std::string config_token(const nlohmann::json& config, const char* key) {
+  if (!config.contains(key)) return "";
+  const auto& v = config[key];
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_object() && v.contains("content") && v["content"].is_string()) return v["content"].get<std::string>();
+  return "";
+}
+
+}  // namespace
+
+std::optional<Template> model_chat_template(const std::filesystem::path& dir) {
+  namespace fs = std::filesystem;
+  const fs::path config_file = dir / "tokenizer_config.json";
+  nlohmann::json config = nlohmann::json::object();
+  if (fs::is_regular_file(config_file)) {
+    std::ifstream in(config_file);
+    try {
+      config = nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+      fail(config_file.string(), ": not valid JSON (", e.what(), ")");
+    }
+    IFT_CHECK(config.is_object(), config_file.string(), ": not a JSON object");
+  }
+  Template t;
+  t.bos_token = config_token(config, "bos_token");
+  t.eos_token = config_token(config, "eos_token");
+  if (config.contains("chat_template") && !config["chat_template"].is_null()) {
+    const auto& ct = config["chat_template"];
+    t.name = "chat_template of " + config_file.string();
+    if (ct.is_string()) {
+      t.jinja = ct.get<std::string>();
+    } else if (ct.is_array()) {
+      for (const auto& entry : ct) {
+        if (entry.is_object() && entry.value("name", "") == "default" && entry.contains("template") &&
+            entry["template"].is_string())
+          t.jinja = entry["template"].get<std::string>();
+      }
+      IFT_CHECK(!t.jinja.empty(), config_file.string(), ": chat_template is a list without a \"default\" entry");
+      t.name += " (default)";
+    } else {
+      fail(config_file.string(), ": chat_template must be a string or a list of {name, template}");
+    }
+  } else if (fs::is_regular_file(dir / "chat_template.jinja")) {
+    Template file = load_jinja_template_file(dir / "chat_template.jinja");
+    t.name = file.name;
+    t.jinja = std::move(file.jinja);
+  } else {
+    return std::nullopt;
+  }
+  return t;
+}
+
+Template resolve_template(const Template& t, const Tokenizer& tokenizer) {
+  if (!t.auto_detect) return t;
+  std::vector<std::filesystem::path> dirs;
+  for (const auto& f : tokenizer.files()) {
+    const auto d = std::filesystem::is_directory(f) ? f : f.parent_path();
+    if (std::find(dirs.begin(), dirs.end(), d) == dirs.end()) dirs.push_back(d);
+  }
+  for (const auto& d : dirs) {
+    if (auto found = model_chat_template(d.empty() ? "." : d)) return *found;
+  }
+  Template fallback = builtin_template("alpaca");
+  fallback.name = "alpaca (auto: no chat_template beside " + tokenizer_description(tokenizer) + ")";
+  return fallback;
 }
 
 MaskMode parse_mask_mode(std::string_view name) {
@@ -142,6 +234,22 @@ const char* mask_mode_name(MaskMode m) {
     case MaskMode::outputs: return "outputs";
     case MaskMode::all: return "all";
     case MaskMode::last: return "last";
+  }
+  return "?";
+}
+
+EosMode parse_eos_mode(std::string_view name) {
+  if (name == "all") return EosMode::all;
+  if (name == "last") return EosMode::last;
+  if (name == "none") return EosMode::none;
+  fail("unknown train_on_eos mode '", name, "' (expected all, last or none)");
+}
+
+const char* eos_mode_name(EosMode m) {
+  switch (m) {
+    case EosMode::all: return "all";
+    case EosMode::last: return "last";
+    case EosMode::none: return "none";
   }
   return "?";
 }
@@ -193,7 +301,15 @@ std::vector<ChatFormatter::Piece> ChatFormatter::compile(const std::string& s) c
   return out;
 }
 
-ChatFormatter::ChatFormatter(const Template& tmpl, const Tokenizer& tokenizer) : tmpl_(tmpl), tok_(tokenizer) {
+ChatFormatter::ChatFormatter(const Template& tmpl, const Tokenizer& tokenizer)
+    : tmpl_(resolve_template(tmpl, tokenizer)), tok_(tokenizer) {
+  if (!tmpl_.jinja.empty()) {
+    jinja_ = std::make_shared<const jinja::Template>(tmpl_.jinja, tmpl_.name);
+    auto piece = [&](int32_t id) { return id >= 0 ? tok_.id_to_piece(id) : std::string(); };
+    if (tmpl_.bos_token.empty()) tmpl_.bos_token = piece(tok_.bos_id());
+    if (tmpl_.eos_token.empty()) tmpl_.eos_token = piece(tok_.eos_id());
+    return;
+  }
   // Every output ends with EOS (or the template's own end of turn): check it up front, not per sample.
   IFT_CHECK(tok_.eos_id() >= 0 || tmpl_.assistant_suffix.find("{eos}") == std::string::npos,
             "template '", tmpl_.name, "' ends every output with EOS, but ", tokenizer_description(tok_),
@@ -254,7 +370,8 @@ class SampleBuilder {
 
 }  // namespace
 
-Sample ChatFormatter::render(const Conversation& c, MaskMode mask) const {
+Sample ChatFormatter::render(const Conversation& c, MaskMode mask, EosMode eos) const {
+  if (jinja_) return render_jinja(c, mask, eos);
   SampleBuilder b(tok_);
   const bool all = mask == MaskMode::all;
   auto emit = [&](const std::vector<Piece>& pieces, bool trained) {
@@ -295,9 +412,11 @@ Sample ChatFormatter::render(const Conversation& c, MaskMode mask) const {
       emit(user_suffix_, all);
     } else {
       const bool trained = all || mask == MaskMode::outputs || i == last_assistant;
+      const bool eos_trained =
+          all || (trained && (eos == EosMode::all || (eos == EosMode::last && i == last_assistant)));
       emit(assistant_prefix_, all);
       b.text(t.text, trained);
-      emit(assistant_suffix_, trained);
+      emit(assistant_suffix_, eos_trained);
       if (i + 1 < c.turns.size()) emit(turn_separator_, all);
     }
   }
@@ -309,7 +428,157 @@ Sample ChatFormatter::render(const Conversation& c, MaskMode mask) const {
 Sample ChatFormatter::render_prompt(const Conversation& c) const {
   IFT_CHECK(!c.turns.empty() && c.turns.back().role == Role::user, c.where.empty() ? "prompt" : c.where,
             ": a prompt must end with a user turn");
+  if (jinja_) {  // no mask is needed, so a template whose mask cannot be found still prompts
+    Sample s = render_jinja(c, MaskMode::all, EosMode::all);
+    std::fill(s.trained.begin(), s.trained.end(), 0);
+    return s;
+  }
   return render(c, MaskMode::outputs);
+}
+
+}  // namespace ift
+
+// ---- Jinja templates ------------------------------------------------------------------------
+
+namespace ift {
+
+namespace {
+
+// The messages list a chat template sees; an Alpaca input joins its instruction after a blank line.
+jinja::List to_messages(const Conversation& c, size_t turns) {
+  auto message = [](const char* role, const std::string& content) {
+    jinja::Dict m;
+    m.set("role", jinja::Value(role));
+    m.set("content", jinja::Value(content));
+    return jinja::Value(std::move(m));
+  };
+  jinja::List out;
+  if (!c.system.empty()) out.push_back(message("system", c.system));
+  for (size_t i = 0; i < turns; ++i) {
+    const Turn& t = c.turns[i];
+    out.push_back(message(t.role == Role::user ? "user" : "assistant",
+                          t.input.empty() ? t.text : t.text + "\n\n" + t.input));
+  }
+  return out;
+}
+
+}  // namespace
+
+ChatFormatter::Rendering ChatFormatter::render_text(const Conversation& c, MaskMode mask, EosMode eos) const {
+  IFT_CHECK(jinja_, "template '", tmpl_.name, "' is not a Jinja template");
+  const std::string where = c.where.empty() ? std::string("conversation") : c.where;
+  auto render = [&](size_t turns, bool generation_prompt) {
+    jinja::Dict ctx;
+    ctx.set("messages", jinja::Value(to_messages(c, turns)));
+    ctx.set("add_generation_prompt", jinja::Value(generation_prompt));
+    ctx.set("bos_token", jinja::Value(tmpl_.bos_token));
+    ctx.set("eos_token", jinja::Value(tmpl_.eos_token));
+    try {
+      return jinja_->render(ctx);
+    } catch (const Error& e) {
+      fail(where, ": ", e.what());
+    }
+  };
+  const bool prompt = !c.turns.empty() && c.turns.back().role == Role::user;
+  jinja::Rendered full = render(c.turns.size(), prompt);
+  Rendering out;
+  out.text = std::move(full.text);
+  const std::string& text = out.text;
+  if (mask == MaskMode::all) {
+    out.spans.emplace_back(0, text.size());
+    return out;
+  }
+  std::vector<size_t> content_ends;  // per span: where the turn's text ends and its end of turn begins
+  // Where the stripped text of assistant turn `k` ends inside [begin, end); npos when it is not there.
+  auto content_end = [&](size_t k, size_t begin, size_t end) {
+    const std::string content = jinja::py_strip(c.turns[k].text);
+    const size_t at = content.empty() ? std::string::npos : text.find(content, begin);
+    return at != std::string::npos && at + content.size() <= end ? at + content.size() : std::string::npos;
+  };
+  if (jinja_->has_generation()) {
+    size_t k = 0;
+    for (const auto& s : full.generation) {
+      if (s.second <= s.first) continue;
+      while (k < c.turns.size() && c.turns[k].role != Role::assistant) ++k;
+      out.spans.push_back(s);
+      content_ends.push_back(k < c.turns.size() ? content_end(k, s.first, s.second) : std::string::npos);
+      ++k;
+    }
+    IFT_CHECK(!out.spans.empty() || prompt, where, ": template '", tmpl_.name,
+              "' has {% generation %} blocks but none produced text for this conversation");
+  } else {
+    size_t previous_end = 0;
+    std::optional<Tokenizer::Encoding> full_tokens;  // tokenised only when a rendering diverges
+    for (size_t k = 0; k < c.turns.size(); ++k) {
+      if (c.turns[k].role != Role::assistant) continue;
+      const std::string before = render(k, true).text;
+      IFT_CHECK(text.compare(0, before.size(), before) == 0, where, ": template '", tmpl_.name,
+                "' does not render conversations as prefixes of each other (the prompt of assistant turn ",
+                k / 2 + 1, " is not the start of the whole conversation), so its loss mask cannot be found; "
+                "add {% generation %} blocks to the template, or use mask: all");
+      const std::string through = render(k + 1, false).text;
+      size_t end = 0;
+      while (end < text.size() && end < through.size() && text[end] == through[end]) ++end;
+      if (end < through.size()) {
+        // The rendering through turn k goes on differently (Phi-3 ends a conversation with EOS): the
+        // turn ends with the last token both renderings agree on, never inside a special token.
+        if (!full_tokens) full_tokens = tok_.encode_with_offsets(text, /*parse_special=*/true);
+        const Tokenizer::Encoding q = tok_.encode_with_offsets(through, /*parse_special=*/true);
+        size_t n = 0;
+        while (n < q.ids.size() && n < full_tokens->ids.size() && q.ids[n] == full_tokens->ids[n] &&
+               q.offsets[n] == full_tokens->offsets[n])
+          ++n;
+        end = std::min<size_t>(end, n > 0 ? full_tokens->offsets[n - 1].second : 0);
+      }
+      const size_t text_end = content_end(k, before.size(), end);
+      IFT_CHECK(text_end != std::string::npos, where, ": template '", tmpl_.name,
+                "' does not render assistant turn ", k / 2 + 1, "'s text where the rendering of the conversation "
+                "through it differs from the whole, so its loss mask cannot be found; add {% generation %} blocks "
+                "to the template, or use mask: all");
+      // The end-of-turn text after the content, without the whitespace that separates turns.
+      size_t eot_end = end;
+      while (eot_end > text_end && std::isspace(static_cast<unsigned char>(text[eot_end - 1]))) --eot_end;
+      if (eot_end > text_end) end = eot_end;
+      content_ends.push_back(text_end);
+      IFT_CHECK(before.size() >= previous_end, where, ": template '", tmpl_.name, "' renders assistant turn ",
+                k / 2 + 1, " overlapping the one before");
+      out.spans.emplace_back(before.size(), end);
+      previous_end = end;
+    }
+  }
+  if (mask == MaskMode::last && !out.spans.empty()) {
+    out.spans.erase(out.spans.begin(), out.spans.end() - 1);
+    content_ends.erase(content_ends.begin(), content_ends.end() - 1);
+  }
+  for (size_t i = 0; i < out.spans.size(); ++i) {
+    if (eos == EosMode::all || (eos == EosMode::last && i + 1 == out.spans.size())) continue;
+    IFT_CHECK(content_ends[i] != std::string::npos, where, ": template '", tmpl_.name,
+              "': cannot find assistant turn ", i + 1, "'s text in its {% generation %} block to leave its end of "
+              "turn untrained (train_on_eos ", eos_mode_name(eos), ")");
+    out.spans[i].second = content_ends[i];
+  }
+  return out;
+}
+
+Sample ChatFormatter::render_jinja(const Conversation& c, MaskMode mask, EosMode eos) const {
+  const Rendering r = render_text(c, mask, eos);
+  Tokenizer::Encoding enc = tok_.encode_with_offsets(r.text, /*parse_special=*/true);
+  Sample s;
+  s.tokens = std::move(enc.ids);
+  s.trained.assign(s.tokens.size(), 0);
+  // A token is trained when its bytes overlap a span (an empty range: when it lies inside one), as
+  // transformers marks the tokens from char_to_token(begin) to char_to_token(end - 1).
+  for (size_t i = 0; i < s.tokens.size(); ++i) {
+    const auto [b, e] = enc.offsets[i];
+    for (const auto& [sb, se] : r.spans) {
+      if (b == e ? (b >= sb && b < se) : (b < se && e > sb)) {
+        s.trained[i] = 1;
+        break;
+      }
+    }
+  }
+  if (!s.trained.empty()) s.trained[0] = 0;  // the first token has nothing to be predicted from
+  return s;
 }
 
 }  // namespace ift

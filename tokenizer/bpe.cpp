@@ -211,6 +211,7 @@ class ByteLevelBpe final : public Tokenizer {
   }
 
   std::vector<int32_t> encode(std::string_view text, bool parse_special) const override;
+  Encoding encode_with_offsets(std::string_view text, bool parse_special) const override;
   std::string decode(std::span<const int32_t> ids) const override;
   int32_t vocab_size() const override { return static_cast<int32_t>(id_bytes_.size()); }
   int32_t bos_id() const override { return bos_; }
@@ -235,6 +236,7 @@ class ByteLevelBpe final : public Tokenizer {
   PairTable merges_;
   std::vector<AddedToken> added_;
   std::array<std::vector<const AddedToken*>, 256> added_by_first_byte_;  // longest first
+  std::vector<bool> is_added_;  // (vocab) id -> an added token
   pcre2_code* code_ = nullptr;
   bool add_prefix_space_, ignore_merges_;
   int32_t bos_ = -1, eos_ = -1, pad_ = -1, unk_ = -1;
@@ -289,6 +291,8 @@ ByteLevelBpe::ByteLevelBpe(BpeFiles f)
     merges_.insert(ia->second, ib->second, static_cast<int32_t>(rank), im->second);
   }
 
+  is_added_.assign(id_bytes_.size(), false);
+  for (const AddedToken& t : added_) is_added_[t.id] = true;
   for (const AddedToken& t : added_) added_by_first_byte_[static_cast<uint8_t>(t.content[0])].push_back(&t);
   for (auto& list : added_by_first_byte_) {
     std::stable_sort(list.begin(), list.end(),
@@ -319,6 +323,26 @@ ByteLevelBpe::ByteLevelBpe(BpeFiles f)
   eos_ = id_of(f.eos, "eos");
   pad_ = id_of(f.pad, "pad");
   unk_ = id_of(f.unk, "unk");
+}
+
+// Byte-level tokens are the bytes of the text, in order: a token's range is the next len(its
+// bytes) bytes, except the space add_prefix_space puts before a segment, which is in no range.
+Tokenizer::Encoding ByteLevelBpe::encode_with_offsets(std::string_view text, bool parse_special) const {
+  Encoding e;
+  e.ids = encode(text, parse_special);
+  e.offsets.reserve(e.ids.size());
+  uint32_t pos = 0;
+  bool segment_start = true;
+  for (const int32_t id : e.ids) {
+    const bool added = parse_special && is_added_[id] && text.substr(pos).starts_with(id_bytes_[id]);
+    auto n = static_cast<uint32_t>(id_bytes_[id].size());
+    if (!added && segment_start && add_prefix_space_ && pos < text.size() && text[pos] != ' ' && n > 0) --n;
+    e.offsets.emplace_back(pos, pos + n);
+    pos += n;
+    segment_start = added;
+  }
+  IFT_ASSERT(pos == text.size());
+  return e;
 }
 
 std::vector<int32_t> ByteLevelBpe::encode(std::string_view text, bool parse_special) const {

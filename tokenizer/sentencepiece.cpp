@@ -6,6 +6,9 @@
 #include <sentencepiece_trainer.h>
 
 #include <algorithm>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 #include <unordered_map>
@@ -19,12 +22,88 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// The serialized model with normalizer_spec.add_dummy_prefix = false: a second field 3 appended
+// to the NormalizerSpec (field 3 of ModelProto), since the last value of a protobuf scalar wins.
+// Done on the wire because Debian's libsentencepiece-dev ships no generated proto headers.
+std::string without_dummy_prefix(const std::string& model, const fs::path& file) {
+  auto varint = [&](size_t& i) {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      IFT_CHECK(i < model.size(), file.string(), ": truncated model proto");
+      const auto b = static_cast<uint8_t>(model[i++]);
+      v |= static_cast<uint64_t>(b & 0x7F) << shift;
+      if (!(b & 0x80)) return v;
+    }
+    fail(file.string(), ": bad varint in the model proto");
+  };
+  auto put_varint = [](std::string& out, uint64_t v) {
+    while (v >= 0x80) {
+      out += static_cast<char>((v & 0x7F) | 0x80);
+      v >>= 7;
+    }
+    out += static_cast<char>(v);
+  };
+  std::string out;
+  bool patched = false;
+  for (size_t i = 0; i < model.size();) {
+    const size_t field_start = i;
+    const uint64_t tag = varint(i);
+    const int wire = static_cast<int>(tag & 7);
+    if (wire == 0) {
+      varint(i);
+    } else if (wire == 1 || wire == 5) {
+      i += wire == 1 ? 8 : 4;
+    } else if (wire == 2) {
+      const uint64_t len = varint(i);
+      IFT_CHECK(i + len <= model.size(), file.string(), ": truncated model proto");
+      if (tag >> 3 == 3) {
+        put_varint(out, tag);
+        put_varint(out, len + 2);
+        out.append(model, i, len);
+        out += '\x18';  // field 3 (add_dummy_prefix), varint
+        out += '\x00';  // false
+        i += len;
+        patched = true;
+        continue;
+      }
+      i += len;
+    } else {
+      fail(file.string(), ": unsupported wire type ", wire, " in the model proto");
+    }
+    out.append(model, field_start, i - field_start);
+  }
+  IFT_CHECK(patched, file.string(), ": the model proto has no normalizer_spec");
+  return out;
+}
+
+// transformers' "legacy" flag of a Llama/Mistral tokenizer_config.json beside the model: true (or
+// absent) prepends the dummy-prefix space to every text segment between special tokens, false only
+// to a segment at the start of the text (Metaspace prepend_scheme "first", transformers 5's default).
+bool read_legacy(const fs::path& model_file) {
+  const fs::path config = model_file.parent_path() / "tokenizer_config.json";
+  if (!fs::is_regular_file(config)) return true;
+  std::ifstream in(config);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    fail(config.string(), ": not valid JSON (", e.what(), ")");
+  }
+  return !(j.contains("legacy") && j["legacy"].is_boolean() && !j["legacy"].get<bool>());
+}
+
 class Sentencepiece final : public Tokenizer {
  public:
   explicit Sentencepiece(const fs::path& file) : file_(file) {
     IFT_CHECK(fs::is_regular_file(file), file.string(), ": no such file");
     const auto status = sp_.Load(file.string());
     IFT_CHECK(status.ok(), file.string(), ": not a sentencepiece model (", status.ToString(), ")");
+    legacy_ = read_legacy(file);
+    {
+      const auto st = sp_no_prefix_.LoadFromSerializedProto(without_dummy_prefix(sp_.serialized_model_proto(), file));
+      IFT_CHECK(st.ok(), file.string(), ": cannot reload without the dummy prefix (", st.ToString(), ")");
+    }
+    if (fs::is_regular_file(file.parent_path() / "tokenizer_config.json")) config_ = file.parent_path() / "tokenizer_config.json";
     for (int id = 0; id < sp_.GetPieceSize(); ++id) {
       if (sp_.IsControl(id)) control_.push_back({sp_.IdToPiece(id), id});
     }
@@ -33,9 +112,13 @@ class Sentencepiece final : public Tokenizer {
   }
 
   std::vector<int32_t> encode(std::string_view text, bool parse_special) const override {
-    std::vector<int32_t> out;
+    return encode_with_offsets(text, parse_special).ids;
+  }
+
+  Encoding encode_with_offsets(std::string_view text, bool parse_special) const override {
+    Encoding out;
     if (!parse_special || control_.empty()) {
-      encode_segment(text, out);
+      encode_segment(text, 0, false, out);
       return out;
     }
     size_t begin = 0;
@@ -46,12 +129,13 @@ class Sentencepiece final : public Tokenizer {
         ++i;
         continue;
       }
-      encode_segment(text.substr(begin, i - begin), out);
-      out.push_back(hit->second);
+      encode_segment(text.substr(begin, i - begin), begin, true, out);
+      out.ids.push_back(hit->second);
+      out.offsets.emplace_back(i, i + hit->first.size());
       i += hit->first.size();
       begin = i;
     }
-    encode_segment(text.substr(begin), out);
+    encode_segment(text.substr(begin), begin, true, out);
     return out;
   }
 
@@ -84,19 +168,31 @@ class Sentencepiece final : public Tokenizer {
     return sp_.IdToPiece(id);
   }
 
-  std::vector<fs::path> files() const override { return {file_}; }
-
- private:
-  void encode_segment(std::string_view text, std::vector<int32_t>& out) const {
-    if (text.empty()) return;
-    std::vector<int> ids;
-    const auto status = sp_.Encode(absl::string_view(text.data(), text.size()), &ids);
-    IFT_CHECK(status.ok(), file_.string(), ": encode failed (", status.ToString(), ")");
-    out.insert(out.end(), ids.begin(), ids.end());
+  std::vector<fs::path> files() const override {
+    if (config_.empty()) return {file_};
+    return {file_, config_};
   }
 
-  fs::path file_;
-  sentencepiece::SentencePieceProcessor sp_;
+ private:
+  // `text` starts at byte `at` of the whole text; its pieces' ranges are shifted by it. With
+  // `hf` (parse_special, the chat-template path) a segment that already starts with a space gets
+  // no dummy prefix, as Hugging Face's Metaspace pre-tokenizer does.
+  void encode_segment(std::string_view text, size_t at, bool hf, Encoding& out) const {
+    if (text.empty()) return;
+    const bool prefix = (legacy_ || at == 0) && !(hf && text[0] == ' ');
+    const auto& sp = prefix ? sp_ : sp_no_prefix_;
+    sentencepiece::ImmutableSentencePieceText spt;
+    const auto status = sp.Encode(absl::string_view(text.data(), text.size()), spt.mutable_proto());
+    IFT_CHECK(status.ok(), file_.string(), ": encode failed (", status.ToString(), ")");
+    for (const auto& p : spt.pieces()) {
+      out.ids.push_back(static_cast<int32_t>(p.id()));
+      out.offsets.emplace_back(static_cast<uint32_t>(at + p.begin()), static_cast<uint32_t>(at + p.end()));
+    }
+  }
+
+  fs::path file_, config_;
+  bool legacy_ = true;
+  sentencepiece::SentencePieceProcessor sp_, sp_no_prefix_;
   std::vector<std::pair<std::string, int32_t>> control_;  // longest first
 };
 

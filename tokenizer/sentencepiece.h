@@ -5,7 +5,11 @@
 // prepends its dummy-prefix space ("▁") to the text it encodes, as the reference does. With
 // parse_special, control pieces written in the text ("<s>", "</s>") become their ids and the text
 // between them is encoded piece by piece (each gets the dummy prefix, as Hugging Face's legacy
-// Llama tokenizer does). User-defined pieces are ordinary vocabulary to sentencepiece and are
+// Llama tokenizer does; with tokenizer_config.json "legacy": false beside the model, only the
+// segment at the start of the text gets it, as transformers 5 does). With parse_special, a segment
+// that starts with a space gets no dummy prefix, as Hugging Face's Metaspace does. Known
+// difference from transformers 5 (Hugging Face tokenizers' BPE): runs of several spaces segment
+// differently ("a  b": sentencepiece "▁" "▁b", tokenizers "▁▁" "b"); the text is the same. User-defined pieces are ordinary vocabulary to sentencepiece and are
 // always matched, with or without parse_special.
 #pragma once
 

@@ -13,6 +13,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace ift {
@@ -25,6 +26,16 @@ class Tokenizer {
   // recognised (used for template strings, never for user data); without it none is, special or
   // not. Any byte string encodes (see docs/tokenizers.md for what happens to invalid UTF-8).
   virtual std::vector<int32_t> encode(std::string_view text, bool parse_special = false) const = 0;
+  // The same ids as encode(text, parse_special), with the byte range [begin, end) of `text` each
+  // token came from (Hugging Face's offsets, in bytes): the loss mask of a rendered chat template
+  // is found from character spans through them. A space the tokenizer adds itself (a dummy prefix)
+  // belongs to no byte, so a token's range may be empty; byte-fallback pieces of one character
+  // share its range.
+  struct Encoding {
+    std::vector<int32_t> ids;
+    std::vector<std::pair<uint32_t, uint32_t>> offsets;  // (len(ids)) byte ranges in text
+  };
+  virtual Encoding encode_with_offsets(std::string_view text, bool parse_special = false) const = 0;
   // Text of `ids`; never throws on any id sequence in range, invalid UTF-8 is replaced (U+FFFD per
   // maximal ill-formed subpart, as Python's errors="replace"). An id outside [0, vocab_size())
   // throws ift::Error.

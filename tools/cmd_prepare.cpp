@@ -16,11 +16,15 @@ int prepare(Args args) {
   cli::Parser p("ift prepare", "Tokenize instruction data with a chat template and pack it into training rows.");
   p.repeated("--data", "FILE", "input file: JSON array or JSONL (repeat for several files)");
   p.option("--format", "NAME", "auto", "record format: auto, alpaca, sharegpt, messages");
-  p.option("--template", "NAME|FILE.yaml", "alpaca", "chat template: alpaca, chatml, llama2, plain, or a YAML file");
+  p.option("--template", "NAME|FILE", "auto",
+           "chat template: auto (the tokenizer directory's chat_template, else alpaca), alpaca, chatml, llama2,\n"
+           "plain, a FILE.jinja (rendered and tokenised as transformers' apply_chat_template), or a FILE.yaml");
   p.option("--tokenizer", "PATH", "tokenizer .model, tokenizer.json, vocab.json, or a directory", cli::required);
   p.option("--seq-len", "N", "tokens per packed row", cli::required);
   p.option("--out", "DIR", "output directory (train.pack, report.json)", cli::required);
   p.option("--mask", "MODE", "outputs", "trained tokens: outputs (assistant turns + EOS), all, last (last turn)");
+  p.option("--train-on-eos", "MODE", "all",
+           "end of turn in the loss: all (every trained turn), last (the final turn only), none");
   p.option("--pack", "MODE", "bfd", "packing: bfd (best-fit decreasing), greedy (dataset order), none");
   p.option("--on-long", "POLICY", "drop", "samples longer than --seq-len: drop, truncate, error");
   p.option("--on-bad", "POLICY", "error", "malformed records: error (stop at FILE:LINE), skip (count)");
@@ -33,6 +37,7 @@ int prepare(Args args) {
   o.format = parse_format(p.str("--format"));
   o.tmpl = find_template(p.str("--template"));
   o.mask = parse_mask_mode(p.str("--mask"));
+  o.train_on_eos = parse_eos_mode(p.str("--train-on-eos"));
   o.pack = parse_pack_mode(p.str("--pack"));
   o.on_long = parse_on_long(p.str("--on-long"));
   o.on_bad = parse_on_bad(p.str("--on-bad"));

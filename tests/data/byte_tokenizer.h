@@ -17,7 +17,11 @@ class ByteTokenizer : public Tokenizer {
   explicit ByteTokenizer(int32_t eos = kEos, int32_t bos = kBos) : eos_(eos), bos_(bos) {}
 
   std::vector<int32_t> encode(std::string_view text, bool parse_special = false) const override {
-    std::vector<int32_t> ids;
+    return encode_with_offsets(text, parse_special).ids;
+  }
+  Encoding encode_with_offsets(std::string_view text, bool parse_special = false) const override {
+    Encoding e;
+    std::vector<int32_t>& ids = e.ids;
     for (size_t i = 0; i < text.size();) {
       bool special = false;
       if (parse_special) {
@@ -25,15 +29,19 @@ class ByteTokenizer : public Tokenizer {
           const std::string& p = pieces()[id - kBos];
           if (text.substr(i, p.size()) == p) {
             ids.push_back(id);
+            e.offsets.emplace_back(i, i + p.size());
             i += p.size();
             special = true;
             break;
           }
         }
       }
-      if (!special) ids.push_back(static_cast<unsigned char>(text[i++]));
+      if (!special) {
+        e.offsets.emplace_back(i, i + 1);
+        ids.push_back(static_cast<unsigned char>(text[i++]));
+      }
     }
-    return ids;
+    return e;
   }
   std::string decode(std::span<const int32_t> ids) const override {
     std::string s;

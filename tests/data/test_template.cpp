@@ -158,3 +158,21 @@ special_tokens: ["<|im_start|>", "<|im_end|>"]
   const Template missing = template_from_yaml("user_prefix: '<|foo|>'\nspecial_tokens: ['<|foo|>']\n", "t.yaml");
   CHECK_THROWS_WITH(ChatFormatter(missing, tok), Contains("needs the special token <|foo|>"));
 }
+
+TEST_CASE("train_on_eos: all, last or none of the trained turns keep their end of turn", "[template]") {
+  ByteTokenizer tok;
+  const ChatFormatter f(builtin_template("chatml"), tok);
+  const Conversation c = two_turns();
+  CHECK(trained_text(tok, f.render(c, MaskMode::outputs, EosMode::all).tokens,
+                     f.render(c, MaskMode::outputs, EosMode::all).trained) == "a1<|im_end|></s>|a2<|im_end|></s>|");
+  const Sample last = f.render(c, MaskMode::outputs, EosMode::last);
+  CHECK(trained_text(tok, last.tokens, last.trained) == "a1|a2<|im_end|></s>|");
+  const Sample none = f.render(c, MaskMode::outputs, EosMode::none);
+  CHECK(trained_text(tok, none.tokens, none.trained) == "a1|a2|");
+  CHECK(none.tokens == last.tokens);
+  // mask all trains everything whatever train_on_eos says.
+  const Sample all = f.render(c, MaskMode::all, EosMode::none);
+  CHECK(std::count(all.trained.begin(), all.trained.end(), 1) == static_cast<long>(all.tokens.size()) - 1);
+  CHECK(parse_eos_mode("last") == EosMode::last);
+  CHECK_THROWS_WITH(parse_eos_mode("some"), Catch::Contains("expected all, last or none"));
+}

@@ -11,6 +11,7 @@
 #include "tests/tokenizer/encodings.h"
 #include "tokenizer/bpe.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/utf8.h"
 
 namespace ift {
 namespace {
@@ -174,6 +175,45 @@ TEST_CASE("encode is safe from many threads", "[bpe]") {
   }
   for (auto& th : threads) th.join();
   CHECK(failures == std::vector<int>(4, 0));
+}
+
+// Offsets: consecutive byte ranges that cover the text, each the bytes of its token; the space
+// add_prefix_space adds belongs to no byte.
+void check_offsets(const Tokenizer& tok, const std::string& text, bool parse_special, bool prefix_space) {
+  INFO("\"" << test::show(text) << "\" parse_special=" << parse_special);
+  const Tokenizer::Encoding e = tok.encode_with_offsets(text, parse_special);
+  CHECK(e.ids == tok.encode(text, parse_special));
+  REQUIRE(e.offsets.size() == e.ids.size());
+  uint32_t pos = 0;
+  for (size_t i = 0; i < e.ids.size(); ++i) {
+    CHECK(e.offsets[i].first == pos);
+    const std::string piece = text.substr(e.offsets[i].first, e.offsets[i].second - e.offsets[i].first);
+    const std::string bytes = tok.decode(std::vector<int32_t>{e.ids[i]});
+    if (prefix_space && bytes.size() == piece.size() + 1) CHECK(bytes == " " + piece);
+    else if (utf8::is_valid(piece)) CHECK(bytes == piece);  // a partial UTF-8 sequence decodes as U+FFFD
+    pos = e.offsets[i].second;
+  }
+  CHECK(pos == text.size());
+}
+
+TEST_CASE("encode_with_offsets: each token's byte range, special tokens and add_prefix_space", "[bpe]") {
+  for (const auto& c : test::reference_encodings("gpt2_special")) {
+    check_offsets(gpt2(), c.text, true, false);
+    check_offsets(gpt2(), c.text, false, false);
+  }
+  const Tokenizer::Encoding e = gpt2().encode_with_offsets("Hi<|endoftext|>yo", true);
+  CHECK(e.ids == Ids{17250, 50256, 8226});
+  CHECK(e.offsets == std::vector<std::pair<uint32_t, uint32_t>>{{0, 2}, {2, 15}, {15, 17}});
+
+  std::ifstream in(fixture("tokenizers/gpt2/tokenizer.json"));
+  auto j = nlohmann::json::parse(in);
+  j["pre_tokenizer"]["add_prefix_space"] = true;
+  const auto dir = test::temp_dir("bpe-offsets-prefix");
+  std::ofstream(dir / "tokenizer.json") << j.dump();
+  const auto tok = load_tokenizer(dir / "tokenizer.json");
+  for (const char* text : {"hello world", " already spaced", "a<|endoftext|>b", "<|endoftext|> c"})
+    check_offsets(*tok, text, true, true);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -132,5 +132,39 @@ TEST_CASE("training errors name the file", "[sentencepiece]") {
   CHECK_THROWS_WITH(train_sentencepiece(o), Catch::Contains("/nonexistent/corpus.txt"));
 }
 
+TEST_CASE("sentencepiece offsets: ordered ranges inside the text, control pieces exact", "[sentencepiece]") {
+  const std::string text = "<s>[INST] Héllo  wörld 中文 [/INST] ok</s>";
+  const Tokenizer::Encoding e = llama2().encode_with_offsets(text, true);
+  CHECK(e.ids == llama2().encode(text, true));
+  REQUIRE(e.offsets.size() == e.ids.size());
+  CHECK(e.ids.front() == llama2().bos_id());
+  CHECK(e.offsets.front() == std::pair<uint32_t, uint32_t>{0, 3});
+  CHECK(e.ids.back() == llama2().eos_id());
+  CHECK(e.offsets.back() == std::pair<uint32_t, uint32_t>{static_cast<uint32_t>(text.size() - 4),
+                                                          static_cast<uint32_t>(text.size())});
+  for (size_t i = 0; i < e.offsets.size(); ++i) {
+    CHECK(e.offsets[i].first <= e.offsets[i].second);
+    CHECK(e.offsets[i].second <= text.size());
+    if (i > 0) CHECK(e.offsets[i].first >= e.offsets[i - 1].first);
+  }
+}
+
+TEST_CASE("sentencepiece with parse_special: the dummy prefix as transformers puts it", "[sentencepiece]") {
+  // legacy (no tokenizer_config.json): every segment gets "▁" unless it starts with a space.
+  CHECK(llama2().encode("<s>[INST]", true) == Ids{1, 518, 25580, 29962});    // "▁[" "INST" "]"
+  CHECK(llama2().encode("<s> [INST]", true) == Ids{1, 518, 25580, 29962});   // the space is the "▁"
+  CHECK(llama2().encode(" [INST]", false) == Ids{29871, 518, 25580, 29962}); // plain encode: the library's
+  // "legacy": false beside the model: only a segment at the start of the text.
+  const auto dir = test::temp_dir("sp-legacy-false");
+  std::filesystem::copy_file(fixture("tokenizers/llama2/tokenizer.model"), dir / "tokenizer.model");
+  std::ofstream(dir / "tokenizer_config.json") << R"({"legacy": false})";
+  const auto tok = load_tokenizer(dir);
+  CHECK(tok->encode("<s>[INST]", true) == Ids{1, 29961, 25580, 29962});  // "[" without "▁"
+  CHECK(tok->encode("[INST]", true) == Ids{518, 25580, 29962});
+  CHECK(tok->encode("[INST]", false) == Ids{518, 25580, 29962});
+  CHECK(tok->files().size() == 2);  // the config travels with the model (it changes the ids)
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace ift
