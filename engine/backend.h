@@ -133,7 +133,8 @@ concept Backend = requires(B& b, typename B::act_t* a, const typename B::act_t* 
   b.swiglu_backward(a, ca, ca, i, i);
   b.residual_forward(a, ca, ca, n);
   // loss (returned to the host) and, when dlogits is not null, its gradient, in place allowed
-  { b.cross_entropy(a, ca, ids, i, i, double(x)) } -> std::convertible_to<double>;
+  // over the first V columns of rows of stride ld (the classifier is padded to a multiple of 128)
+  { b.cross_entropy(a, ca, ids, i, i, i, double(x)) } -> std::convertible_to<double>;
   // optimizer: sum of squares of the gradients (host double), and one AdamW step. With a master
   // (fp32, not null) the step updates it and writes the rounded act_t params; with a null master
   // it updates the params in place (act_t float, or double on cpu). Moments are fp32.

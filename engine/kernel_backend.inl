@@ -279,10 +279,10 @@ void KernelBackend<S, Device>::residual_forward(S* out, const S* a, const S* b, 
 // The loss is summed on the device (fp32, fixed order) and read back: one small synchronous copy.
 template <class S, class Device>
 double KernelBackend<S, Device>::cross_entropy(S* dlogits, const S* logits, const int32_t* targets, int N, int V,
-                                               double normaliser) {
+                                               int ld, double normaliser) {
   const size_t bytes = cross_entropy_scratch_bytes(N, V);
   float* loss = static_cast<float*>(workspace_);
-  ift::cross_entropy_forward(loss, dlogits, logits, targets, N, V, static_cast<float>(normaliser),
+  ift::cross_entropy_forward(loss, dlogits, logits, targets, N, V, ld, static_cast<float>(normaliser),
                              scratch((bytes + sizeof(float) - 1) / sizeof(float)), bytes, device_->stream());
   float host = 0;
   download(&host, loss, sizeof(float));

@@ -25,7 +25,10 @@ DecayRuns decay_runs(const ParamLayout& layout, const AdamWConfig& config) {
     else
       runs.ends.push_back(static_cast<int64_t>(covered)), runs.decays.push_back(decays);
   }
-  IFT_CHECK(covered == layout.total, "parameter layout: the views cover ", covered, " of ", layout.total, " values");
+  // The padding rows of an untied classifier, last in the buffer, join the last run.
+  IFT_CHECK(covered <= layout.total && !runs.ends.empty(), "parameter layout: the views cover ", covered, " of ",
+            layout.total, " values");
+  runs.ends.back() = static_cast<int64_t>(layout.total);
   return runs;
 }
 

@@ -16,7 +16,7 @@ namespace {
 
 ParamLayout build_views(const ModelConfig& c) {
   ParamLayout p;
-  const int64_t C = c.hidden, F = c.intermediate, V = c.vocab_size;
+  const int64_t C = c.hidden, F = c.intermediate, V = c.vocab_size, Vp = c.padded_vocab();
   auto alloc = [&](int64_t n) {
     const size_t at = (p.total + kAlignElements - 1) / kAlignElements * kAlignElements;
     p.total = at + static_cast<size_t>(n);
@@ -30,7 +30,7 @@ ParamLayout build_views(const ModelConfig& c) {
   if (c.names == TensorNames::gpt2) {
     // Names as GPT2LMHeadModel.save_pretrained writes them; Conv1D weights are (in, out).
     const std::string t = "transformer.";
-    p.wte = alloc(V * C);
+    p.wte = alloc(Vp * C);
     view(t + "wte.weight", {V, C}, p.wte, false, true);
     p.wpe = alloc(int64_t(c.max_positions) * C);
     view(t + "wpe.weight", {c.max_positions, C}, p.wpe, false, true);
@@ -67,7 +67,7 @@ ParamLayout build_views(const ModelConfig& c) {
   // Llama, Mistral, Qwen2 and Phi-3 share the layer; Phi-3 names the fused buffers as one tensor each.
   const int64_t Q = c.q_dim(), KV = c.kv_dim();
   const bool fused_names = c.names == TensorNames::phi3;
-  p.wte = alloc(V * C);
+  p.wte = alloc(Vp * C);
   view("model.embed_tokens.weight", {V, C}, p.wte, false, true);
   for (int l = 0; l < c.n_layers; ++l) {
     const std::string h = "model.layers." + std::to_string(l) + ".";
@@ -117,7 +117,7 @@ ParamLayout build_views(const ModelConfig& c) {
   if (c.tie_embeddings) {
     p.lm_head = p.wte;
   } else {
-    p.lm_head = alloc(V * C);
+    p.lm_head = alloc(Vp * C);
     view("lm_head.weight", {V, C}, p.lm_head, false, true);
   }
   return p;

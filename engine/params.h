@@ -42,11 +42,11 @@ struct StorageTensor {             // one allocation of the flat buffer; views l
 };
 
 struct ParamLayout {
-  size_t wte = kNoParam;           // (V, C) token embeddings
+  size_t wte = kNoParam;           // (V, C) token embeddings, in storage of (padded_vocab, C)
   size_t wpe = kNoParam;           // (P, C) learned positions (GPT-2)
   std::vector<LayerParams> layers;
   size_t normf_w = kNoParam, normf_b = kNoParam;  // (C)
-  size_t lm_head = kNoParam;       // (V, C); == wte when tied
+  size_t lm_head = kNoParam;       // (V, C) in storage of (padded_vocab, C); == wte when tied
   size_t total = 0;                // elements in the flat buffer (the parameters and the alignment gaps)
   size_t parameters = 0;           // elements of the views: the model's parameter count
   std::vector<ParamView> views;    // every tensor, in the order Hugging Face's named_parameters() lists them

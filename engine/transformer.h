@@ -115,9 +115,10 @@ class Transformer {
   // grads += d(loss of the last forward)/d(params) for every storage tensor `grads` maps; frozen
   // ones get no dW. Overwrites the logits with their gradient.
   void backward(const GradMap<grad_t>& grads);
-  // (N, V) of the last forward, until backward() runs.
+  // (N, V) of the last forward (the classifier's padding columns dropped), until backward() runs:
+  // as stored (act_t), or widened to fp32.
+  std::vector<act_t> logits() const;
   std::vector<float> logits_to_host() const;
-  std::span<const act_t> logits() const requires(B::host_memory) { return {logits_.data(), size_t(N_) * config_.vocab_size}; }
 
   // Incremental decoding through the same backend ops (generation, chat, task evaluation).
   KVCache<B> make_cache(int capacity) const;

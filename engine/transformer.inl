@@ -23,8 +23,8 @@ Transformer<B>::Transformer(const ModelConfig& config, ModelOptions options)
 template <class B>
 MemoryBytes Transformer<B>::plan(const ModelConfig& c, int N, ModelOptions options) {
   const int64_t P = static_cast<int64_t>(ParamLayout::build(c).total), n = N, L = c.n_layers;
-  const int64_t C = c.hidden, F = c.intermediate, V = c.vocab_size, H = c.n_heads, QKV = c.qkv_dim(), Q = c.q_dim();
-  const int64_t up = c.up_dim(), act = sizeof(act_t), stat = sizeof(stat_t);
+  const int64_t C = c.hidden, F = c.intermediate, Vp = c.padded_vocab(), H = c.n_heads, QKV = c.qkv_dim();
+  const int64_t Q = c.q_dim(), up = c.up_dim(), act = sizeof(act_t), stat = sizeof(stat_t);
   const int64_t means = c.norm_bias() ? 1 : 0;  // RMSNorm keeps no mean
   MemoryBytes m;
   m[MemoryPart::params] = P * act;
@@ -32,7 +32,7 @@ MemoryBytes Transformer<B>::plan(const ModelConfig& c, int N, ModelOptions optio
   // (N, C) and one (N, F) serve every layer). Statistics: rstd (and mean) of both norms, lse.
   const int64_t kept = options.recompute ? 0 : 2 * C + F;
   const int64_t shared = options.recompute ? C + F : 0;
-  m[MemoryPart::activations] = (L * (2 * C + QKV + Q + up + kept) + shared + 2 * C + V) * n * act +
+  m[MemoryPart::activations] = (L * (2 * C + QKV + Q + up + kept) + shared + 2 * C + Vp) * n * act +
                                (L * (2 * (1 + means) + H) + 1 + means) * n * stat;
   m[MemoryPart::activation_grads] = (2 * C + QKV + Q + up + F) * n * act;  // the logits' is in place
   m[MemoryPart::batch] = (3 * n + n + 1) * 4;
@@ -72,7 +72,7 @@ void Transformer<B>::reserve(int N) {
   xf_ = acts(n * C), normf_ = acts(n * C);
   rstdf_ = stats(n);
   meanf_ = means ? stats(n) : nullptr;
-  logits_ = Buffer<B, act_t>(*backend_, n * V, MemoryPart::activations);
+  logits_ = Buffer<B, act_t>(*backend_, n * c.padded_vocab(), MemoryPart::activations);
   const auto grad = [&](size_t count) { return acts(count, MemoryPart::activation_grads); };
   dres_ = grad(n * C), dnorm_ = grad(n * C), dqkv_ = grad(n * c.qkv_dim()), datt_ = grad(n * c.q_dim());
   dup_ = grad(n * up), dact_ = grad(n * F);
@@ -113,18 +113,19 @@ std::vector<float> Transformer<B>::params_to_host() const {
 }
 
 template <class B>
-std::vector<float> Transformer<B>::logits_to_host() const {
-  IFT_CHECK(N_ > 0, "logits_to_host: no forward has run");
-  const size_t n = size_t(N_) * config_.vocab_size;
-  std::vector<float> out(n);
-  if constexpr (std::is_same_v<act_t, float>) {
-    backend_->download(out.data(), logits_.data(), n * sizeof(float));
-  } else {  // bf16 or double: download as stored, widen or narrow on the host
-    std::vector<act_t> raw(n);
-    backend_->download(raw.data(), logits_.data(), n * sizeof(act_t));
-    for (size_t i = 0; i < n; ++i) out[i] = static_cast<float>(raw[i]);
-  }
+std::vector<typename B::act_t> Transformer<B>::logits() const {
+  IFT_CHECK(N_ > 0, "logits: no forward has run");
+  const size_t V = size_t(config_.vocab_size), Vp = size_t(config_.padded_vocab());
+  std::vector<act_t> out(size_t(N_) * V);  // the padding columns dropped: one strided download per row
+  for (size_t n = 0; n < size_t(N_); ++n)
+    backend_->download(out.data() + n * V, logits_.data() + n * Vp, V * sizeof(act_t));
   return out;
+}
+
+template <class B>
+std::vector<float> Transformer<B>::logits_to_host() const {
+  const std::vector<act_t> raw = logits();
+  return std::vector<float>(raw.begin(), raw.end());
 }
 
 template <class B>
@@ -246,8 +247,8 @@ double Transformer<B>::forward(const BatchView& batch, double loss_norm) {
       residual_norm_forward(next, acts_[l + 1].norm1, acts_[l + 1].mean1, acts_[l + 1].rstd1, next, a.mid,
                             layout_.layers[l + 1].norm1_w, layout_.layers[l + 1].norm1_b, N);
   }
-  backend_->matmul_forward(logits_.data(), normf_, p(layout_.lm_head), nullptr, N, C, V);
-  return backend_->cross_entropy(nullptr, logits_.data(), targets_.data(), N, V, loss_norm);
+  backend_->matmul_forward(logits_.data(), normf_, p(layout_.lm_head), nullptr, N, C, c.padded_vocab());
+  return backend_->cross_entropy(nullptr, logits_.data(), targets_.data(), N, V, c.padded_vocab(), loss_norm);
 }
 
 template <class B>
@@ -260,8 +261,11 @@ void Transformer<B>::backward(const GradMap<grad_t>& grads) {
   const AttentionDims dims = attention_dims();
 
   act_t* dlogits = logits_.data();  // the gradient replaces the logits, in place
-  backend_->cross_entropy(dlogits, logits_.data(), targets_.data(), N, V, loss_norm_);
-  backend_->matmul_backward(dnorm_, g(layout_.lm_head), nullptr, dlogits, normf_, p(layout_.lm_head), N, C, V);
+  // The cross-entropy gives the padding columns a zero gradient, so the classifier's padding rows
+  // get no gradient and the input gradient none of their values.
+  backend_->cross_entropy(dlogits, logits_.data(), targets_.data(), N, V, c.padded_vocab(), loss_norm_);
+  backend_->matmul_backward(dnorm_, g(layout_.lm_head), nullptr, dlogits, normf_, p(layout_.lm_head), N, C,
+                            c.padded_vocab());
   norm_backward(dres_, nullptr, dnorm_, xf_, layout_.normf_w, layout_.normf_b, meanf_, rstdf_, N, grads);
 
   for (int l = c.n_layers - 1; l >= 0; --l) {
@@ -365,17 +369,11 @@ std::vector<float> Transformer<B>::decode(std::span<const int32_t> tokens, KVCac
   // Only the last position's logits are needed to pick the next token.
   const act_t* last = x.data() + (rows - 1) * C;
   norm_forward(h.data(), mean.data(), rstd.data(), last, layout_.normf_w, layout_.normf_b, 1);
-  Buffer<B, act_t> logits(be, size_t(V), MemoryPart::activations);
-  be.matmul_forward(logits.data(), h.data(), p(layout_.lm_head), nullptr, 1, C, V);
-  std::vector<float> out(V);
-  if constexpr (std::is_same_v<act_t, float>) {
-    be.download(out.data(), logits.data(), out.size() * sizeof(float));
-  } else {
-    std::vector<act_t> raw(V);
-    be.download(raw.data(), logits.data(), raw.size() * sizeof(act_t));
-    for (int i = 0; i < V; ++i) out[i] = static_cast<float>(raw[i]);
-  }
-  return out;
+  Buffer<B, act_t> logits(be, size_t(c.padded_vocab()), MemoryPart::activations);
+  be.matmul_forward(logits.data(), h.data(), p(layout_.lm_head), nullptr, 1, C, c.padded_vocab());
+  std::vector<act_t> raw(V);  // the vocabulary's columns; the padding is never sampled
+  be.download(raw.data(), logits.data(), raw.size() * sizeof(act_t));
+  return std::vector<float>(raw.begin(), raw.end());
 }
 
 }  // namespace ift

@@ -21,12 +21,12 @@ constexpr int kCeSumThreads = 1024;
 // thread that saw nothing holds (-inf, 0), which contributes nothing when combined.
 template <class T>
 static __global__ void cross_entropy_partial_kernel(float2* __restrict__ g_partial,  // (N, chunks)
-                                             const T* __restrict__ g_logits,  // (N, V)
-                                             const int32_t* __restrict__ g_targets, int V, int chunks) {
+                                             const T* __restrict__ g_logits,  // (N, ld): V used
+                                             const int32_t* __restrict__ g_targets, int V, int ld, int chunks) {
   const int row = blockIdx.x, chunk = blockIdx.y;
   // The whole block leaves together, before any barrier: rows that are not trained need no sums.
   if (g_targets[row] < 0) return;
-  const T* g_row = g_logits + static_cast<size_t>(row) * V;
+  const T* g_row = g_logits + static_cast<size_t>(row) * ld;
   const int lo = chunk * kCrossEntropyChunk, hi = V - lo < kCrossEntropyChunk ? V : lo + kCrossEntropyChunk;
   float r_max = -INFINITY, r_sum = 0.0f;
   for (int i = lo + threadIdx.x; i < hi; i += blockDim.x) {
@@ -46,17 +46,20 @@ static __global__ void cross_entropy_partial_kernel(float2* __restrict__ g_parti
 // Gradient of one chunk of one row and, from the block holding the target, the row's loss. With
 // g_dlogits null the grid is (N, 1) and only the loss is computed.
 template <class T>
-static __global__ void cross_entropy_backward_kernel(T* g_dlogits,                               // (N, V) or null; may be g_logits
+static __global__ void cross_entropy_backward_kernel(T* g_dlogits,                               // (N, ld) or null; may be g_logits
                                               float* __restrict__ g_row_loss,             // (N)
-                                              const T* g_logits,                          // (N, V)
+                                              const T* g_logits,                          // (N, ld): V used
                                               const int32_t* __restrict__ g_targets,      // (N)
                                               const float2* __restrict__ g_partial,       // (N, chunks)
-                                              int V, int chunks, float inv_normaliser) {
+                                              int V, int ld, int chunks, float inv_normaliser) {
   const int row = blockIdx.x, chunk = blockIdx.y;
   const int t = g_targets[row];
-  const T* g_row = g_logits + static_cast<size_t>(row) * V;
-  T* g_drow = g_dlogits ? g_dlogits + static_cast<size_t>(row) * V : nullptr;
+  const T* g_row = g_logits + static_cast<size_t>(row) * ld;
+  T* g_drow = g_dlogits ? g_dlogits + static_cast<size_t>(row) * ld : nullptr;
   const int lo = chunk * kCrossEntropyChunk, hi = V - lo < kCrossEntropyChunk ? V : lo + kCrossEntropyChunk;
+  // The padding columns get a zero gradient from the last chunk's block, whatever they held.
+  if (g_drow && chunk == chunks - 1)
+    for (int i = V + threadIdx.x; i < ld; i += blockDim.x) g_drow[i] = from_float<T>(0.0f);
 
   if (t < 0 || t >= V) {
     // Not trained: zero loss and gradient. Out of the vocabulary: NaN, so the step is seen to fail.
@@ -111,14 +114,14 @@ static __global__ void cross_entropy_loss_sum_kernel(float* __restrict__ g_loss,
 static int cross_entropy_chunks(int V) { return static_cast<int>((static_cast<int64_t>(V) + kCrossEntropyChunk - 1) / kCrossEntropyChunk); }
 
 template <class T>
-static void launch_cross_entropy(float* loss, T* dlogits, const T* logits, const int32_t* targets, int N, int V, float normaliser,
-                          void* scratch, cudaStream_t stream) {
+static void launch_cross_entropy(float* loss, T* dlogits, const T* logits, const int32_t* targets, int N, int V, int ld,
+                                 float normaliser, void* scratch, cudaStream_t stream) {
   const int chunks = cross_entropy_chunks(V);
   auto* partial = static_cast<float2*>(scratch);
   auto* row_loss = reinterpret_cast<float*>(partial + static_cast<size_t>(N) * chunks);
-  launch_kernel(cross_entropy_partial_kernel<T>, dim3(N, chunks), kCeThreads, 0, stream, partial, logits, targets, V, chunks);
+  launch_kernel(cross_entropy_partial_kernel<T>, dim3(N, chunks), kCeThreads, 0, stream, partial, logits, targets, V, ld, chunks);
   launch_kernel(cross_entropy_backward_kernel<T>, dim3(N, dlogits ? chunks : 1), kCeThreads, 0, stream, dlogits, row_loss,
-                logits, targets, partial, V, chunks, 1.0f / normaliser);
+                logits, targets, partial, V, ld, chunks, 1.0f / normaliser);
   launch_kernel(cross_entropy_loss_sum_kernel, 1, kCeSumThreads, 0, stream, loss, row_loss, N, normaliser);
 }
 
@@ -128,9 +131,10 @@ static bool overlaps(const void* a, size_t a_bytes, const void* b, size_t b_byte
 }
 
 template <class T>
-static void cross_entropy_checked(float* loss, T* dlogits, const T* logits, const int32_t* targets, int N, int V, float normaliser,
-                           void* scratch, size_t scratch_bytes, cudaStream_t stream) {
+static void cross_entropy_checked(float* loss, T* dlogits, const T* logits, const int32_t* targets, int N, int V, int ld,
+                                  float normaliser, void* scratch, size_t scratch_bytes, cudaStream_t stream) {
   IFT_CHECK(N > 0 && V > 0, "cross_entropy_forward: logits must be (N, V) with N, V > 0, got (", N, ", ", V, ")");
+  IFT_CHECK(ld >= V, "cross_entropy_forward: the row stride ld = ", ld, " is smaller than V = ", V);
   IFT_CHECK(cross_entropy_chunks(V) <= 65535, "cross_entropy_forward: V = ", V, " needs more than 65535 chunks of ",
             kCrossEntropyChunk);
   IFT_CHECK(normaliser > 0.0f && std::isfinite(normaliser),
@@ -144,12 +148,12 @@ static void cross_entropy_checked(float* loss, T* dlogits, const T* logits, cons
   const size_t need = cross_entropy_scratch_bytes(N, V);
   IFT_CHECK(scratch_bytes >= need, "cross_entropy_forward: scratch holds ", scratch_bytes, " bytes, (N, V) = (", N, ", ",
             V, ") needs ", need, " (cross_entropy_scratch_bytes)");
-  const size_t logit_bytes = static_cast<size_t>(N) * V * sizeof(T);
+  const size_t logit_bytes = static_cast<size_t>(N) * ld * sizeof(T);
   IFT_CHECK(dlogits == nullptr || dlogits == logits || !overlaps(dlogits, logit_bytes, logits, logit_bytes),
             "cross_entropy_forward: dlogits partly overlaps logits (it must be logits itself or apart from it)");
   IFT_CHECK(!overlaps(scratch, need, logits, logit_bytes) && (!dlogits || !overlaps(scratch, need, dlogits, logit_bytes)),
             "cross_entropy_forward: scratch overlaps the logits");
-  launch_cross_entropy(loss, dlogits, logits, targets, N, V, normaliser, scratch, stream);
+  launch_cross_entropy(loss, dlogits, logits, targets, N, V, ld, normaliser, scratch, stream);
 }
 
 size_t cross_entropy_scratch_bytes(int N, int V) {
@@ -158,13 +162,13 @@ size_t cross_entropy_scratch_bytes(int N, int V) {
 }
 
 void cross_entropy_forward(float* loss, float* dlogits, const float* logits, const int32_t* targets, int N, int V,
-                           float normaliser, void* scratch, size_t scratch_bytes, cudaStream_t stream) {
-  cross_entropy_checked(loss, dlogits, logits, targets, N, V, normaliser, scratch, scratch_bytes, stream);
+                           int ld, float normaliser, void* scratch, size_t scratch_bytes, cudaStream_t stream) {
+  cross_entropy_checked(loss, dlogits, logits, targets, N, V, ld, normaliser, scratch, scratch_bytes, stream);
 }
 
 void cross_entropy_forward(float* loss, bf16* dlogits, const bf16* logits, const int32_t* targets, int N, int V,
-                           float normaliser, void* scratch, size_t scratch_bytes, cudaStream_t stream) {
-  cross_entropy_checked(loss, dlogits, logits, targets, N, V, normaliser, scratch, scratch_bytes, stream);
+                           int ld, float normaliser, void* scratch, size_t scratch_bytes, cudaStream_t stream) {
+  cross_entropy_checked(loss, dlogits, logits, targets, N, V, ld, normaliser, scratch, scratch_bytes, stream);
 }
 
 IFT_KERNELS_END

@@ -30,8 +30,10 @@ inline constexpr int kCrossEntropyChunk = 4096;
 size_t cross_entropy_scratch_bytes(int N, int V);
 
 // loss:     (1) device float, written: the summed row losses / normaliser.
-// dlogits:  (N, V) or null (loss only); may be `logits` itself (in place), must not partly overlap it.
-// logits:   (N, V).
+// dlogits:  (N, ld) or null (loss only); may be `logits` itself (in place), must not partly overlap it.
+//           Columns V..ld of a row (the padding) are set to 0.
+// logits:   (N, ld): the first V columns of each row are the vocabulary (ld > V: a classifier GEMM
+//           padded to a multiple of 128 columns, as llm.c's Vp); the padding is not read.
 // targets:  (N) int32; < 0 not trained; a target >= V cannot be reported from the device, so it
 //           makes the loss and that row's gradient NaN (the trainer's non-finite check then skips
 //           the step).
@@ -39,8 +41,9 @@ size_t cross_entropy_scratch_bytes(int N, int V);
 // scratch:  cross_entropy_scratch_bytes(N, V) bytes, 8-byte aligned, not overlapping the others.
 // Throws ift::Error naming the op and the argument on bad shapes, pointers or sizes.
 void cross_entropy_forward(float* loss, float* dlogits, const float* logits, const int32_t* targets, int N, int V,
-                           float normaliser, void* scratch, size_t scratch_bytes, cudaStream_t stream);
+                           int ld, float normaliser, void* scratch, size_t scratch_bytes, cudaStream_t stream);
 void cross_entropy_forward(float* loss, __nv_bfloat16* dlogits, const __nv_bfloat16* logits, const int32_t* targets,
-                           int N, int V, float normaliser, void* scratch, size_t scratch_bytes, cudaStream_t stream);
+                           int N, int V, int ld, float normaliser, void* scratch, size_t scratch_bytes,
+                           cudaStream_t stream);
 
 IFT_KERNELS_END

@@ -381,7 +381,7 @@ void bench_dtype(Bench& b, const Shape& s) {
     void* scratch = m.alloc<char>(sb);
     // read logits, targets; write dlogits (over the logits, as the trainer does) and the loss
     b.memory_bound("cross_entropy_forward", dt, dims({N, V}), 2 * e * N * V + 4.0 * N + 4, [&] {
-      cross_entropy_forward(loss, logits, logits, tgt, N, V, float(N), scratch, sb, st);
+      cross_entropy_forward(loss, logits, logits, tgt, N, V, V, float(N), scratch, sb, st);
     });
   }
   {
@@ -580,7 +580,7 @@ void check_cross_entropy(std::vector<Check>& checks) {
   const int32_t* tgt = m.upload(targets);
   const size_t sb = cross_entropy_scratch_bytes(N, V);
   void* scratch = m.alloc<char>(sb);
-  cross_entropy_forward(loss, logits, logits, tgt, N, V, float(trained), scratch, sb, nullptr);
+  cross_entropy_forward(loss, logits, logits, tgt, N, V, V, float(trained), scratch, sb, nullptr);
   IFT_CUDA_CHECK(cudaDeviceSynchronize());
   const float g_loss = download(loss, 1)[0];
 
@@ -593,7 +593,7 @@ void check_cross_entropy(std::vector<Check>& checks) {
 #pragma omp parallel for reduction(+ : ref_loss) schedule(dynamic, 64)
   for (int n = 0; n < N; ++n) {
     const std::vector<double> r = row_of(n);
-    ref_loss += cpu::cross_entropy_forward<double>(nullptr, r.data(), &targets[n], 1, V, double(trained));
+    ref_loss += cpu::cross_entropy_forward<double>(nullptr, r.data(), &targets[n], 1, V, V, double(trained));
   }
   Check lc{"cross_entropy_forward fp32 loss", shape, "|err| <= 1e-5 |ref|"};
   lc.add(g_loss, ref_loss, 0.0, 1e-5);
@@ -606,7 +606,7 @@ void check_cross_entropy(std::vector<Check>& checks) {
   for (int n : rows) {
     const std::vector<double> r = row_of(n);
     std::vector<double> d(V);
-    cpu::cross_entropy_forward<double>(d.data(), r.data(), &targets[n], 1, V, double(trained));
+    cpu::cross_entropy_forward<double>(d.data(), r.data(), &targets[n], 1, V, V, double(trained));
     IFT_CUDA_CHECK(cudaMemcpy(drow.data(), logits + size_t(n) * V, V * sizeof(float), cudaMemcpyDeviceToHost));
     got.insert(got.end(), drow.begin(), drow.end());
     ref.insert(ref.end(), d.begin(), d.end());

@@ -112,8 +112,8 @@ class CpuBackend {
   void residual_forward(T* out, const T* a, const T* b, size_t n) {
     cpu::residual_forward(out, a, b, static_cast<int64_t>(n));
   }
-  double cross_entropy(T* dlogits, const T* logits, const int32_t* targets, int N, int V, double normaliser) {
-    return cpu::cross_entropy_forward(dlogits, logits, targets, N, V, normaliser);
+  double cross_entropy(T* dlogits, const T* logits, const int32_t* targets, int N, int V, int ld, double normaliser) {
+    return cpu::cross_entropy_forward(dlogits, logits, targets, N, V, ld, normaliser);
   }
   double sum_of_squares(const T* g, size_t n) { return cpu::sum_of_squares(g, static_cast<int64_t>(n)); }
   void adamw(float* master, T* params, const T* grads, float* m, float* v, size_t n, const DecayRuns& runs,

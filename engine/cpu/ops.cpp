@@ -519,7 +519,9 @@ void residual_forward(T* out, const T* a, const T* b, int64_t n) {
 // ---- cross-entropy ---------------------------------------------------------------------------
 
 template <class T>
-double cross_entropy_forward(T* dlogits, const T* logits, const int32_t* targets, int N, int V, double normaliser) {
+double cross_entropy_forward(T* dlogits, const T* logits, const int32_t* targets, int N, int V, int ld,
+                             double normaliser) {
+  IFT_CHECK(ld >= V, "cross-entropy: the row stride ", ld, " is smaller than the vocabulary ", V);
   for (int n = 0; n < N; ++n)
     IFT_CHECK(targets[n] < V, "target id ", targets[n], " at row ", n, " is outside the vocabulary [0, ", V, ")");
   IFT_CHECK(normaliser > 0, "cross-entropy: the loss normaliser must be positive, got ", normaliser);
@@ -529,8 +531,9 @@ double cross_entropy_forward(T* dlogits, const T* logits, const int32_t* targets
   losses.assign(N, 0.0);
 #pragma omp parallel for if (parallel_pays(int64_t(N) * V))
   for (int n = 0; n < N; ++n) {
-    const T* l = logits + static_cast<int64_t>(n) * V;
-    T* dl = dlogits ? dlogits + static_cast<int64_t>(n) * V : nullptr;
+    const T* l = logits + static_cast<int64_t>(n) * ld;
+    T* dl = dlogits ? dlogits + static_cast<int64_t>(n) * ld : nullptr;
+    if (dl) std::fill(dl + V, dl + ld, T(0));  // the padding: a zero gradient, whatever it held
     const int t = targets[n];
     if (t < 0) {
       if (dl) std::fill(dl, dl + V, T(0));
@@ -615,7 +618,7 @@ void adamw_update(T* params, const T* grads, float* m, float* v, int64_t n, cons
   template void swiglu_forward<T>(T*, const T*, int, int);                                                      \
   template void swiglu_backward<T>(T*, const T*, const T*, int, int);                                           \
   template void residual_forward<T>(T*, const T*, const T*, int64_t);                                           \
-  template double cross_entropy_forward<T>(T*, const T*, const int32_t*, int, int, double);                     \
+  template double cross_entropy_forward<T>(T*, const T*, const int32_t*, int, int, int, double);                  \
   template double sum_of_squares<T>(const T*, int64_t);                                                         \
   template void adamw_update<T>(T*, const T*, float*, float*, int64_t, const AdamWStep&);
 

@@ -95,13 +95,16 @@ void swiglu_backward(T* dinp, const T* inp, const T* dout, int N, int F);
 template <class T>
 void residual_forward(T* out, const T* a, const T* b, int64_t n);
 
-// Cross-entropy of logits (N, V) against targets (N); a negative target is not trained. Returns
+// Cross-entropy of logits (N rows of stride ld >= V; the first V columns are the vocabulary, the
+// rest, the classifier's padding, are not read, and get a zero gradient) against targets (N); a
+// negative target is not trained. Returns
 // sum of per-token losses / normaliser; the normaliser is passed in so that all micro-batches of a
 // step divide by the trained tokens of the whole step. When dlogits is not null it receives the
 // gradient of that returned loss (softmax - onehot) / normaliser, zero on untrained rows; dlogits may
 // alias logits (computed in place, as the kernel does).
 template <class T>
-double cross_entropy_forward(T* dlogits, const T* logits, const int32_t* targets, int N, int V, double normaliser);
+double cross_entropy_forward(T* dlogits, const T* logits, const int32_t* targets, int N, int V, int ld,
+                             double normaliser);
 
 // ---- optimizer ---------------------------------------------------------------------------------
 

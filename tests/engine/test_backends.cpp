@@ -395,6 +395,40 @@ TEST_CASE("a frozen group: weights bitwise unchanged, no gradient, no optimizer 
   }
 }
 
+TEST_CASE("the padded vocabulary: padding rows stay zero in training, never in the logits or the files", "[backends]") {
+  // V = 24 pads to 128 rows of the embedding (and of an untied head): the classifier GEMM is
+  // (N, C) x (C, 128), the loss and the logits cover 24 columns.
+  for (const std::string family : {"gpt2", "llama"}) {
+    ModelConfig config = tiny(family);
+    REQUIRE(config.padded_vocab() == 128);
+    const Case c = tiny_case(config);
+    const auto check = [&]<class B>() {
+      Model<B> model(config);
+      model.init_random(4);
+      model.enable_optimizer({0.9f, 0.999f, 1e-8f, 0.1f});  // weight decay on: zeros must stay zeros
+      for (int step = 0; step < 3; ++step) {
+        model.zero_grads();
+        model.forward(c.view(), 10.0);
+        model.backward();
+        model.step(1e-2f);
+      }
+      CHECK(model.logits_to_host().size() == c.tokens.size() * size_t(config.vocab_size));
+      const ParamLayout& layout = model.layout();
+      const std::vector<float> w = model.params_to_host(), g = model.grads_to_host();
+      size_t padding = 0, nonzero = 0;
+      for (size_t head : {layout.wte, layout.lm_head})
+        for (size_t i = size_t(config.vocab_size) * config.hidden; i < size_t(config.padded_vocab()) * config.hidden;
+             ++i)
+          ++padding, nonzero += w[head + i] != 0.0f || g[head + i] != 0.0f;
+      INFO(family << " on " << name_of(B::kind));
+      CHECK(padding > 0);
+      CHECK(nonzero == 0);
+    };
+    check.template operator()<CpuBackend<float>>();
+    check.template operator()<EmuBackend<bf16>>();
+  }
+}
+
 TEST_CASE("parameter groups: a fused tensor cannot be split, wpe goes with wte", "[backends]") {
   const ModelConfig llama = tiny("llama");
   const ParamLayout layout = ParamLayout::build(llama);

@@ -1,6 +1,7 @@
 // Every CPU reference op: forward against an independent naive formula where one exists, backward
 // against finite differences in double precision, on awkward sizes.
 #include <cmath>
+#include <limits>
 
 #include "engine/cpu/ops.h"
 #include "engine/base/error.h"
@@ -234,7 +235,7 @@ TEST_CASE("cross-entropy: ignored targets, passed-in normaliser, in-place gradie
   std::vector<int32_t> targets = {3, -100, 28, 0, -1, 3};
   Vec logits = random_vector<double>(N * V, 81, -5, 5);
   const double norm = 7.0;  // e.g. the trained tokens of a whole accumulation step
-  auto loss = [&] { return cpu::cross_entropy_forward<double>(nullptr, logits.data(), targets.data(), N, V, norm); };
+  auto loss = [&] { return cpu::cross_entropy_forward<double>(nullptr, logits.data(), targets.data(), N, V, V, norm); };
   double want = 0;
   for (int n = 0; n < N; ++n) {
     if (targets[n] < 0) continue;
@@ -244,14 +245,29 @@ TEST_CASE("cross-entropy: ignored targets, passed-in normaliser, in-place gradie
   }
   CHECK(loss() == Approx(want / norm).epsilon(1e-12));
   Vec d(N * V);
-  cpu::cross_entropy_forward(d.data(), logits.data(), targets.data(), N, V, norm);
+  cpu::cross_entropy_forward(d.data(), logits.data(), targets.data(), N, V, V, norm);
   check_gradient("dlogits", logits, loss, d);
   for (int v = 0; v < V; ++v) CHECK(d[1 * V + v] == 0.0);
 
   Vec inplace = logits;
-  const double l2 = cpu::cross_entropy_forward(inplace.data(), inplace.data(), targets.data(), N, V, norm);
+  const double l2 = cpu::cross_entropy_forward(inplace.data(), inplace.data(), targets.data(), N, V, V, norm);
   CHECK(l2 == Approx(want / norm).epsilon(1e-12));
   require_close("in-place dlogits", inplace, d, 0, 0);
+
+  // Rows of stride ld > V (the padded classifier): the padding columns are not read (NaN there
+  // changes nothing) and get a zero gradient, and the rest is bitwise the unpadded result.
+  const int ld = V + 7;
+  Vec padded(size_t(N) * ld, std::numeric_limits<double>::quiet_NaN());
+  for (int n = 0; n < N; ++n)
+    std::copy(logits.begin() + n * V, logits.begin() + (n + 1) * V, padded.begin() + size_t(n) * ld);
+  const double l3 = cpu::cross_entropy_forward(padded.data(), padded.data(), targets.data(), N, V, ld, norm);
+  CHECK(l3 == l2);
+  for (int n = 0; n < N; ++n) {
+    for (int v = 0; v < V; ++v) REQUIRE(padded[size_t(n) * ld + v] == d[n * V + v]);
+    for (int v = V; v < ld; ++v) REQUIRE(padded[size_t(n) * ld + v] == 0.0);
+  }
+  CHECK_THROWS_WITH(cpu::cross_entropy_forward<double>(nullptr, logits.data(), targets.data(), N, V, V - 1, norm),
+                    Catch::Contains("row stride"));
 
   targets[0] = V;
   CHECK_THROWS_WITH(loss(), Catch::Contains("target id 29 at row 0"));

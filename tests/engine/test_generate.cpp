@@ -19,7 +19,8 @@ std::vector<int32_t> greedy_uncached(CpuModel<float>& model, std::vector<int32_t
     std::vector<int32_t> targets(N, -1), positions(N), cu = {0, N};
     for (int i = 0; i < N; ++i) positions[i] = i;
     model.forward({N, seq, targets, positions, cu}, 1.0);
-    auto last = model.logits().subspan(size_t(N - 1) * V, V);
+    const std::vector<float> all = model.logits();
+    const std::span<const float> last = std::span(all).subspan(size_t(N - 1) * V, V);
     const int32_t next = static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin());
     out.push_back(next);
     seq.push_back(next);
@@ -50,7 +51,8 @@ TEST_CASE("greedy generation with and without the KV cache gives the same tokens
     const std::vector<float> b = model.decode(std::span(prompt).subspan(3), cache);
     std::vector<int32_t> t(5, -1), pos = {0, 1, 2, 3, 4}, cu = {0, 5};
     model.forward({5, prompt, t, pos, cu}, 1.0);
-    const std::vector<float> want(model.logits().end() - 23, model.logits().end());
+    const std::vector<float> all = model.logits();
+    const std::vector<float> want(all.end() - 23, all.end());
     require_close("decoded logits", b, want, 1e-5, 1e-4);
   }
 }

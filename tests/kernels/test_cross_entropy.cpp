@@ -10,6 +10,7 @@
 // also runs every case under a random thread and block schedule.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -54,7 +55,7 @@ Result run_kernel(KernelVector<T> logits, const KernelVector<int32_t>& targets, 
   KernelVector<float2> scratch((cross_entropy_scratch_bytes(N, V) + sizeof(float2) - 1) / sizeof(float2));
   Result r;
   KernelVector<float> loss(1, 0.0f);  // a device float
-  cross_entropy_forward(loss.data(), logits.data(), logits.data(), targets.data(), N, V, normaliser, scratch.data(),
+  cross_entropy_forward(loss.data(), logits.data(), logits.data(), targets.data(), N, V, V, normaliser, scratch.data(),
                         scratch.size() * sizeof(float2), nullptr);
   r.loss = loss[0];
   r.grad.resize(logits.size());
@@ -95,7 +96,7 @@ void check_fp32(int N, int V, uint64_t seed, int ignore_every, double scale) {
 
   KernelVector<float> ref_grad(logits.size());
   const double ref_loss =
-      cpu::cross_entropy_forward<float>(ref_grad.data(), logits.data(), targets.data(), N, V, normaliser);
+      cpu::cross_entropy_forward<float>(ref_grad.data(), logits.data(), targets.data(), N, V, V, normaliser);
 
   const Result r = run_kernel(logits, targets, N, V, static_cast<float>(normaliser));
   CHECK(std::abs(r.loss - ref_loss) <= 1e-5 * std::abs(ref_loss) + 1e-30);
@@ -118,12 +119,12 @@ void check_fp32(int N, int V, uint64_t seed, int ignore_every, double scale) {
   KernelVector<float2> scratch((cross_entropy_scratch_bytes(N, V) + 7) / 8);
   KernelVector<float> in = logits, out(logits.size(), 7.0f);
   KernelVector<float> loss2(1, 0.0f), loss3(1, 0.0f);  // device floats
-  cross_entropy_forward(loss2.data(), out.data(), in.data(), targets.data(), N, V, static_cast<float>(normaliser),
+  cross_entropy_forward(loss2.data(), out.data(), in.data(), targets.data(), N, V, V, static_cast<float>(normaliser),
                         scratch.data(), scratch.size() * 8, nullptr);
   CHECK(std::memcmp(loss2.data(), &r.loss, sizeof(float)) == 0);
   CHECK(std::memcmp(out.data(), r.grad.data(), out.size() * sizeof(float)) == 0);
   CHECK(in == logits);
-  cross_entropy_forward(loss3.data(), static_cast<float*>(nullptr), in.data(), targets.data(), N, V,
+  cross_entropy_forward(loss3.data(), static_cast<float*>(nullptr), in.data(), targets.data(), N, V, V,
                         static_cast<float>(normaliser), scratch.data(), scratch.size() * 8, nullptr);
   CHECK(std::memcmp(loss3.data(), &r.loss, sizeof(float)) == 0);
   CHECK(in == logits);
@@ -145,7 +146,7 @@ void check_bf16(int N, int V, uint64_t seed, int ignore_every, double scale) {
   KernelVector<double> logits64(logits.size()), ref_grad(logits.size());
   for (size_t i = 0; i < logits.size(); ++i) logits64[i] = __bfloat162float(logits[i]);
   const double ref_loss =
-      cpu::cross_entropy_forward<double>(ref_grad.data(), logits64.data(), targets.data(), N, V, normaliser);
+      cpu::cross_entropy_forward<double>(ref_grad.data(), logits64.data(), targets.data(), N, V, V, normaliser);
   KernelVector<float> naive_grad;
   const double naive_loss = naive_bf16(naive_grad, logits, targets, N, V, static_cast<float>(normaliser));
 
@@ -244,7 +245,7 @@ TEST_CASE("cross_entropy_forward rejects bad arguments, naming them", "[kernels]
   float* d = logits.data();
   const float* l = logits.data();
   auto call = [&](float* lo, float* dl, const float* lg, const int32_t* tg, int n, int v, float norm, void* s, size_t sb) {
-    return [=] { cross_entropy_forward(lo, dl, lg, tg, n, v, norm, s, sb, nullptr); };
+    return [=] { cross_entropy_forward(lo, dl, lg, tg, n, v, v, norm, s, sb, nullptr); };
   };
   require_error(call(&loss, d, l, targets.data(), 0, V, 1.0f, scratch.data(), bytes), "N, V > 0");
   require_error(call(&loss, d, l, targets.data(), N, 0, 1.0f, scratch.data(), bytes), "N, V > 0");
@@ -284,3 +285,26 @@ TEST_CASE("cross_entropy_forward gives the same bits under every thread and bloc
   }
 }
 #endif
+
+TEST_CASE("cross-entropy over rows of stride ld > V: padding not read, its gradient zero", "[kernels][ce]") {
+  const int N = 37, V = 1000, ld = 1024;  // V not a multiple of the chunk; ld as the model pads it
+  const KernelVector<float> dense = random_vector<float>(size_t(N) * V, 5, -4, 4);
+  const KernelVector<int32_t> targets = make_targets(N, V, 6, 5);
+  const float norm = static_cast<float>(trained(targets));
+  const Result want = run_kernel(dense, targets, N, V, norm);
+  KernelVector<float> padded(size_t(N) * ld, std::numeric_limits<float>::quiet_NaN());
+  for (int n = 0; n < N; ++n)
+    std::copy(dense.begin() + size_t(n) * V, dense.begin() + size_t(n + 1) * V, padded.begin() + size_t(n) * ld);
+  KernelVector<float2> scratch((cross_entropy_scratch_bytes(N, V) + sizeof(float2) - 1) / sizeof(float2));
+  KernelVector<float> loss(1, 0.0f);
+  cross_entropy_forward(loss.data(), padded.data(), padded.data(), targets.data(), N, V, ld, norm, scratch.data(),
+                        scratch.size() * sizeof(float2), nullptr);
+  CHECK(loss[0] == want.loss);
+  for (int n = 0; n < N; ++n) {
+    for (int v = 0; v < V; ++v) REQUIRE(padded[size_t(n) * ld + v] == want.grad[size_t(n) * V + v]);
+    for (int v = V; v < ld; ++v) REQUIRE(padded[size_t(n) * ld + v] == 0.0f);
+  }
+  CHECK_THROWS_WITH(cross_entropy_forward(loss.data(), padded.data(), padded.data(), targets.data(), N, V, V - 1, norm,
+                                          scratch.data(), scratch.size() * sizeof(float2), nullptr),
+                    Catch::Contains("row stride"));
+}
