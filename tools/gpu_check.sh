@@ -24,7 +24,7 @@
 # with the emu backend where a step can run on it (determinism of the kernel path, the emulated
 # kernel tests, `ift bench train --backend emu` on a tiny model); the GPU-only steps are skipped.
 # Exit status: 0 when no step failed, 1 when one did, 2 on bad usage.
-set -uo pipefail
+set -uo pipefail  # pipes never end in `grep -q`: it would exit early and the writer die of SIGPIPE
 
 usage() {
   echo "usage: tools/gpu_check.sh BUILD_DIR OUT_DIR [--dry-run] [--backend cuda|emu]" >&2
@@ -333,7 +333,7 @@ step_kernels() {
 # a tiny shape where the binary offers the cuda backend there, else the [cuda] test case of ten
 # AdamW steps on two-layer models.
 sanitize_target() {
-  if "$ift" bench train --help 2>&1 | grep -- '--backend' | grep -q cuda; then
+  if "$ift" bench train --help 2>&1 | grep -- '--backend' | grep cuda > /dev/null; then
     echo "$ift bench train --backend cuda --model llama-demo --batch 2 --seq-len 64 --steps 1"
   else
     echo "$test_engine cuda: ten AdamW steps follow cpu; the memory plan holds"
@@ -382,7 +382,7 @@ step_check() {
     record "$step" skipped "GPU only (ift bench kernels --check)"
     return
   fi
-  if ! "$ift" bench kernels --help 2>&1 | grep -q -- '--check'; then
+  if ! "$ift" bench kernels --help 2>&1 | grep -- '--check' > /dev/null; then
     record "$step" skipped "this ift has no 'bench kernels --check'"
     return
   fi
@@ -489,7 +489,7 @@ if ((dry_run)); then
   if [[ $backend == cuda ]]; then  # a build without CUDA has the same binaries, but no cuda backend
     for f in "$ift" "$test_engine"; do
       [[ -x $f ]] || continue
-      if ldd "$f" 2> /dev/null | grep -q libcudart; then say "  CUDA build ${f#"$build"/} (links libcudart)"
+      if ldd "$f" 2> /dev/null | grep libcudart > /dev/null; then say "  CUDA build ${f#"$build"/} (links libcudart)"
       else say "  NOT CUDA   ${f#"$build"/} links no libcudart: configure with -DIFT_CUDA=ON"; problems=$((problems + 1)); fi
     done
   fi
@@ -498,7 +498,7 @@ if ((dry_run)); then
   say "  nvidia-smi: $(command -v nvidia-smi || echo absent here)"
   say "  compute-sanitizer: ${sanitizer:-absent here (the sanitize steps will be skipped)}"
   if [[ -x $ift ]]; then
-    if "$ift" bench kernels --help 2>&1 | grep -q -- '--check'; then say "  ift bench kernels --check: offered"; else say "  ift bench kernels --check: not offered (check.sizes will be skipped)"; fi
+    if "$ift" bench kernels --help 2>&1 | grep -- '--check' > /dev/null; then say "  ift bench kernels --check: offered"; else say "  ift bench kernels --check: not offered (check.sizes will be skipped)"; fi
     say "  ift bench train --backend: $("$ift" bench train --help 2>&1 | grep -- '--backend' | sed 's/^ *//')"
     say "  sanitizer target: $(sanitize_target)"
   fi
