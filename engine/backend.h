@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "engine/config.h"
+#include "kernels/args.h"
 
 namespace ift {
 
@@ -88,7 +89,8 @@ concept Backend = requires(B& b, typename B::act_t* a, const typename B::act_t* 
                            const typename B::grad_t* cg, typename B::stat_t* s, const typename B::stat_t* cs,
                            const int32_t* ids, float* f, const float* cf, void* p, const void* cp, size_t n,
                            int i, float x, const AttentionDims& dims, const DecayRuns& runs, const AdamWHyper& h,
-                           const ModelConfig& config) {
+                           const ModelConfig& config, const EmbeddingArgs& emb, const NormArgs& norm,
+                           const GluArgs& glu) {
   typename B::act_t;
   typename B::grad_t;
   typename B::stat_t;
@@ -108,15 +110,15 @@ concept Backend = requires(B& b, typename B::act_t* a, const typename B::act_t* 
   b.reserve_workspace(config, i);
   { B::workspace_bytes(config, i) } -> std::convertible_to<size_t>;
   // the ops of engine/cpu/ops.h over backend memory
-  b.embedding_forward(a, ids, ids, ca, ca, i, i, i, i);
-  b.embedding_backward(g, g, ca, ids, ids, i, i, i, i);
-  b.layernorm_forward(a, s, s, ca, ca, ca, i, i, x);
-  b.layernorm_backward(a, g, g, ca, ca, ca, ca, cs, cs, i, i);
-  b.rmsnorm_forward(a, s, ca, ca, i, i, x);
+  b.embedding_forward(a, ids, ids, ca, ca, emb);
+  b.embedding_backward(g, g, ca, ids, ids, emb);
+  b.layernorm_forward(a, s, s, ca, ca, ca, norm);
+  b.layernorm_backward(a, g, g, ca, ca, ca, ca, cs, cs, norm);
+  b.rmsnorm_forward(a, s, ca, ca, norm);
   // residual_out = x + residual (may alias x), then the norm of it: one pass over the residual stream
-  b.layernorm_residual_forward(a, a, s, s, ca, ca, ca, ca, i, i, x);
-  b.rmsnorm_residual_forward(a, a, s, ca, ca, ca, i, i, x);
-  b.rmsnorm_backward(a, g, ca, ca, ca, ca, cs, i, i);
+  b.layernorm_residual_forward(a, a, s, s, ca, ca, ca, ca, norm);
+  b.rmsnorm_residual_forward(a, a, s, ca, ca, ca, norm);
+  b.rmsnorm_backward(a, g, ca, ca, ca, ca, cs, norm);
   b.matmul_forward(a, ca, ca, ca, i, i, i);
   b.matmul_backward(a, g, g, ca, ca, ca, i, i, i);
   b.attention_forward(a, s, ca, dims);
@@ -129,8 +131,8 @@ concept Backend = requires(B& b, typename B::act_t* a, const typename B::act_t* 
   b.rope_backward(a, ids, i, i, i, i, x);
   b.gelu_forward(a, ca, n);
   b.gelu_backward(a, ca, ca, n);
-  b.swiglu_forward(a, ca, i, i);
-  b.swiglu_backward(a, ca, ca, i, i);
+  b.glu_forward(a, ca, glu);
+  b.glu_backward(a, ca, ca, glu);
   b.residual_forward(a, ca, ca, n);
   // loss (returned to the host) and, when dlogits is not null, its gradient, in place allowed
   // over the first V columns of rows of stride ld (the classifier is padded to a multiple of 128)

@@ -1,5 +1,6 @@
 #include "engine/config.h"
 
+#include <cmath>
 #include <fstream>
 
 #include "engine/base/error.h"
@@ -86,7 +87,8 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& where) {
     c.names = TensorNames::gpt2;
     c.qkv_bias = c.o_bias = c.mlp_bias = true;
   } else if (c.model_type == "llama" || c.model_type == "mistral" || c.model_type == "qwen2" ||
-             c.model_type == "phi3") {
+             c.model_type == "phi3" || c.model_type == "gemma") {
+    const bool gemma = c.model_type == "gemma";
     c.family = Family::llama;
     c.vocab_size = f.integer("vocab_size");
     c.hidden = f.integer("hidden_size");
@@ -97,13 +99,14 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& where) {
     c.intermediate = f.integer("intermediate_size");
     c.max_positions = f.integer("max_position_embeddings", 2048);
     c.norm_eps = static_cast<float>(f.real("rms_norm_eps", 1e-6));
-    c.tie_embeddings = f.boolean("tie_word_embeddings", false);
+    c.tie_embeddings = f.boolean("tie_word_embeddings", gemma);
     c.norm = NormKind::rmsnorm, c.mlp = MlpKind::swiglu, c.positions = PositionKind::rope;
     c.names = c.model_type == "phi3" ? TensorNames::phi3 : TensorNames::llama;
     // Biases as each family's modeling code creates them: Llama's attention_bias covers q, k, v and
     // o; Qwen2 always has q/k/v biases and never an o_proj bias; Mistral and Phi-3 have none.
-    if (c.model_type == "llama") {
+    if (c.model_type == "llama" || gemma) {  // Gemma's attention_bias covers q, k, v and o, as Llama's
       c.qkv_bias = c.o_bias = f.boolean("attention_bias", false);
+      IFT_CHECK(!gemma || !f.boolean("mlp_bias", false), where, ": field 'mlp_bias' is not a field of gemma models");
       c.mlp_bias = f.boolean("mlp_bias", false);
     } else {
       c.qkv_bias = c.model_type == "qwen2";
@@ -125,14 +128,27 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& where) {
               ")");
     IFT_CHECK(f.real("partial_rotary_factor", 1.0) == 1.0, where,
               ": field 'partial_rotary_factor' other than 1 is not supported");
-    const std::string act = f.string("hidden_act", "silu");
-    IFT_CHECK(act == "silu", where, ": field 'hidden_act' '", act, "' is not supported (", c.model_type,
-              " models use silu)");
+    if (gemma) {
+      // Gemma's MLP reads hidden_activation and ignores the legacy hidden_act; unset, it is the tanh GELU.
+      const std::string act = f.string("hidden_activation", "gelu_pytorch_tanh");
+      IFT_CHECK(act == "gelu_pytorch_tanh" || act == "gelu_new", where, ": field 'hidden_activation' '", act,
+                "' is not supported (Gemma models use gelu_pytorch_tanh, the tanh approximation)");
+      c.mlp = MlpKind::geglu;
+      c.norm_weight_offset = 1;
+      c.embedding_scale = std::sqrt(static_cast<float>(c.hidden));
+      for (const char* key : {"final_logit_softcapping", "attn_logit_softcapping", "query_pre_attn_scalar"})
+        IFT_CHECK(!f.has(key), where, ": field '", key, "' is not supported (a Gemma 2 field; Gemma 1 is implemented)");
+    } else {
+      const std::string act = f.string("hidden_act", "silu");
+      IFT_CHECK(act == "silu", where, ": field 'hidden_act' '", act, "' is not supported (", c.model_type,
+                " models use silu)");
+    }
     // A sliding window changes nothing for sequences no longer than it: kept, and checked per batch.
     const bool windowed = c.model_type == "qwen2" ? f.boolean("use_sliding_window", false) : true;
     if (windowed && f.has("sliding_window")) c.sliding_window = f.integer("sliding_window");
   } else {
-    fail(where, ": model_type '", c.model_type, "' is not supported (expected gpt2, llama, mistral, qwen2 or phi3)");
+    fail(where, ": model_type '", c.model_type,
+         "' is not supported (expected gpt2, llama, mistral, qwen2, phi3 or gemma)");
   }
   c.validate(where);
   return c;
@@ -181,7 +197,9 @@ json ModelConfig::to_json() const {
   } else {
     // A model_type whose modeling code creates exactly these biases and tensor names.
     std::string type = "llama", arch = "LlamaForCausalLM";
-    if (names == TensorNames::phi3)
+    if (mlp == MlpKind::geglu)
+      type = "gemma", arch = "GemmaForCausalLM";
+    else if (names == TensorNames::phi3)
       type = "phi3", arch = "Phi3ForCausalLM";
     else if (qkv_bias && !o_bias && !mlp_bias)
       type = "qwen2", arch = "Qwen2ForCausalLM";
@@ -199,9 +217,10 @@ json ModelConfig::to_json() const {
          {"max_position_embeddings", max_positions},
          {"rms_norm_eps", norm_eps},
          {"rope_theta", rope_theta},
-         {"hidden_act", "silu"},
+         {"hidden_act", type == "gemma" ? "gelu_pytorch_tanh" : "silu"},
          {"tie_word_embeddings", tie_embeddings}};
     if (type == "llama") j["attention_bias"] = qkv_bias, j["mlp_bias"] = mlp_bias;
+    if (type == "gemma") j["attention_bias"] = qkv_bias, j["hidden_activation"] = "gelu_pytorch_tanh";
     if (type == "qwen2") j["use_sliding_window"] = sliding_window > 0;
     j["sliding_window"] = sliding_window > 0 ? json(sliding_window) : json(nullptr);
     if (type == "phi3") j["original_max_position_embeddings"] = max_positions;

@@ -10,6 +10,7 @@
 //   mistral     RMSNorm    SwiGLU  RoPE       none                llama's (no sliding window)
 //   qwen2       RMSNorm    SwiGLU  RoPE       qkv only            llama's (no sliding window)
 //   phi3        RMSNorm    SwiGLU  RoPE       none                fused self_attn.qkv_proj, mlp.gate_up_proj
+//   gemma       RMSNorm    GeGLU   RoPE       none                llama's; x * (1 + w) norms, embeddings * sqrt(hidden)
 //
 // GELU is the tanh approximation; RoPE is Hugging Face's rotate_half convention. Fields a family
 // has that ift does not implement (rope scaling, sliding windows, soft-capping, ...) are errors
@@ -26,7 +27,8 @@ namespace ift {
 
 enum class Family { gpt2, llama };                   // which tensor names and config.json fields
 enum class NormKind { layernorm, rmsnorm };           // LayerNorm has a bias and subtracts the mean
-enum class MlpKind { gelu, swiglu };                  // up -> GELU -> down | (gate, up) -> silu(gate) * up -> down
+// up -> GELU -> down | (gate, up) -> silu(gate) * up -> down | (gate, up) -> gelu_tanh(gate) * up -> down
+enum class MlpKind { gelu, swiglu, geglu };
 enum class PositionKind { learned, rope };            // wpe added to the embeddings | RoPE on q and k
 enum class TensorNames { gpt2, llama, phi3 };         // Hugging Face naming and fusing of the tensors
 
@@ -56,12 +58,15 @@ struct ModelConfig {
   bool qkv_bias = false;        // bias on the q, k and v projections
   bool o_bias = false;          // bias on the attention output projection
   bool mlp_bias = false;        // bias on the MLP's projections (gate/up and down)
+  float norm_weight_offset = 0; // the norms scale by (w + offset): Gemma stores w for x * (1 + w)
+  float embedding_scale = 1;    // the embeddings are multiplied by it (Gemma: sqrt(hidden), in the model dtype)
 
   int q_dim() const { return n_heads * head_dim; }
   int kv_dim() const { return n_kv_heads * head_dim; }
   int qkv_dim() const { return q_dim() + 2 * kv_dim(); }
   // Width of the MLP's first projection: F, or 2F for the gated MLP (gate rows, then up rows).
-  int up_dim() const { return mlp == MlpKind::swiglu ? 2 * intermediate : intermediate; }
+  int up_dim() const { return gated_mlp() ? 2 * intermediate : intermediate; }
+  bool gated_mlp() const { return mlp != MlpKind::gelu; }
   // The vocabulary rounded up to a multiple of 128: the rows the embedding/classifier storage holds
   // and the columns of the logits, so the classifier GEMM gets cuBLASLt's fast tiles (llm.c's Vp;
   // docs/benchmarks.md measured V = 50257 at 6.68 ms against 0.86 ms for 50304). The padding rows

@@ -63,20 +63,20 @@ class KernelBackend {
   // What reserve_workspace allocates for this shape plus the device's fixed GEMM workspace.
   static size_t workspace_bytes(const ModelConfig& config, int N);
 
-  void embedding_forward(S* out, const int32_t* tokens, const int32_t* positions, const S* wte, const S* wpe, int N,
-                         int C, int V, int P);
+  void embedding_forward(S* out, const int32_t* tokens, const int32_t* positions, const S* wte, const S* wpe,
+                         const EmbeddingArgs& a);
   void embedding_backward(float* dwte, float* dwpe, const S* dout, const int32_t* tokens, const int32_t* positions,
-                          int N, int C, int V, int P);
-  void layernorm_forward(S* out, float* mean, float* rstd, const S* x, const S* w, const S* b, int N, int C, float eps);
+                          const EmbeddingArgs& a);
+  void layernorm_forward(S* out, float* mean, float* rstd, const S* x, const S* w, const S* b, const NormArgs& a);
   void layernorm_backward(S* dx, float* dw, float* db, const S* dres, const S* dout, const S* x, const S* w,
-                          const float* mean, const float* rstd, int N, int C);
-  void rmsnorm_forward(S* out, float* rstd, const S* x, const S* w, int N, int C, float eps);
+                          const float* mean, const float* rstd, const NormArgs& a);
+  void rmsnorm_forward(S* out, float* rstd, const S* x, const S* w, const NormArgs& a);
   void layernorm_residual_forward(S* residual_out, S* out, float* mean, float* rstd, const S* x, const S* residual,
-                                  const S* w, const S* b, int N, int C, float eps);
-  void rmsnorm_residual_forward(S* residual_out, S* out, float* rstd, const S* x, const S* residual, const S* w, int N,
-                                int C, float eps);
+                                  const S* w, const S* b, const NormArgs& a);
+  void rmsnorm_residual_forward(S* residual_out, S* out, float* rstd, const S* x, const S* residual, const S* w,
+                                const NormArgs& a);
   void rmsnorm_backward(S* dx, float* dw, const S* dres, const S* dout, const S* x, const S* w, const float* rstd,
-                        int N, int C);
+                        const NormArgs& a);
   void matmul_forward(S* out, const S* inp, const S* w, const S* b, int N, int I, int O);
   void matmul_backward(S* dinp, float* dw, float* db, const S* dout, const S* inp, const S* w, int N, int I, int O);
   void attention_forward(S* out, float* lse, const S* qkv, const AttentionDims& d);
@@ -89,8 +89,8 @@ class KernelBackend {
   void rope_backward(S* dx, const int32_t* positions, int N, int heads, int D, int ld, float theta);
   void gelu_forward(S* out, const S* inp, size_t n);
   void gelu_backward(S* dinp, const S* inp, const S* dout, size_t n);
-  void swiglu_forward(S* out, const S* inp, int N, int F);
-  void swiglu_backward(S* dinp, const S* inp, const S* dout, int N, int F);
+  void glu_forward(S* out, const S* inp, const GluArgs& a);
+  void glu_backward(S* dinp, const S* inp, const S* dout, const GluArgs& a);
   void residual_forward(S* out, const S* a, const S* b, size_t n);
   double cross_entropy(S* dlogits, const S* logits, const int32_t* targets, int N, int V, int ld, double normaliser);
   double sum_of_squares(const float* g, size_t n);

@@ -144,53 +144,53 @@ float* KernelBackend<S, Device>::scratch(size_t floats) {
 
 template <class S, class Device>
 void KernelBackend<S, Device>::embedding_forward(S* out, const int32_t* tokens, const int32_t* positions, const S* wte,
-                                                 const S* wpe, int N, int C, int V, int P) {
-  ift::embedding_forward(out, tokens, wpe ? positions : nullptr, wte, wpe, N, C, V, P, device_->stream());
+                                                 const S* wpe, const EmbeddingArgs& a) {
+  ift::embedding_forward(out, tokens, wpe ? positions : nullptr, wte, wpe, a, device_->stream());
 }
 
 template <class S, class Device>
 void KernelBackend<S, Device>::embedding_backward(float* dwte, float* dwpe, const S* dout, const int32_t* tokens,
-                                                  const int32_t* positions, int N, int C, int V, int P) {
-  ift::embedding_backward(dwte, dwpe, dout, tokens, dwpe ? positions : nullptr, N, C, V, P, device_->stream());
+                                                  const int32_t* positions, const EmbeddingArgs& a) {
+  ift::embedding_backward(dwte, dwpe, dout, tokens, dwpe ? positions : nullptr, a, device_->stream());
 }
 
 template <class S, class Device>
 void KernelBackend<S, Device>::layernorm_forward(S* out, float* mean, float* rstd, const S* x, const S* w, const S* b,
-                                                 int N, int C, float eps) {
-  ift::layernorm_forward(out, mean, rstd, x, w, b, N, C, eps, device_->stream());
+                                                 const NormArgs& a) {
+  ift::layernorm_forward(out, mean, rstd, x, w, b, a, device_->stream());
 }
 
 template <class S, class Device>
 void KernelBackend<S, Device>::layernorm_backward(S* dx, float* dw, float* db, const S* dres, const S* dout,
-                                                  const S* x, const S* w, const float* mean, const float* rstd, int N,
-                                                  int C) {
-  const size_t n = layernorm_backward_scratch_floats(N, C);
-  ift::layernorm_backward(dx, dw, db, dres, dout, x, w, mean, rstd, N, C, scratch(n), n, device_->stream());
+                                                  const S* x, const S* w, const float* mean, const float* rstd,
+                                                  const NormArgs& a) {
+  const size_t n = layernorm_backward_scratch_floats(a.N, a.C);
+  ift::layernorm_backward(dx, dw, db, dres, dout, x, w, mean, rstd, a, scratch(n), n, device_->stream());
 }
 
 template <class S, class Device>
-void KernelBackend<S, Device>::rmsnorm_forward(S* out, float* rstd, const S* x, const S* w, int N, int C, float eps) {
-  ift::rmsnorm_forward(out, rstd, x, w, N, C, eps, device_->stream());
+void KernelBackend<S, Device>::rmsnorm_forward(S* out, float* rstd, const S* x, const S* w, const NormArgs& a) {
+  ift::rmsnorm_forward(out, rstd, x, w, a, device_->stream());
 }
 
 template <class S, class Device>
 void KernelBackend<S, Device>::layernorm_residual_forward(S* residual_out, S* out, float* mean, float* rstd, const S* x,
-                                                          const S* residual, const S* w, const S* b, int N, int C,
-                                                          float eps) {
-  ift::layernorm_residual_forward(residual_out, out, mean, rstd, x, residual, w, b, N, C, eps, device_->stream());
+                                                          const S* residual, const S* w, const S* b,
+                                                          const NormArgs& a) {
+  ift::layernorm_residual_forward(residual_out, out, mean, rstd, x, residual, w, b, a, device_->stream());
 }
 
 template <class S, class Device>
 void KernelBackend<S, Device>::rmsnorm_residual_forward(S* residual_out, S* out, float* rstd, const S* x,
-                                                        const S* residual, const S* w, int N, int C, float eps) {
-  ift::rmsnorm_residual_forward(residual_out, out, rstd, x, residual, w, N, C, eps, device_->stream());
+                                                        const S* residual, const S* w, const NormArgs& a) {
+  ift::rmsnorm_residual_forward(residual_out, out, rstd, x, residual, w, a, device_->stream());
 }
 
 template <class S, class Device>
 void KernelBackend<S, Device>::rmsnorm_backward(S* dx, float* dw, const S* dres, const S* dout, const S* x,
-                                                const S* w, const float* rstd, int N, int C) {
-  const size_t n = rmsnorm_backward_scratch_floats(N, C);
-  ift::rmsnorm_backward(dx, dw, dres, dout, x, w, rstd, N, C, scratch(n), n, device_->stream());
+                                                const S* w, const float* rstd, const NormArgs& a) {
+  const size_t n = rmsnorm_backward_scratch_floats(a.N, a.C);
+  ift::rmsnorm_backward(dx, dw, dres, dout, x, w, rstd, a, scratch(n), n, device_->stream());
 }
 
 // out (N, O) = inp (N, I) . w^T + b: one GEMM with the bias in its epilogue.
@@ -247,13 +247,13 @@ void KernelBackend<S, Device>::gelu_backward(S* dinp, const S* inp, const S* dou
 }
 
 template <class S, class Device>
-void KernelBackend<S, Device>::swiglu_forward(S* out, const S* inp, int N, int F) {
-  ift::swiglu_forward(out, inp, N, F, device_->stream());
+void KernelBackend<S, Device>::glu_forward(S* out, const S* inp, const GluArgs& a) {
+  ift::glu_forward(out, inp, a, device_->stream());
 }
 
 template <class S, class Device>
-void KernelBackend<S, Device>::swiglu_backward(S* dinp, const S* inp, const S* dout, int N, int F) {
-  ift::swiglu_backward(dinp, inp, dout, N, F, device_->stream());
+void KernelBackend<S, Device>::glu_backward(S* dinp, const S* inp, const S* dout, const GluArgs& a) {
+  ift::glu_backward(dinp, inp, dout, a, device_->stream());
 }
 
 // One device copy per row: decoding copies a handful of rows (the new tokens' keys and values).

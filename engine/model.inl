@@ -46,8 +46,8 @@ void Model<B>::init_random(uint64_t seed, double std) {
     if (v.decay) {
       const double s = residual_out ? residual_std : std;
       for (int64_t i = 0; i < v.numel(); ++i) t[i] = static_cast<float>(s * normal(rng));
-    } else if (v.name.ends_with(".weight")) {  // the only undecayed weights are the norms'
-      std::fill(t, t + v.numel(), 1.0f);
+    } else if (v.name.ends_with(".weight")) {  // the only undecayed weights are the norms': a scale of 1
+      std::fill(t, t + v.numel(), 1.0f - config().norm_weight_offset);
     }
   }
   load_params(w);

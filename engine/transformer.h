@@ -4,7 +4,7 @@
 // engine/train/trainer.cpp).
 //
 //   embed -> [norm1 -> qkv -> (RoPE) -> attention -> o -> +residual
-//             -> norm2 -> up -> GELU | SwiGLU -> down -> +residual] x L -> normf -> lm_head -> CE
+//             -> norm2 -> up -> GELU | SwiGLU | GeGLU -> down -> +residual] x L -> normf -> lm_head -> CE
 //
 // One code path for every family: the model reads what ModelConfig derived (the norm kind, the MLP,
 // the positions, the biases), never the model_type. Transformer<B> is the same code on every backend
@@ -141,6 +141,10 @@ class Transformer {
   void norm_backward(act_t* dx, const act_t* dres, const act_t* dout, const act_t* x, size_t w, size_t b,
                      const stat_t* mean, const stat_t* rstd, int N, const GradMap<grad_t>& grads);
   void mlp_activation(act_t* act, const act_t* up, int N) const;
+  // The ops' arguments for N rows, from the config (kernels/args.h).
+  NormArgs norm_args(int N) const;
+  GluArgs glu_args(int N) const;
+  EmbeddingArgs embedding_args(int N) const;
   void check_window(int length, const char* what) const;
   const act_t* p(size_t offset) const { return offset == kNoParam ? nullptr : params.data() + offset; }
   AttentionDims attention_dims() const;

@@ -132,19 +132,18 @@ template <class B>
 void Transformer<B>::norm_forward(act_t* out, stat_t* mean, stat_t* rstd, const act_t* x, size_t w, size_t b,
                                   int N) const {
   if (config_.norm == NormKind::layernorm)
-    backend_->layernorm_forward(out, mean, rstd, x, p(w), p(b), N, config_.hidden, config_.norm_eps);
+    backend_->layernorm_forward(out, mean, rstd, x, p(w), p(b), norm_args(N));
   else
-    backend_->rmsnorm_forward(out, rstd, x, p(w), N, config_.hidden, config_.norm_eps);
+    backend_->rmsnorm_forward(out, rstd, x, p(w), norm_args(N));
 }
 
 template <class B>
 void Transformer<B>::residual_norm_forward(act_t* residual_out, act_t* out, stat_t* mean, stat_t* rstd, const act_t* x,
                                            const act_t* residual, size_t w, size_t b, int N) const {
   if (config_.norm == NormKind::layernorm)
-    backend_->layernorm_residual_forward(residual_out, out, mean, rstd, x, residual, p(w), p(b), N, config_.hidden,
-                                         config_.norm_eps);
+    backend_->layernorm_residual_forward(residual_out, out, mean, rstd, x, residual, p(w), p(b), norm_args(N));
   else
-    backend_->rmsnorm_residual_forward(residual_out, out, rstd, x, residual, p(w), N, config_.hidden, config_.norm_eps);
+    backend_->rmsnorm_residual_forward(residual_out, out, rstd, x, residual, p(w), norm_args(N));
 }
 
 template <class B>
@@ -158,9 +157,9 @@ void Transformer<B>::norm_backward(act_t* dx, const act_t* dres, const act_t* do
   if (!dw) dw = frozen_norm_sink_.data();
   if (!db) db = frozen_norm_sink_.data() + config_.hidden;
   if (config_.norm == NormKind::layernorm)
-    backend_->layernorm_backward(dx, dw, db, dres, dout, x, p(w), mean, rstd, N, config_.hidden);
+    backend_->layernorm_backward(dx, dw, db, dres, dout, x, p(w), mean, rstd, norm_args(N));
   else
-    backend_->rmsnorm_backward(dx, dw, dres, dout, x, p(w), rstd, N, config_.hidden);
+    backend_->rmsnorm_backward(dx, dw, dres, dout, x, p(w), rstd, norm_args(N));
 }
 
 template <class B>
@@ -168,7 +167,27 @@ void Transformer<B>::mlp_activation(act_t* act, const act_t* up, int N) const {
   if (config_.mlp == MlpKind::gelu)
     backend_->gelu_forward(act, up, size_t(N) * config_.intermediate);
   else
-    backend_->swiglu_forward(act, up, N, config_.intermediate);
+    backend_->glu_forward(act, up, glu_args(N));
+}
+
+template <class B>
+NormArgs Transformer<B>::norm_args(int N) const {
+  return NormArgs{N, config_.hidden, config_.norm_eps, config_.norm_weight_offset};
+}
+
+template <class B>
+GluArgs Transformer<B>::glu_args(int N) const {
+  return GluArgs{N, config_.intermediate,
+                 config_.mlp == MlpKind::geglu ? GluActivation::gelu_tanh : GluActivation::silu};
+}
+
+// Gemma multiplies the embeddings by sqrt(hidden) as a tensor of the model's dtype: the scale is
+// rounded to act_t first, as transformers does.
+template <class B>
+EmbeddingArgs Transformer<B>::embedding_args(int N) const {
+  const ModelConfig& c = config_;
+  return EmbeddingArgs{N, c.hidden, c.vocab_size, c.learned_positions() ? c.max_positions : 0,
+                       static_cast<float>(static_cast<act_t>(c.embedding_scale))};
 }
 
 template <class B>
@@ -222,8 +241,8 @@ double Transformer<B>::forward(const BatchView& batch, double loss_norm) {
   cu_seqlens_host_.assign(batch.cu_seqlens.begin(), batch.cu_seqlens.end());
   const AttentionDims dims = attention_dims();
 
-  backend_->embedding_forward(acts_[0].x, tokens_.data(), positions_.data(), p(layout_.wte), p(layout_.wpe), N, C, V,
-                              c.max_positions);
+  backend_->embedding_forward(acts_[0].x, tokens_.data(), positions_.data(), p(layout_.wte), p(layout_.wpe),
+                              embedding_args(N));
   // Each residual add is fused with the norm that reads its result: one pass over the stream.
   norm_forward(acts_[0].norm1, acts_[0].mean1, acts_[0].rstd1, acts_[0].x, layout_.layers[0].norm1_w,
                layout_.layers[0].norm1_b, N);
@@ -280,7 +299,7 @@ void Transformer<B>::backward(const GradMap<grad_t>& grads) {
     if (c.mlp == MlpKind::gelu)
       backend_->gelu_backward(dup_, a.up, dact_, size_t(N) * F);
     else
-      backend_->swiglu_backward(dup_, a.up, dact_, N, F);
+      backend_->glu_backward(dup_, a.up, dact_, glu_args(N));
     backend_->matmul_backward(dnorm_, g(P.up_w), g(P.up_b), dup_, a.norm2, p(P.up_w), N, C, up_width);
     norm_backward(dres_, dres_, dnorm_, a.mid, P.norm2_w, P.norm2_b, a.mean2, a.rstd2, N, grads);
     // Attention.
@@ -295,8 +314,8 @@ void Transformer<B>::backward(const GradMap<grad_t>& grads) {
   // The embeddings' gradient is a scatter of dres; a frozen table gets none (wpe goes with wte: a
   // frozen wte with a trainable wpe is refused when the groups are made, engine/optimizer.h).
   if (g(layout_.wte))
-    backend_->embedding_backward(g(layout_.wte), g(layout_.wpe), dres_, tokens_.data(), positions_.data(), N, C, V,
-                                 c.max_positions);
+    backend_->embedding_backward(g(layout_.wte), g(layout_.wpe), dres_, tokens_.data(), positions_.data(),
+                                 embedding_args(N));
 }
 
 // ---- decoding ---------------------------------------------------------------------------------
@@ -344,7 +363,7 @@ std::vector<float> Transformer<B>::decode(std::span<const int32_t> tokens, KVCac
   be.reserve_workspace(c, n);
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
 
-  be.embedding_forward(x.data(), ids.data(), pos.data(), p(layout_.wte), p(layout_.wpe), n, C, V, c.max_positions);
+  be.embedding_forward(x.data(), ids.data(), pos.data(), p(layout_.wte), p(layout_.wpe), embedding_args(n));
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerParams& P = layout_.layers[l];
     norm_forward(h.data(), mean.data(), rstd.data(), x.data(), P.norm1_w, P.norm1_b, n);

@@ -12,4 +12,40 @@
 
 namespace ift {
 
+// ---- embedding ---------------------------------------------------------------------------------
+
+// out[n] (N, C) = (wte[tokens[n]] + wpe[positions[n]]) * scale; wpe is null without learned
+// positions. Backward: dwte[tokens[n]] += scale * dout[n], dwpe[positions[n]] += scale * dout[n].
+struct EmbeddingArgs {
+  int N = 0;          // rows (tokens)
+  int C = 0;          // channels
+  int V = 0;          // rows of wte that are ids (the vocabulary; the table may hold padding rows past it)
+  int P = 0;          // rows of wpe (learned positions), 0 without
+  float scale = 1;    // Gemma's sqrt(hidden), already rounded to the storage type; 1 elsewhere
+};
+
+// ---- norms -------------------------------------------------------------------------------------
+
+// LayerNorm:  out = (x - mean) * rstd * (w + weight_offset) + b,  rstd = 1/sqrt(var(x) + eps)
+// RMSNorm:    out = x * rstd * (w + weight_offset),                rstd = 1/sqrt(mean(x^2) + eps)
+// over the C channels of each of N rows; mean and rstd are saved for the backward.
+struct NormArgs {
+  int N = 0;                 // rows
+  int C = 0;                 // channels, normalised over
+  float eps = 1e-5f;         // added to the variance (mean square) before the square root
+  float weight_offset = 0;   // 1 for Gemma's x * (1 + w) (its weights are stored as w); 0 elsewhere
+};
+
+// ---- gated MLP activation ------------------------------------------------------------------------
+
+enum class GluActivation { silu, gelu_tanh };  // SwiGLU (Llama) | GeGLU with the tanh GELU (Gemma)
+
+// inp (N, 2F) holds gate in columns [0, F) and up in [F, 2F); out (N, F) = act(gate) * up. The
+// backward writes d gate and d up into dinp (N, 2F), the layout of inp.
+struct GluArgs {
+  int N = 0;                                // rows
+  int F = 0;                                // MLP width (columns of out)
+  GluActivation act = GluActivation::silu;  // the gate's activation
+};
+
 }  // namespace ift

@@ -6,6 +6,7 @@
 #include "kernels/elementwise.h"
 
 #include <algorithm>
+#include <cmath>
 #include <type_traits>
 
 IFT_KERNELS_BEGIN
@@ -78,7 +79,8 @@ static __global__ void map_kernel(TOut* g_out, const TA* g_a, const TB* g_b, int
 // One block per row; threads stride over packs of K columns.
 template <int K, class T>
 static __global__ void embedding_forward_kernel(T* g_out, const int32_t* g_tokens, const int32_t* g_positions,
-                                                const T* g_wte, const T* g_wpe, int C, int V, int P) {
+                                                const T* g_wte, const T* g_wpe, const EmbeddingArgs a) {
+  const int C = a.C, V = a.V, P = a.P;
   const int64_t n = blockIdx.x;
   const int token = g_tokens[n];
   const int position = g_wpe ? g_positions[n] : 0;
@@ -95,6 +97,7 @@ static __global__ void embedding_forward_kernel(T* g_out, const int32_t* g_token
         load_floats(r_p, g_p + i * K);
         for (int k = 0; k < K; ++k) r_v[k] += r_p[k];
       }
+      for (int k = 0; k < K; ++k) r_v[k] *= a.scale;  // exact for the scale 1 of every family but Gemma
     } else {
       for (int k = 0; k < K; ++k) r_v[k] = __int_as_float(0x7fc00000);  // quiet NaN
     }
@@ -107,8 +110,9 @@ static __global__ void embedding_forward_kernel(T* g_out, const int32_t* g_token
 // parallelism limited to C / K threads, each looping over N rows; fine for a once-per-step op.
 template <int K, class T>
 static __global__ void embedding_backward_kernel(float* g_dwte, float* g_dwpe, const T* g_dout,
-                                                 const int32_t* g_tokens, const int32_t* g_positions, int N, int C,
-                                                 int V, int P) {
+                                                 const int32_t* g_tokens, const int32_t* g_positions,
+                                                 const EmbeddingArgs a) {
+  const int N = a.N, C = a.C, V = a.V, P = a.P;
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= C / K) return;  // no barrier in this kernel
   const int c = i * K;
@@ -120,22 +124,36 @@ static __global__ void embedding_backward_kernel(float* g_dwte, float* g_dwpe, c
     load_floats(r_d, g_dout + static_cast<int64_t>(n) * C + c);
     float* g_e = g_dwte + static_cast<int64_t>(token) * C + c;
     load_floats(r_acc, g_e);
-    for (int k = 0; k < K; ++k) r_acc[k] += r_d[k];
+    // scale * dout added with one rounding (exactly dout's for the scale 1 of every family but Gemma)
+    for (int k = 0; k < K; ++k) r_acc[k] = fmaf(r_d[k], a.scale, r_acc[k]);
     store_floats(g_e, r_acc);
     if (g_dwpe) {
       float* g_p = g_dwpe + static_cast<int64_t>(position) * C + c;
       load_floats(r_acc, g_p);
-      for (int k = 0; k < K; ++k) r_acc[k] += r_d[k];
+      for (int k = 0; k < K; ++k) r_acc[k] = fmaf(r_d[k], a.scale, r_acc[k]);
       store_floats(g_p, r_acc);
     }
   }
 }
 
+// The gate's activation and its derivative.
+__device__ __forceinline__ float glu_act(GluActivation act, float x) {
+  if (act == GluActivation::silu) return x / (1.0f + expf(-x));
+  return GeluForwardOp::apply(x, 0.0f);
+}
+__device__ __forceinline__ float glu_act_grad(GluActivation act, float x) {
+  if (act == GluActivation::silu) {
+    const float sig = 1.0f / (1.0f + expf(-x));
+    return sig * (1.0f + x * (1.0f - sig));
+  }
+  return GeluBackwardOp::apply(x, 1.0f);
+}
+
 // Grid-stride over packs of K columns of out (N, F); gate and up are the two halves of a row of inp.
 template <int K, class T>
-static __global__ void swiglu_forward_kernel(T* g_out, const T* g_inp, int N, int F) {
-  const int packs_per_row = F / K;
-  const int64_t n_packs = static_cast<int64_t>(N) * packs_per_row;
+static __global__ void glu_forward_kernel(T* g_out, const T* g_inp, const GluArgs a) {
+  const int F = a.F, packs_per_row = F / K;
+  const int64_t n_packs = static_cast<int64_t>(a.N) * packs_per_row;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n_packs; i += stride) {
     const int64_t n = i / packs_per_row;
@@ -144,15 +162,15 @@ static __global__ void swiglu_forward_kernel(T* g_out, const T* g_inp, int N, in
     float r_gate[K], r_up[K], r_out[K];
     load_floats(r_gate, g_gate);
     load_floats(r_up, g_gate + F);
-    for (int k = 0; k < K; ++k) r_out[k] = r_gate[k] / (1.0f + expf(-r_gate[k])) * r_up[k];
+    for (int k = 0; k < K; ++k) r_out[k] = glu_act(a.act, r_gate[k]) * r_up[k];
     store_floats(g_out + n * F + f, r_out);
   }
 }
 
 template <int K, class T>
-static __global__ void swiglu_backward_kernel(T* g_dinp, const T* g_inp, const T* g_dout, int N, int F) {
-  const int packs_per_row = F / K;
-  const int64_t n_packs = static_cast<int64_t>(N) * packs_per_row;
+static __global__ void glu_backward_kernel(T* g_dinp, const T* g_inp, const T* g_dout, const GluArgs a) {
+  const int F = a.F, packs_per_row = F / K;
+  const int64_t n_packs = static_cast<int64_t>(a.N) * packs_per_row;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n_packs; i += stride) {
     const int64_t n = i / packs_per_row;
@@ -163,9 +181,9 @@ static __global__ void swiglu_backward_kernel(T* g_dinp, const T* g_inp, const T
     load_floats(r_up, g_inp + in + F);
     load_floats(r_d, g_dout + n * F + f);
     for (int k = 0; k < K; ++k) {
-      const float x = r_gate[k], sig = 1.0f / (1.0f + expf(-x));
-      r_dgate[k] = r_d[k] * r_up[k] * sig * (1.0f + x * (1.0f - sig));
-      r_dup[k] = r_d[k] * x * sig;
+      const float x = r_gate[k];
+      r_dgate[k] = r_d[k] * r_up[k] * glu_act_grad(a.act, x);
+      r_dup[k] = r_d[k] * glu_act(a.act, x);
     }
     store_floats(g_dinp + in, r_dgate);
     store_floats(g_dinp + in + F, r_dup);
@@ -244,8 +262,10 @@ int bias_chunks(int N) {
 }  // namespace
 
 template <class T>
-static void embedding_forward_impl(T* out, const int32_t* tokens, const int32_t* positions, const T* wte, const T* wpe, int N,
-                       int C, int V, int P, cudaStream_t stream) {
+static void embedding_forward_impl(T* out, const int32_t* tokens, const int32_t* positions, const T* wte, const T* wpe,
+                                   const EmbeddingArgs& a, cudaStream_t stream) {
+  const int N = a.N, C = a.C, V = a.V, P = a.P;
+  IFT_CHECK(std::isfinite(a.scale), "embedding_forward: scale = ", a.scale, " must be finite");
   IFT_CHECK(N > 0 && C > 0, "embedding_forward: empty shape N = ", N, ", C = ", C);
   IFT_CHECK(V > 0, "embedding_forward: vocabulary size V = ", V, " must be positive");
   IFT_CHECK(out && tokens && wte, "embedding_forward: out, tokens and wte must not be null");
@@ -253,15 +273,17 @@ static void embedding_forward_impl(T* out, const int32_t* tokens, const int32_t*
   constexpr int K = Pack128<T>::kSize;
   const int threads = std::clamp((C / K + 31) / 32 * 32, 32, kThreads);
   if (C % K == 0 && aligned16(out) && aligned16(wte) && (!wpe || aligned16(wpe)))
-    launch_kernel(embedding_forward_kernel<K, T>, N, threads, 0, stream, out, tokens, positions, wte, wpe, C, V, P);
+    launch_kernel(embedding_forward_kernel<K, T>, N, threads, 0, stream, out, tokens, positions, wte, wpe, a);
   else
     launch_kernel(embedding_forward_kernel<1, T>, N, std::clamp((C + 31) / 32 * 32, 32, kThreads), 0, stream, out,
-                  tokens, positions, wte, wpe, C, V, P);
+                  tokens, positions, wte, wpe, a);
 }
 
 template <class T>
 static void embedding_backward_impl(float* dwte, float* dwpe, const T* dout, const int32_t* tokens, const int32_t* positions,
-                        int N, int C, int V, int P, cudaStream_t stream) {
+                                    const EmbeddingArgs& a, cudaStream_t stream) {
+  const int N = a.N, C = a.C, V = a.V, P = a.P;
+  IFT_CHECK(std::isfinite(a.scale), "embedding_backward: scale = ", a.scale, " must be finite");
   IFT_CHECK(N > 0 && C > 0, "embedding_backward: empty shape N = ", N, ", C = ", C);
   IFT_CHECK(V > 0, "embedding_backward: vocabulary size V = ", V, " must be positive");
   IFT_CHECK(dwte && dout && tokens, "embedding_backward: dwte, dout and tokens must not be null");
@@ -270,10 +292,10 @@ static void embedding_backward_impl(float* dwte, float* dwpe, const T* dout, con
   constexpr int kBlock = 128;
   if (C % K == 0 && aligned16(dwte) && aligned16(dout) && (!dwpe || aligned16(dwpe)))
     launch_kernel(embedding_backward_kernel<K, T>, (C / K + kBlock - 1) / kBlock, kBlock, 0, stream, dwte, dwpe, dout,
-                  tokens, positions, N, C, V, P);
+                  tokens, positions, a);
   else
     launch_kernel(embedding_backward_kernel<1, T>, (C + kBlock - 1) / kBlock, kBlock, 0, stream, dwte, dwpe, dout,
-                  tokens, positions, N, C, V, P);
+                  tokens, positions, a);
 }
 
 template <class T>
@@ -309,28 +331,28 @@ static void cast_impl(To* out, const From* in, int64_t n, cudaStream_t stream) {
 }
 
 template <class T>
-static void swiglu_forward_impl(T* out, const T* inp, int N, int F, cudaStream_t stream) {
-  IFT_CHECK(N > 0 && F > 0, "swiglu_forward: empty shape N = ", N, ", F = ", F);
-  IFT_CHECK(out && inp, "swiglu_forward: out and inp must not be null");
+static void glu_forward_impl(T* out, const T* inp, const GluArgs& a, cudaStream_t stream) {
+  IFT_CHECK(a.N > 0 && a.F > 0, "glu_forward: empty shape N = ", a.N, ", F = ", a.F);
+  IFT_CHECK(out && inp, "glu_forward: out and inp must not be null");
   constexpr int K = Pack128<T>::kSize;
-  if (F % K == 0 && aligned16(out) && aligned16(inp))
-    launch_kernel(swiglu_forward_kernel<K, T>, grid_for(int64_t(N) * (F / K), kThreads), kThreads, 0, stream, out, inp,
-                  N, F);
+  if (a.F % K == 0 && aligned16(out) && aligned16(inp))
+    launch_kernel(glu_forward_kernel<K, T>, grid_for(int64_t(a.N) * (a.F / K), kThreads), kThreads, 0, stream, out,
+                  inp, a);
   else
-    launch_kernel(swiglu_forward_kernel<1, T>, grid_for(int64_t(N) * F, kThreads), kThreads, 0, stream, out, inp, N, F);
+    launch_kernel(glu_forward_kernel<1, T>, grid_for(int64_t(a.N) * a.F, kThreads), kThreads, 0, stream, out, inp, a);
 }
 
 template <class T>
-static void swiglu_backward_impl(T* dinp, const T* inp, const T* dout, int N, int F, cudaStream_t stream) {
-  IFT_CHECK(N > 0 && F > 0, "swiglu_backward: empty shape N = ", N, ", F = ", F);
-  IFT_CHECK(dinp && inp && dout, "swiglu_backward: dinp, inp and dout must not be null");
+static void glu_backward_impl(T* dinp, const T* inp, const T* dout, const GluArgs& a, cudaStream_t stream) {
+  IFT_CHECK(a.N > 0 && a.F > 0, "glu_backward: empty shape N = ", a.N, ", F = ", a.F);
+  IFT_CHECK(dinp && inp && dout, "glu_backward: dinp, inp and dout must not be null");
   constexpr int K = Pack128<T>::kSize;
-  if (F % K == 0 && aligned16(dinp) && aligned16(inp) && aligned16(dout))
-    launch_kernel(swiglu_backward_kernel<K, T>, grid_for(int64_t(N) * (F / K), kThreads), kThreads, 0, stream, dinp,
-                  inp, dout, N, F);
+  if (a.F % K == 0 && aligned16(dinp) && aligned16(inp) && aligned16(dout))
+    launch_kernel(glu_backward_kernel<K, T>, grid_for(int64_t(a.N) * (a.F / K), kThreads), kThreads, 0, stream, dinp,
+                  inp, dout, a);
   else
-    launch_kernel(swiglu_backward_kernel<1, T>, grid_for(int64_t(N) * F, kThreads), kThreads, 0, stream, dinp, inp,
-                  dout, N, F);
+    launch_kernel(glu_backward_kernel<1, T>, grid_for(int64_t(a.N) * a.F, kThreads), kThreads, 0, stream, dinp, inp,
+                  dout, a);
 }
 
 size_t bias_backward_scratch_floats(int N, int O) {
@@ -367,23 +389,23 @@ void column_sums_accumulate(float* out, const float* partials, int rows, int col
 
 // The public overloads (kernels/elementwise.h), one per storage type.
 #define IFT_DEFINE_ELEMENTWISE(T)                                                                                     \
-  void embedding_forward(T* out, const int32_t* tokens, const int32_t* positions, const T* wte, const T* wpe, int N, \
-                         int C, int V, int P, cudaStream_t stream) {                                                  \
-    embedding_forward_impl(out, tokens, positions, wte, wpe, N, C, V, P, stream);                                    \
+  void embedding_forward(T* out, const int32_t* tokens, const int32_t* positions, const T* wte, const T* wpe,       \
+                         const EmbeddingArgs& a, cudaStream_t stream) {                                               \
+    embedding_forward_impl(out, tokens, positions, wte, wpe, a, stream);                                              \
   }                                                                                                                   \
   void embedding_backward(float* dwte, float* dwpe, const T* dout, const int32_t* tokens, const int32_t* positions,  \
-                          int N, int C, int V, int P, cudaStream_t stream) {                                          \
-    embedding_backward_impl(dwte, dwpe, dout, tokens, positions, N, C, V, P, stream);                                \
+                          const EmbeddingArgs& a, cudaStream_t stream) {                                              \
+    embedding_backward_impl(dwte, dwpe, dout, tokens, positions, a, stream);                                          \
   }                                                                                                                   \
   void gelu_forward(T* out, const T* inp, int64_t n, cudaStream_t stream) { gelu_forward_impl(out, inp, n, stream); } \
   void gelu_backward(T* dinp, const T* inp, const T* dout, int64_t n, cudaStream_t stream) {                         \
     gelu_backward_impl(dinp, inp, dout, n, stream);                                                                   \
   }                                                                                                                   \
-  void swiglu_forward(T* out, const T* inp, int N, int F, cudaStream_t stream) {                                     \
-    swiglu_forward_impl(out, inp, N, F, stream);                                                                      \
+  void glu_forward(T* out, const T* inp, const GluArgs& a, cudaStream_t stream) {                                    \
+    glu_forward_impl(out, inp, a, stream);                                                                            \
   }                                                                                                                   \
-  void swiglu_backward(T* dinp, const T* inp, const T* dout, int N, int F, cudaStream_t stream) {                    \
-    swiglu_backward_impl(dinp, inp, dout, N, F, stream);                                                              \
+  void glu_backward(T* dinp, const T* inp, const T* dout, const GluArgs& a, cudaStream_t stream) {                   \
+    glu_backward_impl(dinp, inp, dout, a, stream);                                                                    \
   }                                                                                                                   \
   void residual_forward(T* out, const T* a, const T* b, int64_t n, cudaStream_t stream) {                            \
     residual_forward_impl(out, a, b, n, stream);                                                                      \

@@ -1,4 +1,4 @@
-// Elementwise and embedding kernels: embedding lookup, GELU (tanh), SwiGLU, residual add, bias
+// Elementwise and embedding kernels: embedding lookup, GELU (tanh), SwiGLU/GeGLU, residual add, bias
 // gradient, fp32 <-> bf16 casts. Semantics and layouts are those of the CPU reference
 // (engine/cpu/ops.h); arithmetic is fp32 whatever the storage type (float or bf16).
 //
@@ -17,26 +17,27 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
+#include "kernels/args.h"
 #include "kernels/target.h"
 
 IFT_KERNELS_BEGIN
 
-// out[n] (N, C) = wte[tokens[n]] (V, C) + wpe[positions[n]] (P, C); wpe (and positions) may be null.
-// Ids live in device memory, so they cannot be checked before the launch: a row whose token or
-// position is out of range is filled with NaN (the loss then shows it) and nothing outside the
-// tables is read.
+// out[n] (N, C) = (wte[tokens[n]] (V, C) + wpe[positions[n]] (P, C)) * scale (EmbeddingArgs,
+// kernels/args.h); wpe (and positions) may be null. Ids live in device memory, so they cannot be
+// checked before the launch: a row whose token or position is out of range is filled with NaN (the
+// loss then shows it) and nothing outside the tables is read.
 void embedding_forward(float* out, const int32_t* tokens, const int32_t* positions, const float* wte,
-                       const float* wpe, int N, int C, int V, int P, cudaStream_t stream);
+                       const float* wpe, const EmbeddingArgs& args, cudaStream_t stream);
 void embedding_forward(__nv_bfloat16* out, const int32_t* tokens, const int32_t* positions, const __nv_bfloat16* wte,
-                       const __nv_bfloat16* wpe, int N, int C, int V, int P, cudaStream_t stream);
+                       const __nv_bfloat16* wpe, const EmbeddingArgs& args, cudaStream_t stream);
 
-// dwte[tokens[n]] += dout[n]; dwpe[positions[n]] += dout[n] (dwpe may be null). Deterministic
-// without atomics: each thread owns a few columns and walks the rows in order. Rows with an
-// out-of-range id are skipped (the forward pass already filled them with NaN).
+// dwte[tokens[n]] += scale * dout[n]; dwpe[positions[n]] += scale * dout[n] (dwpe may be null).
+// Deterministic without atomics: each thread owns a few columns and walks the rows in order. Rows
+// with an out-of-range id are skipped (the forward pass already filled them with NaN).
 void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, const int32_t* positions,
-                        int N, int C, int V, int P, cudaStream_t stream);
+                        const EmbeddingArgs& args, cudaStream_t stream);
 void embedding_backward(float* dwte, float* dwpe, const __nv_bfloat16* dout, const int32_t* tokens,
-                        const int32_t* positions, int N, int C, int V, int P, cudaStream_t stream);
+                        const int32_t* positions, const EmbeddingArgs& args, cudaStream_t stream);
 
 // GELU, tanh approximation (GPT-2's gelu_new), over n values. dinp may alias dout.
 void gelu_forward(float* out, const float* inp, int64_t n, cudaStream_t stream);
@@ -45,13 +46,14 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n, 
 void gelu_backward(__nv_bfloat16* dinp, const __nv_bfloat16* inp, const __nv_bfloat16* dout, int64_t n,
                    cudaStream_t stream);
 
-// SwiGLU: inp (N, 2F) holds gate in columns [0, F) and up in [F, 2F); out (N, F) = silu(gate) * up.
-// dinp (N, 2F) receives d gate and d up in the same layout.
-void swiglu_forward(float* out, const float* inp, int N, int F, cudaStream_t stream);
-void swiglu_forward(__nv_bfloat16* out, const __nv_bfloat16* inp, int N, int F, cudaStream_t stream);
-void swiglu_backward(float* dinp, const float* inp, const float* dout, int N, int F, cudaStream_t stream);
-void swiglu_backward(__nv_bfloat16* dinp, const __nv_bfloat16* inp, const __nv_bfloat16* dout, int N, int F,
-                     cudaStream_t stream);
+// The gated MLP activation (GluArgs, kernels/args.h): inp (N, 2F) holds gate in columns [0, F) and
+// up in [F, 2F); out (N, F) = act(gate) * up, act silu (SwiGLU) or the tanh GELU (GeGLU). dinp (N,
+// 2F) receives d gate and d up in the same layout.
+void glu_forward(float* out, const float* inp, const GluArgs& args, cudaStream_t stream);
+void glu_forward(__nv_bfloat16* out, const __nv_bfloat16* inp, const GluArgs& args, cudaStream_t stream);
+void glu_backward(float* dinp, const float* inp, const float* dout, const GluArgs& args, cudaStream_t stream);
+void glu_backward(__nv_bfloat16* dinp, const __nv_bfloat16* inp, const __nv_bfloat16* dout, const GluArgs& args,
+                  cudaStream_t stream);
 
 // out = a + b over n values (out may alias a or b).
 void residual_forward(float* out, const float* a, const float* b, int64_t n, cudaStream_t stream);

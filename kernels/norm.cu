@@ -31,9 +31,7 @@ struct NormForwardParams {
   const T* residual;  // (N, C) added to x before normalising (residual kernels only)
   const T* weight;    // (C) scale
   const T* bias;      // (C) shift, or null (always null for RMSNorm)
-  int N;              // rows
-  int C;              // channels, normalised over
-  float eps;          // added to the variance (mean square) before the square root
+  NormArgs args;      // N, C, eps, weight offset (kernels/args.h)
 };
 
 template <class T>
@@ -46,8 +44,7 @@ struct NormBackwardParams {
   const T* weight;     // (C) scale
   const float* mean;   // (N) saved by forward (LayerNorm only)
   const float* rstd;   // (N) saved by forward
-  int N;               // rows
-  int C;               // channels
+  NormArgs args;       // N, C, weight offset (kernels/args.h)
 };
 
 // ---- kernels ------------------------------------------------------------------------------------
@@ -58,7 +55,7 @@ struct NormBackwardParams {
 template <int K, bool kRms, bool kResidual, class T>
 static __global__ void norm_forward_kernel(const NormForwardParams<T> p) {
   const int64_t row = blockIdx.x;
-  const int C = p.C, packs = C / K;
+  const int C = p.args.C, packs = C / K;
   const T* g_x = p.x + row * C;
   // With a residual, the row normalised is the rounded sum stored in residual_out: each value is
   // re-read by the thread that wrote it, so no barrier is needed.
@@ -90,13 +87,14 @@ static __global__ void norm_forward_kernel(const NormForwardParams<T> p) {
     }
     variance = block_reduce_sum(r_var) / C;
   }
-  const float rstd = 1.0f / sqrtf(variance + p.eps);
+  const float rstd = 1.0f / sqrtf(variance + p.args.eps);
 
   T* g_out = p.out + row * C;
   for (int i = threadIdx.x; i < packs; i += blockDim.x) {
     float r_v[K], r_w[K], r_b[K];
     load_floats(r_v, g_src + i * K);
     load_floats(r_w, p.weight + i * K);
+    for (int k = 0; k < K; ++k) r_w[k] += p.args.weight_offset;
     if (p.bias) {
       load_floats(r_b, p.bias + i * K);
     } else {
@@ -120,12 +118,12 @@ template <int K, bool kRms, class T>
 static __global__ void norm_backward_kernel(const NormBackwardParams<T> p) {
   constexpr int kAcc = kRms ? 1 : 2;
   IFT_DYNAMIC_SHARED(float, s_acc);  // (kAcc, C): dweight sums, then dbias sums
-  const int C = p.C, packs = C / K;
+  const int C = p.args.C, packs = C / K;
   for (int i = threadIdx.x; i < packs; i += blockDim.x)
     for (int a = 0; a < kAcc; ++a)
       for (int k = 0; k < K; ++k) s_acc[a * C + i * K + k] = 0.0f;
 
-  for (int64_t row = blockIdx.x; row < p.N; row += gridDim.x) {
+  for (int64_t row = blockIdx.x; row < p.args.N; row += gridDim.x) {
     const float mean = kRms ? 0.0f : p.mean[row], rstd = p.rstd[row];
     const T* g_dout = p.dout + row * C;
     const T* g_x = p.x + row * C;
@@ -135,6 +133,7 @@ static __global__ void norm_backward_kernel(const NormBackwardParams<T> p) {
       load_floats(r_d, g_dout + i * K);
       load_floats(r_x, g_x + i * K);
       load_floats(r_w, p.weight + i * K);
+      for (int k = 0; k < K; ++k) r_w[k] += p.args.weight_offset;
       for (int k = 0; k < K; ++k) {
         const float xhat = (r_x[k] - mean) * rstd, dy = r_d[k] * r_w[k];
         r_dy += dy;
@@ -153,6 +152,7 @@ static __global__ void norm_backward_kernel(const NormBackwardParams<T> p) {
       load_floats(r_d, g_dout + i * K);
       load_floats(r_x, g_x + i * K);
       load_floats(r_w, p.weight + i * K);
+      for (int k = 0; k < K; ++k) r_w[k] += p.args.weight_offset;
       if (g_dres) {
         load_floats(r_g, g_dres + i * K);  // read before dx is written: dres may alias dx
       } else {
@@ -198,75 +198,73 @@ void check_eps(const char* op, float eps) {
 template <bool kRms, bool kResidual, class T>
 void launch_norm_forward(const NormForwardParams<T>& p, cudaStream_t stream) {
   constexpr int K = Pack128<T>::kSize;
-  const bool vec = p.C % K == 0 && aligned16(p.out) && aligned16(p.x) && aligned16(p.weight) &&
+  const bool vec = p.args.C % K == 0 && aligned16(p.out) && aligned16(p.x) && aligned16(p.weight) &&
                    (!p.bias || aligned16(p.bias)) && (!kResidual || (aligned16(p.residual) && aligned16(p.residual_out)));
   if (vec)
-    launch_kernel(norm_forward_kernel<K, kRms, kResidual, T>, p.N, threads_for(p.C / K), 0, stream, p);
+    launch_kernel(norm_forward_kernel<K, kRms, kResidual, T>, p.args.N, threads_for(p.args.C / K), 0, stream, p);
   else
-    launch_kernel(norm_forward_kernel<1, kRms, kResidual, T>, p.N, threads_for(p.C), 0, stream, p);
+    launch_kernel(norm_forward_kernel<1, kRms, kResidual, T>, p.args.N, threads_for(p.args.C), 0, stream, p);
 }
 
 template <bool kRms, class T>
 void launch_norm_backward(const char* op, const NormBackwardParams<T>& p, float* dweight, float* dbias,
                           size_t scratch_floats, cudaStream_t stream) {
   constexpr int kAcc = kRms ? 1 : 2;
-  const size_t smem = sizeof(float) * kAcc * static_cast<size_t>(p.C);
+  const size_t smem = sizeof(float) * kAcc * static_cast<size_t>(p.args.C);
   // The column sums (dynamic) plus block_reduce's partials (static): opted in above 48 KiB (C > 6128
   // for LayerNorm, 12256 for RMSNorm), an error past the device's maximum (sm_90: C > 29040, 58080).
   const size_t most = max_shared_bytes_optin();
-  IFT_CHECK(smem + kBlockReduceSharedBytes <= most, op, ": C = ", p.C, " is too large: the block's column sums and reductions need ",
+  IFT_CHECK(smem + kBlockReduceSharedBytes <= most, op, ": C = ", p.args.C, " is too large: the block's column sums and reductions need ",
             smem + kBlockReduceSharedBytes, " bytes of shared memory, more than the ", most, " a block can have");
   const auto reserve = [&](auto kernel) { reserve_shared_memory(op, kernel, smem, kBlockReduceSharedBytes); };
-  const int blocks = backward_blocks(p.N);
-  const size_t need = static_cast<size_t>(kAcc) * blocks * p.C;
+  const int blocks = backward_blocks(p.args.N);
+  const size_t need = static_cast<size_t>(kAcc) * blocks * p.args.C;
   IFT_CHECK(scratch_floats >= need, op, ": scratch holds ", scratch_floats, " floats, needs ", need, " (",
             op, "_scratch_floats)");
   constexpr int K = Pack128<T>::kSize;
-  const bool vec = p.C % K == 0 && aligned16(p.dx) && (!p.dres || aligned16(p.dres)) && aligned16(p.dout) &&
+  const bool vec = p.args.C % K == 0 && aligned16(p.dx) && (!p.dres || aligned16(p.dres)) && aligned16(p.dout) &&
                    aligned16(p.x) && aligned16(p.weight) && aligned16(p.partials);
   if (vec) {
     reserve(norm_backward_kernel<K, kRms, T>);
-    launch_kernel(norm_backward_kernel<K, kRms, T>, blocks, threads_for(p.C / K), smem, stream, p);
+    launch_kernel(norm_backward_kernel<K, kRms, T>, blocks, threads_for(p.args.C / K), smem, stream, p);
   } else {
     reserve(norm_backward_kernel<1, kRms, T>);
-    launch_kernel(norm_backward_kernel<1, kRms, T>, blocks, threads_for(p.C), smem, stream, p);
+    launch_kernel(norm_backward_kernel<1, kRms, T>, blocks, threads_for(p.args.C), smem, stream, p);
   }
-  column_sums_accumulate(dweight, p.partials, blocks, p.C, stream);
-  if (dbias) column_sums_accumulate(dbias, p.partials + static_cast<size_t>(blocks) * p.C, blocks, p.C, stream);
+  column_sums_accumulate(dweight, p.partials, blocks, p.args.C, stream);
+  if (dbias) column_sums_accumulate(dbias, p.partials + static_cast<size_t>(blocks) * p.args.C, blocks, p.args.C, stream);
 }
 
 }  // namespace
 
 template <class T>
-static void layernorm_forward_impl(T* out, float* mean, float* rstd, const T* x, const T* weight, const T* bias, int N, int C,
-                       float eps, cudaStream_t stream) {
-  check_shape("layernorm_forward", N, C);
-  check_eps("layernorm_forward", eps);
+static void layernorm_forward_impl(T* out, float* mean, float* rstd, const T* x, const T* weight, const T* bias, const NormArgs& a, cudaStream_t stream) {
+  check_shape("layernorm_forward", a.N, a.C);
+  check_eps("layernorm_forward", a.eps);
   IFT_CHECK(out && mean && rstd && x && weight, "layernorm_forward: out, mean, rstd, x and weight must not be null");
-  launch_norm_forward<false, false>(NormForwardParams<T>{out, nullptr, mean, rstd, x, nullptr, weight, bias, N, C, eps},
+  launch_norm_forward<false, false>(NormForwardParams<T>{out, nullptr, mean, rstd, x, nullptr, weight, bias, a},
                                     stream);
 }
 
 template <class T>
 static void layernorm_residual_forward_impl(T* residual_out, T* out, float* mean, float* rstd, const T* x, const T* residual,
-                                const T* weight, const T* bias, int N, int C, float eps, cudaStream_t stream) {
-  check_shape("layernorm_residual_forward", N, C);
-  check_eps("layernorm_residual_forward", eps);
+                                const T* weight, const T* bias, const NormArgs& a, cudaStream_t stream) {
+  check_shape("layernorm_residual_forward", a.N, a.C);
+  check_eps("layernorm_residual_forward", a.eps);
   IFT_CHECK(residual_out && out && mean && rstd && x && residual && weight,
             "layernorm_residual_forward: residual_out, out, mean, rstd, x, residual and weight must not be null");
   launch_norm_forward<false, true>(
-      NormForwardParams<T>{out, residual_out, mean, rstd, x, residual, weight, bias, N, C, eps}, stream);
+      NormForwardParams<T>{out, residual_out, mean, rstd, x, residual, weight, bias, a}, stream);
 }
 
 template <class T>
 static void layernorm_backward_impl(T* dx, float* dweight, float* dbias, const T* dres, const T* dout, const T* x,
-                        const T* weight, const float* mean, const float* rstd, int N, int C, float* scratch,
-                        size_t scratch_floats, cudaStream_t stream) {
-  check_shape("layernorm_backward", N, C);
+                        const T* weight, const float* mean, const float* rstd, const NormArgs& a, float* scratch, size_t scratch_floats, cudaStream_t stream) {
+  check_shape("layernorm_backward", a.N, a.C);
   IFT_CHECK(dx && dweight && dout && x && weight && mean && rstd && scratch,
             "layernorm_backward: dx, dweight, dout, x, weight, mean, rstd and scratch must not be null");
   launch_norm_backward<false>("layernorm_backward",
-                              NormBackwardParams<T>{dx, scratch, dres, dout, x, weight, mean, rstd, N, C}, dweight,
+                              NormBackwardParams<T>{dx, scratch, dres, dout, x, weight, mean, rstd, a}, dweight,
                               dbias, scratch_floats, stream);
 }
 
@@ -276,33 +274,33 @@ size_t layernorm_backward_scratch_floats(int N, int C) {
 }
 
 template <class T>
-static void rmsnorm_forward_impl(T* out, float* rstd, const T* x, const T* weight, int N, int C, float eps, cudaStream_t stream) {
-  check_shape("rmsnorm_forward", N, C);
-  check_eps("rmsnorm_forward", eps);
+static void rmsnorm_forward_impl(T* out, float* rstd, const T* x, const T* weight, const NormArgs& a, cudaStream_t stream) {
+  check_shape("rmsnorm_forward", a.N, a.C);
+  check_eps("rmsnorm_forward", a.eps);
   IFT_CHECK(out && rstd && x && weight, "rmsnorm_forward: out, rstd, x and weight must not be null");
-  launch_norm_forward<true, false>(NormForwardParams<T>{out, nullptr, nullptr, rstd, x, nullptr, weight, nullptr, N, C, eps},
+  launch_norm_forward<true, false>(NormForwardParams<T>{out, nullptr, nullptr, rstd, x, nullptr, weight, nullptr, a},
                                    stream);
 }
 
 template <class T>
 static void rmsnorm_residual_forward_impl(T* residual_out, T* out, float* rstd, const T* x, const T* residual, const T* weight,
-                              int N, int C, float eps, cudaStream_t stream) {
-  check_shape("rmsnorm_residual_forward", N, C);
-  check_eps("rmsnorm_residual_forward", eps);
+                              const NormArgs& a, cudaStream_t stream) {
+  check_shape("rmsnorm_residual_forward", a.N, a.C);
+  check_eps("rmsnorm_residual_forward", a.eps);
   IFT_CHECK(residual_out && out && rstd && x && residual && weight,
             "rmsnorm_residual_forward: residual_out, out, rstd, x, residual and weight must not be null");
   launch_norm_forward<true, true>(
-      NormForwardParams<T>{out, residual_out, nullptr, rstd, x, residual, weight, nullptr, N, C, eps}, stream);
+      NormForwardParams<T>{out, residual_out, nullptr, rstd, x, residual, weight, nullptr, a}, stream);
 }
 
 template <class T>
 static void rmsnorm_backward_impl(T* dx, float* dweight, const T* dres, const T* dout, const T* x, const T* weight,
-                      const float* rstd, int N, int C, float* scratch, size_t scratch_floats, cudaStream_t stream) {
-  check_shape("rmsnorm_backward", N, C);
+                      const float* rstd, const NormArgs& a, float* scratch, size_t scratch_floats, cudaStream_t stream) {
+  check_shape("rmsnorm_backward", a.N, a.C);
   IFT_CHECK(dx && dweight && dout && x && weight && rstd && scratch,
             "rmsnorm_backward: dx, dweight, dout, x, weight, rstd and scratch must not be null");
   launch_norm_backward<true>("rmsnorm_backward",
-                             NormBackwardParams<T>{dx, scratch, dres, dout, x, weight, nullptr, rstd, N, C}, dweight,
+                             NormBackwardParams<T>{dx, scratch, dres, dout, x, weight, nullptr, rstd, a}, dweight,
                              nullptr, scratch_floats, stream);
 }
 
@@ -313,31 +311,31 @@ size_t rmsnorm_backward_scratch_floats(int N, int C) {
 
 // The public overloads (kernels/norm.h), one per storage type.
 #define IFT_DEFINE_NORM(T)                                                                                            \
-  void layernorm_forward(T* out, float* mean, float* rstd, const T* x, const T* weight, const T* bias, int N, int C,  \
-                         float eps, cudaStream_t stream) {                                                            \
-    layernorm_forward_impl(out, mean, rstd, x, weight, bias, N, C, eps, stream);                                     \
+  void layernorm_forward(T* out, float* mean, float* rstd, const T* x, const T* weight, const T* bias,                \
+                         const NormArgs& a, cudaStream_t stream) {                                                    \
+    layernorm_forward_impl(out, mean, rstd, x, weight, bias, a, stream);                                              \
   }                                                                                                                   \
   void layernorm_residual_forward(T* residual_out, T* out, float* mean, float* rstd, const T* x, const T* residual,   \
-                                  const T* weight, const T* bias, int N, int C, float eps, cudaStream_t stream) {     \
-    layernorm_residual_forward_impl(residual_out, out, mean, rstd, x, residual, weight, bias, N, C, eps, stream);    \
+                                  const T* weight, const T* bias, const NormArgs& a, cudaStream_t stream) {           \
+    layernorm_residual_forward_impl(residual_out, out, mean, rstd, x, residual, weight, bias, a, stream);             \
   }                                                                                                                   \
   void layernorm_backward(T* dx, float* dweight, float* dbias, const T* dres, const T* dout, const T* x,              \
-                          const T* weight, const float* mean, const float* rstd, int N, int C, float* scratch,        \
+                          const T* weight, const float* mean, const float* rstd, const NormArgs& a, float* scratch,   \
                           size_t scratch_floats, cudaStream_t stream) {                                               \
-    layernorm_backward_impl(dx, dweight, dbias, dres, dout, x, weight, mean, rstd, N, C, scratch, scratch_floats,    \
+    layernorm_backward_impl(dx, dweight, dbias, dres, dout, x, weight, mean, rstd, a, scratch, scratch_floats,       \
                             stream);                                                                                  \
   }                                                                                                                   \
-  void rmsnorm_forward(T* out, float* rstd, const T* x, const T* weight, int N, int C, float eps,                      \
-                       cudaStream_t stream) {                                                                         \
-    rmsnorm_forward_impl(out, rstd, x, weight, N, C, eps, stream);                                                   \
+  void rmsnorm_forward(T* out, float* rstd, const T* x, const T* weight, const NormArgs& a, cudaStream_t stream) {    \
+    rmsnorm_forward_impl(out, rstd, x, weight, a, stream);                                                            \
   }                                                                                                                   \
   void rmsnorm_residual_forward(T* residual_out, T* out, float* rstd, const T* x, const T* residual, const T* weight, \
-                                int N, int C, float eps, cudaStream_t stream) {                                       \
-    rmsnorm_residual_forward_impl(residual_out, out, rstd, x, residual, weight, N, C, eps, stream);                  \
+                                const NormArgs& a, cudaStream_t stream) {                                             \
+    rmsnorm_residual_forward_impl(residual_out, out, rstd, x, residual, weight, a, stream);                           \
   }                                                                                                                   \
   void rmsnorm_backward(T* dx, float* dweight, const T* dres, const T* dout, const T* x, const T* weight,             \
-                        const float* rstd, int N, int C, float* scratch, size_t scratch_floats, cudaStream_t stream) {\
-    rmsnorm_backward_impl(dx, dweight, dres, dout, x, weight, rstd, N, C, scratch, scratch_floats, stream);          \
+                        const float* rstd, const NormArgs& a, float* scratch, size_t scratch_floats,                  \
+                        cudaStream_t stream) {                                                                        \
+    rmsnorm_backward_impl(dx, dweight, dres, dout, x, weight, rstd, a, scratch, scratch_floats, stream);              \
   }
 IFT_DEFINE_NORM(float)
 IFT_DEFINE_NORM(bf16)

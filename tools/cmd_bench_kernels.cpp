@@ -319,14 +319,14 @@ void bench_dtype(Bench& b, const Shape& s) {
     float* scratch = m.alloc<float>(sf);
     // read x, weight, bias; write out, mean, rstd (fp32)
     b.memory_bound("layernorm_forward", dt, dims({N, C}), 2 * e * NC + 2 * e * C + 8.0 * N,
-                   [&] { layernorm_forward(y, mean, rstd, x, w, bias, N, C, 1e-5f, st); });
+                   [&] { layernorm_forward(y, mean, rstd, x, w, bias, NormArgs{N, C, 1e-5f}, st); });
     // read dout, x, weight, mean, rstd; write dx; read and write dweight, dbias (fp32). The
     // per-block partial sums in scratch are the kernel's choice, not counted.
     b.memory_bound("layernorm_backward", dt, dims({N, C}), 3 * e * NC + e * C + 8.0 * N + 16.0 * C,
-                   [&] { layernorm_backward(dx, dw, db, nullptr, y, x, w, mean, rstd, N, C, scratch, sf, st); });
+                   [&] { layernorm_backward(dx, dw, db, nullptr, y, x, w, mean, rstd, NormArgs{N, C}, scratch, sf, st); });
     // read x, weight; write out, rstd
     b.memory_bound("rmsnorm_forward", dt, dims({N, C}), 2 * e * NC + e * C + 4.0 * N,
-                   [&] { rmsnorm_forward(y, rstd, x, w, N, C, 1e-5f, st); });
+                   [&] { rmsnorm_forward(y, rstd, x, w, NormArgs{N, C, 1e-5f}, st); });
   }
   {
     Buffers m;
@@ -336,7 +336,7 @@ void bench_dtype(Bench& b, const Shape& s) {
     // read inp, dout; write dinp
     b.memory_bound("gelu_backward", dt, dims({N, F}), 3 * e * NF, [&] { gelu_backward(y, a, g, NF, st); });
     // read gate and up (N, 2F); write out (N, F)
-    b.memory_bound("swiglu_forward", dt, dims({N, 2 * F}), 3 * e * NF, [&] { swiglu_forward(y, gate_up, N, F, st); });
+    b.memory_bound("swiglu_forward", dt, dims({N, 2 * F}), 3 * e * NF, [&] { glu_forward(y, gate_up, GluArgs{N, F}, st); });
     // read a, b; write out
     b.memory_bound("residual_forward", dt, dims({N, C}), 3 * e * NC, [&] { residual_forward(y, a, g, NC, st); });
     std::vector<int32_t> tokens(N), positions(N);
@@ -346,7 +346,7 @@ void bench_dtype(Bench& b, const Shape& s) {
     T *wte = m.random<T>(size_t(V) * C), *wpe = m.random<T>(size_t(s.T) * C);
     // read tokens, positions, the N gathered rows of wte and of wpe; write out
     b.memory_bound("embedding_forward", dt, dims({N, C}), 3 * e * NC + 8.0 * N,
-                   [&] { embedding_forward(y, tok, pos, wte, wpe, N, C, V, s.T, st); });
+                   [&] { embedding_forward(y, tok, pos, wte, wpe, EmbeddingArgs{N, C, V, s.T}, st); });
   }
   if (b.wanted("attention_forward") || b.wanted("attention_backward")) {
     Buffers m;
@@ -637,11 +637,11 @@ void check_norms(std::vector<Check>& checks) {
       const size_t sf = rms ? rmsnorm_backward_scratch_floats(N, C) : layernorm_backward_scratch_floats(N, C);
       float* scratch = m.alloc<float>(sf);
       if (rms) {
-        rmsnorm_forward(y, rstd, x, w, N, C, eps, nullptr);
-        rmsnorm_backward(dx, dw, nullptr, dy, x, w, rstd, N, C, scratch, sf, nullptr);
+        rmsnorm_forward(y, rstd, x, w, NormArgs{N, C, eps}, nullptr);
+        rmsnorm_backward(dx, dw, nullptr, dy, x, w, rstd, NormArgs{N, C}, scratch, sf, nullptr);
       } else {
-        layernorm_forward(y, mean, rstd, x, w, b, N, C, eps, nullptr);
-        layernorm_backward(dx, dw, db, nullptr, dy, x, w, mean, rstd, N, C, scratch, sf, nullptr);
+        layernorm_forward(y, mean, rstd, x, w, b, NormArgs{N, C, eps}, nullptr);
+        layernorm_backward(dx, dw, db, nullptr, dy, x, w, mean, rstd, NormArgs{N, C}, scratch, sf, nullptr);
       }
       IFT_CUDA_CHECK(cudaDeviceSynchronize());
       const auto vec = [&](const std::vector<float>& t, size_t n) {
@@ -651,15 +651,15 @@ void check_norms(std::vector<Check>& checks) {
       };
       const std::vector<double> xd = vec(tile_x, NC), wd = vec(tile_w, C), bd = vec(tile_b, C), dyd = vec(tile_d, NC);
       std::vector<double> yr(NC), meanr(N), rstdr(N), dxr(NC), dwr(C, 0.0), dbr(C, 0.0);
-      if (rms) cpu::rmsnorm_forward(yr.data(), rstdr.data(), xd.data(), wd.data(), N, C, eps);
-      else cpu::layernorm_forward(yr.data(), meanr.data(), rstdr.data(), xd.data(), wd.data(), bd.data(), N, C, eps);
+      if (rms) cpu::rmsnorm_forward(yr.data(), rstdr.data(), xd.data(), wd.data(), NormArgs{N, C, eps});
+      else cpu::layernorm_forward(yr.data(), meanr.data(), rstdr.data(), xd.data(), wd.data(), bd.data(), NormArgs{N, C, eps});
       // The backward reference takes the statistics the kernel saved, as the kernel's backward did.
       const std::vector<float> g_mean = download(mean, N), g_rstd = download(rstd, N);
       const std::vector<double> meank(g_mean.begin(), g_mean.end()), rstdk(g_rstd.begin(), g_rstd.end());
-      if (rms) cpu::rmsnorm_backward<double>(dxr.data(), dwr.data(), nullptr, dyd.data(), xd.data(), wd.data(), rstdk.data(), N, C);
+      if (rms) cpu::rmsnorm_backward<double>(dxr.data(), dwr.data(), nullptr, dyd.data(), xd.data(), wd.data(), rstdk.data(), NormArgs{N, C});
       else
         cpu::layernorm_backward<double>(dxr.data(), dwr.data(), dbr.data(), nullptr, dyd.data(), xd.data(), wd.data(), meank.data(),
-                                rstdk.data(), N, C);
+                                rstdk.data(), NormArgs{N, C});
       const auto compare = [&](const std::string& what, const std::vector<float>& got, const std::vector<double>& ref) {
         Check c{op + " fp32 " + what, shape, "|err| <= 1e-5 |ref| + 1e-5 max|ref|"};
         const double scale = max_abs_of(ref);

@@ -42,38 +42,38 @@ class CpuBackend {
   void reserve_workspace(const ModelConfig&, int) {}
   static size_t workspace_bytes(const ModelConfig&, int) { return 0; }
 
-  void embedding_forward(T* out, const int32_t* tokens, const int32_t* positions, const T* wte, const T* wpe, int N,
-                         int C, int V, int P) {
-    cpu::embedding_forward(out, tokens, positions, wte, wpe, N, C, V, P);
+  void embedding_forward(T* out, const int32_t* tokens, const int32_t* positions, const T* wte, const T* wpe,
+                         const EmbeddingArgs& a) {
+    cpu::embedding_forward(out, tokens, positions, wte, wpe, a);
   }
-  void embedding_backward(T* dwte, T* dwpe, const T* dout, const int32_t* tokens, const int32_t* positions, int N,
-                          int C, int, int) {
-    cpu::embedding_backward(dwte, dwpe, dout, tokens, positions, N, C);
+  void embedding_backward(T* dwte, T* dwpe, const T* dout, const int32_t* tokens, const int32_t* positions,
+                          const EmbeddingArgs& a) {
+    cpu::embedding_backward(dwte, dwpe, dout, tokens, positions, a);
   }
-  void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* w, const T* b, int N, int C, float eps) {
-    cpu::layernorm_forward(out, mean, rstd, x, w, b, N, C, eps);
+  void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* w, const T* b, const NormArgs& a) {
+    cpu::layernorm_forward(out, mean, rstd, x, w, b, a);
   }
   void layernorm_backward(T* dx, T* dw, T* db, const T* dres, const T* dout, const T* x, const T* w, const T* mean,
-                          const T* rstd, int N, int C) {
-    cpu::layernorm_backward(dx, dw, db, dres, dout, x, w, mean, rstd, N, C);
+                          const T* rstd, const NormArgs& a) {
+    cpu::layernorm_backward(dx, dw, db, dres, dout, x, w, mean, rstd, a);
   }
-  void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, int N, int C, float eps) {
-    cpu::rmsnorm_forward(out, rstd, x, w, N, C, eps);
+  void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, const NormArgs& a) {
+    cpu::rmsnorm_forward(out, rstd, x, w, a);
   }
   // The reference composes the two ops: the kernels' fused pass must equal it.
   void layernorm_residual_forward(T* residual_out, T* out, T* mean, T* rstd, const T* x, const T* residual, const T* w,
-                                  const T* b, int N, int C, float eps) {
-    cpu::residual_forward(residual_out, x, residual, int64_t(N) * C);
-    cpu::layernorm_forward(out, mean, rstd, residual_out, w, b, N, C, eps);
+                                  const T* b, const NormArgs& a) {
+    cpu::residual_forward(residual_out, x, residual, int64_t(a.N) * a.C);
+    cpu::layernorm_forward(out, mean, rstd, residual_out, w, b, a);
   }
-  void rmsnorm_residual_forward(T* residual_out, T* out, T* rstd, const T* x, const T* residual, const T* w, int N,
-                                int C, float eps) {
-    cpu::residual_forward(residual_out, x, residual, int64_t(N) * C);
-    cpu::rmsnorm_forward(out, rstd, residual_out, w, N, C, eps);
+  void rmsnorm_residual_forward(T* residual_out, T* out, T* rstd, const T* x, const T* residual, const T* w,
+                                const NormArgs& a) {
+    cpu::residual_forward(residual_out, x, residual, int64_t(a.N) * a.C);
+    cpu::rmsnorm_forward(out, rstd, residual_out, w, a);
   }
-  void rmsnorm_backward(T* dx, T* dw, const T* dres, const T* dout, const T* x, const T* w, const T* rstd, int N,
-                        int C) {
-    cpu::rmsnorm_backward(dx, dw, dres, dout, x, w, rstd, N, C);
+  void rmsnorm_backward(T* dx, T* dw, const T* dres, const T* dout, const T* x, const T* w, const T* rstd,
+                        const NormArgs& a) {
+    cpu::rmsnorm_backward(dx, dw, dres, dout, x, w, rstd, a);
   }
   void matmul_forward(T* out, const T* inp, const T* w, const T* b, int N, int I, int O) {
     cpu::matmul_forward(out, inp, w, b, N, I, O);
@@ -99,8 +99,8 @@ class CpuBackend {
   void gelu_backward(T* dinp, const T* inp, const T* dout, size_t n) {
     cpu::gelu_backward(dinp, inp, dout, static_cast<int64_t>(n));
   }
-  void swiglu_forward(T* out, const T* inp, int N, int F) { cpu::swiglu_forward(out, inp, N, F); }
-  void swiglu_backward(T* dinp, const T* inp, const T* dout, int N, int F) { cpu::swiglu_backward(dinp, inp, dout, N, F); }
+  void glu_forward(T* out, const T* inp, const GluArgs& a) { cpu::glu_forward(out, inp, a); }
+  void glu_backward(T* dinp, const T* inp, const T* dout, const GluArgs& a) { cpu::glu_backward(dinp, inp, dout, a); }
   void copy_rows(T* dst, int ld_dst, const T* src, int ld_src, int rows, int cols) {
     for (int r = 0; r < rows; ++r)
       std::memcpy(dst + int64_t(r) * ld_dst, src + int64_t(r) * ld_src, size_t(cols) * sizeof(T));

@@ -80,8 +80,10 @@ void add_chunk_sums(T* dw, const double* part, int chunks, int C, int stride) {
 // ---- embedding -------------------------------------------------------------------------------
 
 template <class T>
-void embedding_forward(T* out, const int32_t* tokens, const int32_t* positions, const T* wte, const T* wpe, int N,
-                       int C, int V, int P) {
+void embedding_forward(T* out, const int32_t* tokens, const int32_t* positions, const T* wte, const T* wpe,
+                       const EmbeddingArgs& args) {
+  const int N = args.N, C = args.C, V = args.V, P = args.P;
+  const T scale = static_cast<T>(args.scale);
   for (int n = 0; n < N; ++n) {
     IFT_CHECK(tokens[n] >= 0 && tokens[n] < V, "token id ", tokens[n], " at row ", n, " is outside the vocabulary [0, ",
               V, ")");
@@ -94,7 +96,9 @@ void embedding_forward(T* out, const int32_t* tokens, const int32_t* positions, 
     T* o = out + static_cast<int64_t>(n) * C;
     if (wpe) {
       const T* p = wpe + static_cast<int64_t>(positions[n]) * C;
-      for (int c = 0; c < C; ++c) o[c] = e[c] + p[c];
+      for (int c = 0; c < C; ++c) o[c] = (e[c] + p[c]) * scale;
+    } else if (scale != T(1)) {
+      for (int c = 0; c < C; ++c) o[c] = e[c] * scale;
     } else {
       std::copy(e, e + C, o);
     }
@@ -102,8 +106,10 @@ void embedding_forward(T* out, const int32_t* tokens, const int32_t* positions, 
 }
 
 template <class T>
-void embedding_backward(T* dwte, T* dwpe, const T* dout, const int32_t* tokens, const int32_t* positions, int N,
-                        int C) {
+void embedding_backward(T* dwte, T* dwpe, const T* dout, const int32_t* tokens, const int32_t* positions,
+                        const EmbeddingArgs& args) {
+  const int N = args.N, C = args.C;
+  const T scale = static_cast<T>(args.scale);
   // Rows are visited in order and channels split among threads: deterministic, no atomics.
 #pragma omp parallel if (parallel_pays(int64_t(N) * C))
   {
@@ -113,10 +119,11 @@ void embedding_backward(T* dwte, T* dwpe, const T* dout, const int32_t* tokens, 
     for (int n = 0; n < N; ++n) {
       const T* d = dout + static_cast<int64_t>(n) * C;
       T* e = dwte + static_cast<int64_t>(tokens[n]) * C;
-      for (int c = c0; c < c1; ++c) e[c] += d[c];
+      // One rounding per term (a fused multiply-add), as the kernel does: bitwise equal to it.
+      for (int c = c0; c < c1; ++c) e[c] = std::fma(d[c], scale, e[c]);
       if (dwpe) {
         T* p = dwpe + static_cast<int64_t>(positions[n]) * C;
-        for (int c = c0; c < c1; ++c) p[c] += d[c];
+        for (int c = c0; c < c1; ++c) p[c] = std::fma(d[c], scale, p[c]);
       }
     }
   }
@@ -125,7 +132,10 @@ void embedding_backward(T* dwte, T* dwpe, const T* dout, const int32_t* tokens, 
 // ---- norms ---------------------------------------------------------------------------------
 
 template <class T>
-void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* w, const T* b, int N, int C, float eps) {
+void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* w, const T* b, const NormArgs& args) {
+  const int N = args.N, C = args.C;
+  const float eps = args.eps;
+  const double off = args.weight_offset;
 #pragma omp parallel for if (parallel_pays(int64_t(N) * C))
   for (int n = 0; n < N; ++n) {
     const T* xr = x + static_cast<int64_t>(n) * C;
@@ -137,7 +147,7 @@ void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* w, const T
     v /= C;
     const double s = 1.0 / std::sqrt(v + eps);
     T* o = out + static_cast<int64_t>(n) * C;
-    for (int c = 0; c < C; ++c) o[c] = static_cast<T>((xr[c] - m) * s * w[c] + b[c]);
+    for (int c = 0; c < C; ++c) o[c] = static_cast<T>((xr[c] - m) * s * (w[c] + off) + b[c]);
     mean[n] = static_cast<T>(m);
     rstd[n] = static_cast<T>(s);
   }
@@ -145,7 +155,9 @@ void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* w, const T
 
 template <class T>
 void layernorm_backward(T* dx, T* dw, T* db, const T* dres, const T* dout, const T* x, const T* w, const T* mean,
-                        const T* rstd, int N, int C) {
+                        const T* rstd, const NormArgs& args) {
+  const int N = args.N, C = args.C;
+  const double off = args.weight_offset;
   // Parameter gradients: per-chunk partial sums of dw (columns [0, C)) and db ([C, 2C)).
   const int chunks = chunks_of(N, kRowChunk);
   std::vector<double>& part = thread_scratch<double, 5>();
@@ -161,7 +173,7 @@ void layernorm_backward(T* dx, T* dw, T* db, const T* dres, const T* dout, const
       double mean_dy = 0, mean_dy_xhat = 0;
       for (int c = 0; c < C; ++c) {
         const double xhat = (xr[c] - m) * s;
-        const double dy = static_cast<double>(d[c]) * w[c];
+        const double dy = static_cast<double>(d[c]) * (w[c] + off);
         mean_dy += dy;
         mean_dy_xhat += dy * xhat;
         r_dw[c] += d[c] * xhat;
@@ -173,7 +185,7 @@ void layernorm_backward(T* dx, T* dw, T* db, const T* dres, const T* dout, const
       const T* r = dres ? dres + static_cast<int64_t>(n) * C : nullptr;
       for (int c = 0; c < C; ++c) {
         const double xhat = (xr[c] - m) * s;
-        const double g = (static_cast<double>(d[c]) * w[c] - mean_dy - xhat * mean_dy_xhat) * s;
+        const double g = (static_cast<double>(d[c]) * (w[c] + off) - mean_dy - xhat * mean_dy_xhat) * s;
         o[c] = static_cast<T>((r ? static_cast<double>(r[c]) : 0.0) + g);
       }
     }
@@ -183,20 +195,25 @@ void layernorm_backward(T* dx, T* dw, T* db, const T* dres, const T* dout, const
 }
 
 template <class T>
-void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, int N, int C, float eps) {
+void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, const NormArgs& args) {
+  const int N = args.N, C = args.C;
+  const float eps = args.eps;
+  const double off = args.weight_offset;
 #pragma omp parallel for if (parallel_pays(int64_t(N) * C))
   for (int n = 0; n < N; ++n) {
     const T* xr = x + static_cast<int64_t>(n) * C;
     const double s = 1.0 / std::sqrt(dot(xr, xr, C) / C + eps);
     T* o = out + static_cast<int64_t>(n) * C;
-    for (int c = 0; c < C; ++c) o[c] = static_cast<T>(xr[c] * s * w[c]);
+    for (int c = 0; c < C; ++c) o[c] = static_cast<T>(xr[c] * s * (w[c] + off));
     rstd[n] = static_cast<T>(s);
   }
 }
 
 template <class T>
-void rmsnorm_backward(T* dx, T* dw, const T* dres, const T* dout, const T* x, const T* w, const T* rstd, int N,
-                      int C) {
+void rmsnorm_backward(T* dx, T* dw, const T* dres, const T* dout, const T* x, const T* w, const T* rstd,
+                      const NormArgs& args) {
+  const int N = args.N, C = args.C;
+  const double off = args.weight_offset;
   const int chunks = chunks_of(N, kRowChunk);
   std::vector<double>& part = thread_scratch<double, 5>();
   part.assign(static_cast<size_t>(chunks) * C, 0.0);
@@ -210,14 +227,14 @@ void rmsnorm_backward(T* dx, T* dw, const T* dres, const T* dout, const T* x, co
       double mean_dy_xhat = 0;
       for (int c = 0; c < C; ++c) {
         const double xhat = xr[c] * s;
-        mean_dy_xhat += static_cast<double>(d[c]) * w[c] * xhat;
+        mean_dy_xhat += static_cast<double>(d[c]) * (w[c] + off) * xhat;
         r_dw[c] += d[c] * xhat;
       }
       mean_dy_xhat /= C;
       T* o = dx + static_cast<int64_t>(n) * C;
       const T* r = dres ? dres + static_cast<int64_t>(n) * C : nullptr;
       for (int c = 0; c < C; ++c) {
-        const double g = (static_cast<double>(d[c]) * w[c] - xr[c] * s * mean_dy_xhat) * s;
+        const double g = (static_cast<double>(d[c]) * (w[c] + off) - xr[c] * s * mean_dy_xhat) * s;
         o[c] = static_cast<T>((r ? static_cast<double>(r[c]) : 0.0) + g);
       }
     }
@@ -478,22 +495,35 @@ void gelu_backward(T* dinp, const T* inp, const T* dout, int64_t n) {
 }
 
 template <class T>
-void swiglu_forward(T* out, const T* inp, int N, int F) {
+void glu_forward(T* out, const T* inp, const GluArgs& args) {
+  const int N = args.N, F = args.F;
+  const bool silu = args.act == GluActivation::silu;
 #pragma omp parallel for if (parallel_pays(int64_t(N) * F))
   for (int n = 0; n < N; ++n) {
     const T* g = inp + static_cast<int64_t>(n) * 2 * F;
     const T* u = g + F;
     T* o = out + static_cast<int64_t>(n) * F;
+    if (silu) {
 #pragma omp simd
-    for (int f = 0; f < F; ++f) {
-      const T x = g[f];
-      o[f] = x / (T(1) + exp_fast(-x)) * u[f];
+      for (int f = 0; f < F; ++f) {
+        const T x = g[f];
+        o[f] = x / (T(1) + exp_fast(-x)) * u[f];
+      }
+    } else {
+#pragma omp simd
+      for (int f = 0; f < F; ++f) {
+        const T x = g[f];
+        const T t = tanh_fast(static_cast<T>(kGeluScale * (x + T(kGeluCube) * x * x * x)));
+        o[f] = T(0.5) * x * (T(1) + t) * u[f];
+      }
     }
   }
 }
 
 template <class T>
-void swiglu_backward(T* dinp, const T* inp, const T* dout, int N, int F) {
+void glu_backward(T* dinp, const T* inp, const T* dout, const GluArgs& args) {
+  const int N = args.N, F = args.F;
+  const bool silu = args.act == GluActivation::silu;
 #pragma omp parallel for if (parallel_pays(int64_t(N) * F))
   for (int n = 0; n < N; ++n) {
     const T* g = inp + static_cast<int64_t>(n) * 2 * F;
@@ -501,11 +531,23 @@ void swiglu_backward(T* dinp, const T* inp, const T* dout, int N, int F) {
     const T* d = dout + static_cast<int64_t>(n) * F;
     T* dg = dinp + static_cast<int64_t>(n) * 2 * F;
     T* du = dg + F;
+    if (silu) {
 #pragma omp simd
-    for (int f = 0; f < F; ++f) {
-      const T x = g[f], sig = T(1) / (T(1) + exp_fast(-x));
-      dg[f] = d[f] * u[f] * sig * (T(1) + x * (T(1) - sig));
-      du[f] = d[f] * x * sig;
+      for (int f = 0; f < F; ++f) {
+        const T x = g[f], sig = T(1) / (T(1) + exp_fast(-x));
+        dg[f] = d[f] * u[f] * sig * (T(1) + x * (T(1) - sig));
+        du[f] = d[f] * x * sig;
+      }
+    } else {
+#pragma omp simd
+      for (int f = 0; f < F; ++f) {
+        const T x = g[f];
+        const T t = tanh_fast(static_cast<T>(kGeluScale * (x + T(kGeluCube) * x * x * x)));
+        const T dt = (T(1) - t * t) * static_cast<T>(kGeluScale) * (T(1) + T(3 * kGeluCube) * x * x);
+        const T gelu = T(0.5) * x * (T(1) + t);
+        dg[f] = d[f] * u[f] * (T(0.5) * (T(1) + t) + T(0.5) * x * dt);
+        du[f] = d[f] * gelu;
+      }
     }
   }
 }
@@ -598,13 +640,13 @@ void adamw_update(T* params, const T* grads, float* m, float* v, int64_t n, cons
 // ---- instantiations --------------------------------------------------------------------------
 
 #define IFT_CPU_OPS(T)                                                                                          \
-  template void embedding_forward<T>(T*, const int32_t*, const int32_t*, const T*, const T*, int, int, int, int); \
-  template void embedding_backward<T>(T*, T*, const T*, const int32_t*, const int32_t*, int, int);              \
-  template void layernorm_forward<T>(T*, T*, T*, const T*, const T*, const T*, int, int, float);                \
-  template void layernorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, const T*,   \
-                                      int, int);                                                                \
-  template void rmsnorm_forward<T>(T*, T*, const T*, const T*, int, int, float);                                \
-  template void rmsnorm_backward<T>(T*, T*, const T*, const T*, const T*, const T*, const T*, int, int);        \
+  template void embedding_forward<T>(T*, const int32_t*, const int32_t*, const T*, const T*, const EmbeddingArgs&); \
+  template void embedding_backward<T>(T*, T*, const T*, const int32_t*, const int32_t*, const EmbeddingArgs&);   \
+  template void layernorm_forward<T>(T*, T*, T*, const T*, const T*, const T*, const NormArgs&);                  \
+  template void layernorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, const T*,     \
+                                      const NormArgs&);                                                           \
+  template void rmsnorm_forward<T>(T*, T*, const T*, const T*, const NormArgs&);                                  \
+  template void rmsnorm_backward<T>(T*, T*, const T*, const T*, const T*, const T*, const T*, const NormArgs&);   \
   template void matmul_forward<T>(T*, const T*, const T*, const T*, int, int, int);                             \
   template void matmul_backward<T>(T*, T*, T*, const T*, const T*, const T*, int, int, int);                    \
   template void attention_forward<T>(T*, T*, const T*, const T*, const T*, const AttentionShape&);              \
@@ -615,8 +657,8 @@ void adamw_update(T* params, const T* grads, float* m, float* v, int64_t n, cons
   template void rope_backward<T>(T*, const int32_t*, int, int, int, int, float);                                \
   template void gelu_forward<T>(T*, const T*, int64_t);                                                         \
   template void gelu_backward<T>(T*, const T*, const T*, int64_t);                                              \
-  template void swiglu_forward<T>(T*, const T*, int, int);                                                      \
-  template void swiglu_backward<T>(T*, const T*, const T*, int, int);                                           \
+  template void glu_forward<T>(T*, const T*, const GluArgs&);                                                   \
+  template void glu_backward<T>(T*, const T*, const T*, const GluArgs&);                                        \
   template void residual_forward<T>(T*, const T*, const T*, int64_t);                                           \
   template double cross_entropy_forward<T>(T*, const T*, const int32_t*, int, int, int, double);                  \
   template double sum_of_squares<T>(const T*, int64_t);                                                         \

@@ -10,32 +10,33 @@
 
 #include <cstdint>
 
+#include "kernels/args.h"
+
 namespace ift::cpu {
 
-// out[n] = wte[tokens[n]] + wpe[positions[n]] (wpe may be null: no learned positions).
-// Ids out of range are errors (ift::Error) naming the row.
+// The embedding lookup (kernels/args.h: EmbeddingArgs): out[n] = (wte[tokens[n]] + wpe[positions[n]])
+// * scale, wpe may be null (no learned positions). Ids out of range are errors (ift::Error) naming
+// the row. The backward scatters scale * dout into dwte (and dwpe, which may be null).
 template <class T>
 void embedding_forward(T* out, const int32_t* tokens, const int32_t* positions, const T* wte, const T* wpe,
-                       int N, int C, int V, int P);
-// dwte[tokens[n]] += dout[n]; dwpe[positions[n]] += dout[n] (dwpe may be null).
+                       const EmbeddingArgs& args);
 template <class T>
-void embedding_backward(T* dwte, T* dwpe, const T* dout, const int32_t* tokens, const int32_t* positions, int N,
-                        int C);
+void embedding_backward(T* dwte, T* dwpe, const T* dout, const int32_t* tokens, const int32_t* positions,
+                        const EmbeddingArgs& args);
 
-// LayerNorm over C: out = (x - mean) * rstd * w + b. mean, rstd: (N) saved for backward.
+// The norms over C channels (kernels/args.h: NormArgs). LayerNorm: out = (x - mean) * rstd *
+// (w + offset) + b; RMSNorm: out = x * rstd * (w + offset). mean, rstd: (N) saved for backward.
+// Backward: dx = dres + dnorm/dx . dout (dres may be null, may alias dx); dw, db +=.
 template <class T>
-void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* w, const T* b, int N, int C, float eps);
-// dx = dres + dLN/dx . dout (dres may be null, may alias dx); dw, db +=.
+void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* w, const T* b, const NormArgs& args);
 template <class T>
 void layernorm_backward(T* dx, T* dw, T* db, const T* dres, const T* dout, const T* x, const T* w, const T* mean,
-                        const T* rstd, int N, int C);
-
-// RMSNorm over C: out = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps): (N) saved for backward.
+                        const T* rstd, const NormArgs& args);
 template <class T>
-void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, int N, int C, float eps);
+void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, const NormArgs& args);
 template <class T>
-void rmsnorm_backward(T* dx, T* dw, const T* dres, const T* dout, const T* x, const T* w, const T* rstd, int N,
-                      int C);
+void rmsnorm_backward(T* dx, T* dw, const T* dres, const T* dout, const T* x, const T* w, const T* rstd,
+                      const NormArgs& args);
 
 // out (N, O) = inp (N, I) . w^T + b, with w (O, I) as nn.Linear stores it; b may be null.
 template <class T>
@@ -85,11 +86,12 @@ void gelu_forward(T* out, const T* inp, int64_t n);
 template <class T>
 void gelu_backward(T* dinp, const T* inp, const T* dout, int64_t n);
 
-// SwiGLU: inp (N, 2F) holds gate in columns [0, F) and up in [F, 2F); out (N, F) = silu(gate) * up.
+// The gated MLP activation (kernels/args.h: GluArgs): out (N, F) = act(gate) * up, gate and up
+// the two halves of each row of inp (N, 2F); SwiGLU (silu) or GeGLU (tanh GELU).
 template <class T>
-void swiglu_forward(T* out, const T* inp, int N, int F);
+void glu_forward(T* out, const T* inp, const GluArgs& args);
 template <class T>
-void swiglu_backward(T* dinp, const T* inp, const T* dout, int N, int F);
+void glu_backward(T* dinp, const T* inp, const T* dout, const GluArgs& args);
 
 // out = a + b (out may alias a or b).
 template <class T>

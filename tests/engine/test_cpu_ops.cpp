@@ -17,13 +17,13 @@ TEST_CASE("embedding: rows of wte plus wpe, gradients scatter-add", "[cpu_ops]")
   Vec wte = random_vector<double>(V * C, 1), wpe = random_vector<double>(P * C, 2), r = random_vector<double>(N * C, 3);
   Vec out(N * C);
   auto loss = [&] {
-    cpu::embedding_forward(out.data(), tokens.data(), pos.data(), wte.data(), wpe.data(), N, C, V, P);
+    cpu::embedding_forward(out.data(), tokens.data(), pos.data(), wte.data(), wpe.data(), EmbeddingArgs{N, C, V, P});
     return weighted_sum(out, r);
   };
   loss();
   CHECK(out[2 * C + 1] == wte[3 * C + 1] + wpe[2 * C + 1]);
   Vec dwte(V * C, 0.0), dwpe(P * C, 0.0);
-  cpu::embedding_backward(dwte.data(), dwpe.data(), r.data(), tokens.data(), pos.data(), N, C);
+  cpu::embedding_backward(dwte.data(), dwpe.data(), r.data(), tokens.data(), pos.data(), EmbeddingArgs{N, C});
   check_gradient("dwte", wte, loss, dwte);
   check_gradient("dwpe", wpe, loss, dwpe);
 
@@ -37,7 +37,7 @@ TEST_CASE("layernorm: normalised rows, backward with folded residual", "[cpu_ops
   Vec r = random_vector<double>(N * C, 14), dres = random_vector<double>(N * C, 15);
   Vec out(N * C), mean(N), rstd(N);
   auto loss = [&] {
-    cpu::layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, C, 1e-5f);
+    cpu::layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), NormArgs{N, C, 1e-5f});
     return weighted_sum(out, r) + weighted_sum(x, dres);  // dres enters as the residual's own gradient
   };
   loss();
@@ -50,7 +50,7 @@ TEST_CASE("layernorm: normalised rows, backward with folded residual", "[cpu_ops
   }
   Vec dx(N * C), dw(C, 0.0), db(C, 0.0);
   cpu::layernorm_backward(dx.data(), dw.data(), db.data(), dres.data(), r.data(), x.data(), w.data(), mean.data(),
-                          rstd.data(), N, C);
+                          rstd.data(), NormArgs{N, C});
   check_gradient("dx", x, loss, dx);
   check_gradient("dw", w, loss, dw);
   check_gradient("db", b, loss, db);
@@ -59,7 +59,7 @@ TEST_CASE("layernorm: normalised rows, backward with folded residual", "[cpu_ops
   Vec inplace = dres;
   Vec dw2(C, 0.0), db2(C, 0.0);
   cpu::layernorm_backward(inplace.data(), dw2.data(), db2.data(), inplace.data(), r.data(), x.data(), w.data(),
-                          mean.data(), rstd.data(), N, C);
+                          mean.data(), rstd.data(), NormArgs{N, C});
   require_close("aliased dx", inplace, dx, 0, 0);
 }
 
@@ -69,7 +69,7 @@ TEST_CASE("rmsnorm: forward formula and backward", "[cpu_ops]") {
   Vec out(N * C), rstd(N);
   const float eps = 1e-6f;
   auto loss = [&] {
-    cpu::rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), N, C, eps);
+    cpu::rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), NormArgs{N, C, eps});
     return weighted_sum(out, r);
   };
   loss();
@@ -77,7 +77,7 @@ TEST_CASE("rmsnorm: forward formula and backward", "[cpu_ops]") {
   for (int c = 0; c < C; ++c) ss += x[2 * C + c] * x[2 * C + c];
   CHECK(out[2 * C + 5] == Approx(w[5] * x[2 * C + 5] / std::sqrt(ss / C + eps)).epsilon(1e-12));
   Vec dx(N * C), dw(C, 0.0);
-  cpu::rmsnorm_backward<double>(dx.data(), dw.data(), nullptr, r.data(), x.data(), w.data(), rstd.data(), N, C);
+  cpu::rmsnorm_backward<double>(dx.data(), dw.data(), nullptr, r.data(), x.data(), w.data(), rstd.data(), NormArgs{N, C});
   check_gradient("dx", x, loss, dx);
   check_gradient("dw", w, loss, dw);
 }
@@ -220,14 +220,71 @@ TEST_CASE("gelu (tanh) and swiglu: values and backward", "[cpu_ops]") {
 
   Vec s(N * F), rs = random_vector<double>(N * F, 73);
   auto swiglu_loss = [&] {
-    cpu::swiglu_forward(s.data(), x.data(), N, F);
+    cpu::glu_forward(s.data(), x.data(), GluArgs{N, F});
     return weighted_sum(s, rs);
   };
   swiglu_loss();
   const double g = x[2 * 2 * F + 4], u = x[2 * 2 * F + F + 4];
   CHECK(s[2 * F + 4] == Approx(g / (1 + std::exp(-g)) * u).epsilon(1e-12));
-  cpu::swiglu_backward(dx.data(), x.data(), rs.data(), N, F);
+  cpu::glu_backward(dx.data(), x.data(), rs.data(), GluArgs{N, F});
   check_gradient("swiglu dx", x, swiglu_loss, dx);
+
+  // GeGLU (Gemma): the tanh GELU of the gate times up.
+  const GluArgs geglu{N, F, GluActivation::gelu_tanh};
+  auto geglu_loss = [&] {
+    cpu::glu_forward(s.data(), x.data(), geglu);
+    return weighted_sum(s, rs);
+  };
+  geglu_loss();
+  CHECK(s[2 * F + 4] == Approx(0.5 * g * (1 + std::tanh(std::sqrt(2 / M_PI) * (g + 0.044715 * g * g * g))) * u)
+                            .epsilon(1e-12));
+  cpu::glu_backward(dx.data(), x.data(), rs.data(), geglu);
+  check_gradient("geglu dx", x, geglu_loss, dx);
+}
+
+TEST_CASE("Gemma's ops: RMSNorm of x * (1 + w) and scaled embeddings", "[cpu_ops]") {
+  const int N = 5, C = 19, V = 6;
+  Vec x = random_vector<double>(N * C, 81, -2, 2), w = random_vector<double>(C, 82, -0.5, 0.5);
+  Vec r = random_vector<double>(N * C, 83), out(N * C), rstd(N);
+  const NormArgs args{N, C, 1e-6f, 1.0f};
+  auto loss = [&] {
+    cpu::rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), args);
+    return weighted_sum(out, r);
+  };
+  loss();
+  double ss = 0;
+  for (int c = 0; c < C; ++c) ss += x[3 * C + c] * x[3 * C + c];
+  CHECK(out[3 * C + 7] == Approx((1 + w[7]) * x[3 * C + 7] / std::sqrt(ss / C + 1e-6)).epsilon(1e-12));
+  Vec dx(N * C), dw(C, 0.0);
+  cpu::rmsnorm_backward<double>(dx.data(), dw.data(), nullptr, r.data(), x.data(), w.data(), rstd.data(), args);
+  check_gradient("dx", x, loss, dx);
+  check_gradient("dw", w, loss, dw);
+
+  // A LayerNorm with the offset as well: the same (w + offset) in every term.
+  Vec b = random_vector<double>(C, 84), mean(N);
+  auto ln_loss = [&] {
+    cpu::layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), args);
+    return weighted_sum(out, r);
+  };
+  ln_loss();
+  Vec ldx(N * C), ldw(C, 0.0), ldb(C, 0.0);
+  cpu::layernorm_backward<double>(ldx.data(), ldw.data(), ldb.data(), nullptr, r.data(), x.data(), w.data(),
+                                  mean.data(), rstd.data(), args);
+  check_gradient("layernorm dx", x, ln_loss, ldx);
+  check_gradient("layernorm dw", w, ln_loss, ldw);
+
+  std::vector<int32_t> tokens = {2, 5, 2, 0, 1};
+  Vec wte = random_vector<double>(V * C, 85), emb(N * C);
+  const EmbeddingArgs eargs{N, C, V, 0, 4.358899f};  // sqrt(19) in fp32
+  auto emb_loss = [&] {
+    cpu::embedding_forward<double>(emb.data(), tokens.data(), nullptr, wte.data(), nullptr, eargs);
+    return weighted_sum(emb, r);
+  };
+  emb_loss();
+  CHECK(emb[1 * C + 3] == Approx(wte[5 * C + 3] * double(4.358899f)).epsilon(1e-15));
+  Vec dwte(V * C, 0.0);
+  cpu::embedding_backward<double>(dwte.data(), nullptr, r.data(), tokens.data(), nullptr, eargs);
+  check_gradient("scaled dwte", wte, emb_loss, dwte);
 }
 
 TEST_CASE("cross-entropy: ignored targets, passed-in normaliser, in-place gradient", "[cpu_ops]") {

@@ -18,7 +18,7 @@ using namespace ift::test;
 
 TEST_CASE("ift dump equals Hugging Face on the golden models", "[golden]") {
   const std::string name = GENERATE("gpt2", "gpt2_packed", "llama_gqa", "llama_tied", "llama_packed", "qwen2",
-                                    "qwen2_tied", "mistral", "phi3");
+                                    "qwen2_tied", "mistral", "phi3", "gemma");
   const std::string mode = GENERATE("--backend cpu", "--backend emu", "--backend emu --precision bf16");
   const bool bf16 = mode.ends_with("bf16");
   const double loss_rtol = bf16 ? 5e-3 : 1e-5, logits_rtol = bf16 ? 2e-2 : 1e-4, grads_rtol = bf16 ? 5e-2 : 1e-4;

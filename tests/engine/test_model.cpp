@@ -170,7 +170,17 @@ TEST_CASE("config: the families' biases and names are derived; what ift lacks is
   CHECK_THROWS_WITH(with("phi3", {{"partial_rotary_factor", 0.5}}), Catch::Contains("'partial_rotary_factor'"));
   CHECK_THROWS_WITH(with("qwen2", {{"attention_bias", true}}), Catch::Contains("field 'attention_bias'"));
   CHECK_THROWS_WITH(with("mistral", {{"hidden_act", "gelu"}}), Catch::Contains("field 'hidden_act'"));
-  CHECK_THROWS_WITH(with("gemma"), Catch::Contains("model_type 'gemma' is not supported"));
+  // Gemma: GeGLU, x * (1 + w) norms, embeddings times sqrt(hidden), tied unless told otherwise.
+  const ModelConfig gemma = with("gemma", {{"head_dim", 256}});
+  CHECK((gemma.mlp == MlpKind::geglu && gemma.norm_weight_offset == 1.0f && gemma.tie_embeddings));
+  CHECK(gemma.embedding_scale == std::sqrt(12.0f));
+  CHECK(gemma.q_dim() == 512);
+  const ModelConfig gemma_back = ModelConfig::from_json(gemma.to_json());
+  CHECK((gemma_back.model_type == "gemma" && gemma_back.mlp == MlpKind::geglu && gemma_back.head_dim == 256));
+  CHECK_THROWS_WITH(with("gemma", {{"hidden_activation", "gelu"}}), Catch::Contains("field 'hidden_activation'"));
+  CHECK_THROWS_WITH(with("gemma", {{"final_logit_softcapping", 30.0}}),
+                    Catch::Contains("field 'final_logit_softcapping' is not supported"));
+  CHECK_THROWS_WITH(with("gemma2"), Catch::Contains("model_type 'gemma2' is not supported"));
 }
 
 TEST_CASE("a sliding window: sequences within it run, longer ones are refused naming the field", "[model]") {

@@ -46,8 +46,9 @@ KernelVector<int32_t> random_ids(int n, int hi, uint64_t seed) {
 }
 
 template <class T>
-void check_embedding(int N, int C, bool with_wpe, uint64_t seed) {
-  INFO("embedding<" << type_name<T>() << "> N=" << N << " C=" << C << (with_wpe ? " +wpe" : "") << " seed=" << seed);
+void check_embedding(int N, int C, bool with_wpe, uint64_t seed, float scale = 1) {
+  INFO("embedding<" << type_name<T>() << "> N=" << N << " C=" << C << (with_wpe ? " +wpe" : "") << " scale=" << scale
+                    << " seed=" << seed);
   const int V = 50, P = 40;
   const auto tokens = random_ids(N, V, seed);  // 50 ids for up to 1025 rows: many repeats
   KernelVector<int32_t> positions(N);
@@ -59,11 +60,10 @@ void check_embedding(int N, int C, bool with_wpe, uint64_t seed) {
   // computes too: equal bit for bit.
   KernelVector<T> out(size_t(N) * C);
   embedding_forward(out.data(), tokens.data(), with_wpe ? positions.data() : nullptr, wte.data(),
-                    with_wpe ? wpe.data() : nullptr, N, C, V, P, nullptr);
+                    with_wpe ? wpe.data() : nullptr, EmbeddingArgs{N, C, V, P, scale}, nullptr);
   const auto wtef = to_floats(wte), wpef = to_floats(wpe);
   KernelVector<float> ref(size_t(N) * C);
-  cpu::embedding_forward(ref.data(), tokens.data(), positions.data(), wtef.data(), with_wpe ? wpef.data() : nullptr, N,
-                         C, V, P);
+  cpu::embedding_forward(ref.data(), tokens.data(), positions.data(), wtef.data(), with_wpe ? wpef.data() : nullptr, EmbeddingArgs{N, C, V, P, scale});
   CHECK(bitwise_equal(out, to_storage<T>(ref)));
 
   // Backward: rows summed in order in fp32, as the reference does: equal bit for bit, including
@@ -73,9 +73,9 @@ void check_embedding(int N, int C, bool with_wpe, uint64_t seed) {
   KernelVector<float> dwte = random_vector<float>(size_t(V) * C, seed + 4), dwpe = random_vector<float>(size_t(P) * C, seed + 5);
   KernelVector<float> dwte_ref = dwte, dwpe_ref = dwpe;
   embedding_backward(dwte.data(), with_wpe ? dwpe.data() : nullptr, dout.data(), tokens.data(),
-                     with_wpe ? positions.data() : nullptr, N, C, V, P, nullptr);
+                     with_wpe ? positions.data() : nullptr, EmbeddingArgs{N, C, V, P, scale}, nullptr);
   cpu::embedding_backward(dwte_ref.data(), with_wpe ? dwpe_ref.data() : nullptr, doutf.data(), tokens.data(),
-                          positions.data(), N, C);
+                          positions.data(), EmbeddingArgs{N, C, V, P, scale});
   CHECK(bitwise_equal(dwte, dwte_ref));
   CHECK(bitwise_equal(dwpe, dwpe_ref));
   // Against double: the fp32 rule.
@@ -85,7 +85,8 @@ void check_embedding(int N, int C, bool with_wpe, uint64_t seed) {
     const KernelVector<float> init = random_vector<float>(size_t(V) * C, seed + 4);
     for (size_t i = 0; i < d0.size(); ++i) d0[i] = init[i];
     const auto doutd = to_double(dout);
-    cpu::embedding_backward<double>(d0.data(), nullptr, doutd.data(), tokens.data(), nullptr, N, C);
+    cpu::embedding_backward<double>(d0.data(), nullptr, doutd.data(), tokens.data(), nullptr,
+                                    EmbeddingArgs{N, C, V, 0, scale});
     dwte_d = d0;
   }
   require_fp32_close("embedding_backward dwte vs double", to_double(dwte), dwte_d);
@@ -118,9 +119,10 @@ void check_gelu(int64_t n, uint64_t seed) {
 }
 
 template <class T>
-void check_swiglu(int N, int F, uint64_t seed) {
-  const std::string name = std::string("swiglu<") + type_name<T>() + "> N=" + std::to_string(N) + " F=" +
-                           std::to_string(F) + " seed=" + std::to_string(seed);
+void check_glu(GluActivation act, int N, int F, uint64_t seed) {
+  const std::string name = std::string(act == GluActivation::silu ? "swiglu<" : "geglu<") + type_name<T>() +
+                           "> N=" + std::to_string(N) + " F=" + std::to_string(F) + " seed=" + std::to_string(seed);
+  const GluArgs args{N, F, act};
   INFO(name);
   const size_t NF = size_t(N) * F;
   const auto inp = to_storage<T>(random_vector<float>(2 * NF, seed, -4.0, 4.0));
@@ -129,14 +131,14 @@ void check_swiglu(int N, int F, uint64_t seed) {
   const auto inpf = to_floats(inp), doutf = to_floats(dout);
 
   KernelVector<T> out(NF), dinp(2 * NF);
-  swiglu_forward(out.data(), inp.data(), N, F, nullptr);
-  swiglu_backward(dinp.data(), inp.data(), dout.data(), N, F, nullptr);
+  glu_forward(out.data(), inp.data(), args, nullptr);
+  glu_backward(dinp.data(), inp.data(), dout.data(), args, nullptr);
   KernelVector<double> ref(NF), dref(2 * NF);
   KernelVector<float> naive(NF), dnaive(2 * NF);
-  cpu::swiglu_forward(ref.data(), inpd.data(), N, F);
-  cpu::swiglu_forward(naive.data(), inpf.data(), N, F);
-  cpu::swiglu_backward(dref.data(), inpd.data(), doutd.data(), N, F);
-  cpu::swiglu_backward(dnaive.data(), inpf.data(), doutf.data(), N, F);
+  cpu::glu_forward(ref.data(), inpd.data(), args);
+  cpu::glu_forward(naive.data(), inpf.data(), args);
+  cpu::glu_backward(dref.data(), inpd.data(), doutd.data(), args);
+  cpu::glu_backward(dnaive.data(), inpf.data(), doutf.data(), args);
   require_storage_close(name + " forward", out, ref, naive);
   require_storage_close(name + " backward", dinp, dref, dnaive);
 }
@@ -194,6 +196,10 @@ TEST_CASE("elementwise kernels: embedding forward and deterministic backward", "
       for (bool with_wpe : {true, false}) {
         check_embedding<float>(N, C, with_wpe, seed);
         check_embedding<bf16>(N, C, with_wpe, seed + 1);
+        // Gemma's scale: sqrt(hidden) rounded to the storage type, as the model passes it
+        const float scale = static_cast<float>(static_cast<bf16>(std::sqrt(float(C))));
+        check_embedding<float>(N, C, with_wpe, seed + 2, scale);
+        check_embedding<bf16>(N, C, with_wpe, seed + 3, scale);
         seed += 10;
       }
     }
@@ -205,7 +211,7 @@ TEST_CASE("elementwise kernels: embedding rows with out-of-range ids are NaN, an
   KernelVector<int32_t> tokens = {0, 4, 5, 1, -1, 2, 3, 0, 4}, positions = {0, 1, 2, 3, 0, 9, 2, -2, 3};
   const KernelVector<float> wte = random_vector<float>(V * C, 1), wpe = random_vector<float>(P * C, 2);
   KernelVector<float> out(N * C);
-  embedding_forward(out.data(), tokens.data(), positions.data(), wte.data(), wpe.data(), N, C, V, P, nullptr);
+  embedding_forward(out.data(), tokens.data(), positions.data(), wte.data(), wpe.data(), EmbeddingArgs{N, C, V, P}, nullptr);
   for (int n = 0; n < N; ++n) {
     const bool bad = tokens[n] < 0 || tokens[n] >= V || positions[n] < 0 || positions[n] >= P;
     INFO("row " << n);
@@ -218,7 +224,7 @@ TEST_CASE("elementwise kernels: embedding rows with out-of-range ids are NaN, an
   }
   const KernelVector<float> dout = random_vector<float>(N * C, 3);
   KernelVector<float> dwte(V * C, 0.0f), dwpe(P * C, 0.0f), ref_wte = dwte, ref_wpe = dwpe;
-  embedding_backward(dwte.data(), dwpe.data(), dout.data(), tokens.data(), positions.data(), N, C, V, P, nullptr);
+  embedding_backward(dwte.data(), dwpe.data(), dout.data(), tokens.data(), positions.data(), EmbeddingArgs{N, C, V, P}, nullptr);
   for (int n = 0; n < N; ++n) {
     if (tokens[n] < 0 || tokens[n] >= V || positions[n] < 0 || positions[n] >= P) continue;
     for (int c = 0; c < C; ++c) ref_wte[tokens[n] * C + c] += dout[n * C + c], ref_wpe[positions[n] * C + c] += dout[n * C + c];
@@ -236,14 +242,15 @@ TEST_CASE("elementwise kernels: GELU forward and backward", "[kernels][elementwi
   }
 }
 
-TEST_CASE("elementwise kernels: SwiGLU forward and backward", "[kernels][elementwise]") {
+TEST_CASE("elementwise kernels: SwiGLU and GeGLU forward and backward", "[kernels][elementwise]") {
   uint64_t seed = 300;
   const int shapes[][2] = {{1, 37}, {97, 64}, {33, 100}, {5, 768}, {1025, 8}};
-  for (const auto& s : shapes) {
-    check_swiglu<float>(s[0], s[1], seed);
-    check_swiglu<bf16>(s[0], s[1], seed + 1);
-    seed += 10;
-  }
+  for (GluActivation act : {GluActivation::silu, GluActivation::gelu_tanh})
+    for (const auto& s : shapes) {
+      check_glu<float>(act, s[0], s[1], seed);
+      check_glu<bf16>(act, s[0], s[1], seed + 1);
+      seed += 10;
+    }
 }
 
 TEST_CASE("elementwise kernels: residual add, aligned and not, in place", "[kernels][elementwise]") {
@@ -318,14 +325,14 @@ TEST_CASE("elementwise kernels: bad arguments are ift::Error naming the op and t
   CHECK_THROWS_AS(gelu_forward(out.data(), a.data(), -1, nullptr), Error);
   CHECK_THROWS_WITH(gelu_forward(out.data(), a.data(), -1, nullptr), Catch::Contains("gelu_forward: negative element count"));
   CHECK_THROWS_WITH(gelu_backward(out.data(), nullptr, a.data(), 8, nullptr), Catch::Contains("gelu_backward") && Catch::Contains("inp"));
-  CHECK_THROWS_WITH(swiglu_forward(out.data(), a.data(), 4, 0, nullptr), Catch::Contains("swiglu_forward: empty shape N = 4, F = 0"));
-  CHECK_THROWS_WITH(swiglu_backward(out.data(), a.data(), nullptr, 4, 4, nullptr), Catch::Contains("swiglu_backward") && Catch::Contains("dout"));
+  CHECK_THROWS_WITH(glu_forward(out.data(), a.data(), GluArgs{4, 0}, nullptr), Catch::Contains("glu_forward: empty shape N = 4, F = 0"));
+  CHECK_THROWS_WITH(glu_backward(out.data(), a.data(), nullptr, GluArgs{4, 4}, nullptr), Catch::Contains("glu_backward") && Catch::Contains("dout"));
   CHECK_THROWS_WITH(residual_forward(out.data(), a.data(), nullptr, 4, nullptr), Catch::Contains("residual_forward"));
-  CHECK_THROWS_WITH(embedding_forward(out.data(), ids.data(), nullptr, a.data(), nullptr, 4, 16, 0, 0, nullptr),
+  CHECK_THROWS_WITH(embedding_forward(out.data(), ids.data(), nullptr, a.data(), nullptr, EmbeddingArgs{4, 16, 0, 0}, nullptr),
                     Catch::Contains("embedding_forward: vocabulary size V = 0"));
-  CHECK_THROWS_WITH(embedding_forward(out.data(), ids.data(), nullptr, a.data(), b.data(), 4, 16, 4, 4, nullptr),
+  CHECK_THROWS_WITH(embedding_forward(out.data(), ids.data(), nullptr, a.data(), b.data(), EmbeddingArgs{4, 16, 4, 4}, nullptr),
                     Catch::Contains("embedding_forward: wpe given without positions"));
-  CHECK_THROWS_WITH(embedding_backward(out.data(), nullptr, a.data(), ids.data(), nullptr, 0, 16, 4, 0, nullptr),
+  CHECK_THROWS_WITH(embedding_backward(out.data(), nullptr, a.data(), ids.data(), nullptr, EmbeddingArgs{0, 16, 4, 0}, nullptr),
                     Catch::Contains("embedding_backward: empty shape N = 0"));
   KernelVector<float> scratch(bias_backward_scratch_floats(4, 16));
   CHECK_THROWS_WITH(bias_backward(out.data(), a.data(), 4, 16, scratch.data(), scratch.size() - 1, nullptr),

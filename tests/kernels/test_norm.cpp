@@ -55,7 +55,8 @@ struct NormInputs {
 // Forward of one norm through the kernel. `offset` shifts every pointer by that many elements, so
 // that the vector path is refused (misaligned) and the scalar path is taken.
 template <class T>
-void check_norm_forward(bool rms, bool residual, bool with_bias, int N, int C, uint64_t seed, int offset = 0) {
+void check_norm_forward(bool rms, bool residual, bool with_bias, int N, int C, uint64_t seed, int offset = 0,
+                        float weight_offset = 0) {
   const std::string name = std::string(rms ? "rmsnorm" : "layernorm") + (residual ? "_residual" : "") + "_forward<" +
                            type_name<T>() + "> N=" + std::to_string(N) + " C=" + std::to_string(C) +
                            (with_bias ? "" : " no bias") + (offset ? " misaligned" : "") + " seed=" + std::to_string(seed);
@@ -81,11 +82,11 @@ void check_norm_forward(bool rms, bool residual, bool with_bias, int N, int C, u
   KernelVector<float> bf(C, 0.0f);
   if (with_bias) bf = to_floats(in.b);
   if (rms) {
-    cpu::rmsnorm_forward(ref.data(), rstd_ref.data(), srcd.data(), in.wd.data(), N, C, eps);
-    cpu::rmsnorm_forward(naive.data(), rstd_n.data(), srcf.data(), wf.data(), N, C, eps);
+    cpu::rmsnorm_forward(ref.data(), rstd_ref.data(), srcd.data(), in.wd.data(), NormArgs{N, C, eps, weight_offset});
+    cpu::rmsnorm_forward(naive.data(), rstd_n.data(), srcf.data(), wf.data(), NormArgs{N, C, eps, weight_offset});
   } else {
-    cpu::layernorm_forward(ref.data(), mean_ref.data(), rstd_ref.data(), srcd.data(), in.wd.data(), bd.data(), N, C, eps);
-    cpu::layernorm_forward(naive.data(), mean_n.data(), rstd_n.data(), srcf.data(), wf.data(), bf.data(), N, C, eps);
+    cpu::layernorm_forward(ref.data(), mean_ref.data(), rstd_ref.data(), srcd.data(), in.wd.data(), bd.data(), NormArgs{N, C, eps, weight_offset});
+    cpu::layernorm_forward(naive.data(), mean_n.data(), rstd_n.data(), srcf.data(), wf.data(), bf.data(), NormArgs{N, C, eps, weight_offset});
   }
 
   // Kernel buffers with room for the offset.
@@ -98,15 +99,14 @@ void check_norm_forward(bool rms, bool residual, bool with_bias, int N, int C, u
   const T* bias = with_bias ? b.data() + offset : nullptr;
   if (rms && residual)
     rmsnorm_residual_forward(res_out.data() + offset, out.data() + offset, rstd.data(), x.data() + offset,
-                             rr.data() + offset, w.data() + offset, N, C, eps, nullptr);
+                             rr.data() + offset, w.data() + offset, NormArgs{N, C, eps, weight_offset}, nullptr);
   else if (rms)
-    rmsnorm_forward(out.data() + offset, rstd.data(), x.data() + offset, w.data() + offset, N, C, eps, nullptr);
+    rmsnorm_forward(out.data() + offset, rstd.data(), x.data() + offset, w.data() + offset, NormArgs{N, C, eps, weight_offset}, nullptr);
   else if (residual)
     layernorm_residual_forward(res_out.data() + offset, out.data() + offset, mean.data(), rstd.data(),
-                               x.data() + offset, rr.data() + offset, w.data() + offset, bias, N, C, eps, nullptr);
+                               x.data() + offset, rr.data() + offset, w.data() + offset, bias, NormArgs{N, C, eps, weight_offset}, nullptr);
   else
-    layernorm_forward(out.data() + offset, mean.data(), rstd.data(), x.data() + offset, w.data() + offset, bias, N, C,
-                      eps, nullptr);
+    layernorm_forward(out.data() + offset, mean.data(), rstd.data(), x.data() + offset, w.data() + offset, bias, NormArgs{N, C, eps, weight_offset}, nullptr);
 
   const KernelVector<T> got(out.begin() + offset, out.end());
   require_storage_close(name + " out", got, ref, naive);
@@ -130,23 +130,23 @@ template <class T>
 NormBackward<T> run_norm_backward(bool rms, const NormInputs<T>& in, const KernelVector<T>& dout,
                                   const KernelVector<T>* dres, bool alias, const KernelVector<float>& mean,
                                   const KernelVector<float>& rstd, const KernelVector<float>& dw0,
-                                  const KernelVector<float>& db0, int N, int C) {
+                                  const KernelVector<float>& db0, int N, int C, float weight_offset = 0) {
   NormBackward<T> o{KernelVector<T>(size_t(N) * C, from_f<T>(7.0f)), dw0, db0};
   const size_t scratch_n = rms ? rmsnorm_backward_scratch_floats(N, C) : layernorm_backward_scratch_floats(N, C);
   KernelVector<float> scratch(scratch_n, std::nanf(""));  // stale NaNs must never leak into results
   if (alias) o.dx = *dres;
   const T* dres_ptr = alias ? o.dx.data() : dres ? dres->data() : nullptr;
   if (rms)
-    rmsnorm_backward(o.dx.data(), o.dw.data(), dres_ptr, dout.data(), in.x.data(), in.w.data(), rstd.data(), N, C,
+    rmsnorm_backward(o.dx.data(), o.dw.data(), dres_ptr, dout.data(), in.x.data(), in.w.data(), rstd.data(), NormArgs{N, C, 1e-5f, weight_offset},
                      scratch.data(), scratch.size(), nullptr);
   else
     layernorm_backward(o.dx.data(), o.dw.data(), o.db.data(), dres_ptr, dout.data(), in.x.data(), in.w.data(),
-                       mean.data(), rstd.data(), N, C, scratch.data(), scratch.size(), nullptr);
+                       mean.data(), rstd.data(), NormArgs{N, C, 1e-5f, weight_offset}, scratch.data(), scratch.size(), nullptr);
   return o;
 }
 
 template <class T>
-void check_norm_backward(bool rms, bool with_dres, int N, int C, uint64_t seed) {
+void check_norm_backward(bool rms, bool with_dres, int N, int C, uint64_t seed, float weight_offset = 0) {
   const std::string name = std::string(rms ? "rmsnorm" : "layernorm") + "_backward<" + type_name<T>() +
                            "> N=" + std::to_string(N) + " C=" + std::to_string(C) + (with_dres ? " +dres" : "") +
                            " seed=" + std::to_string(seed);
@@ -162,9 +162,9 @@ void check_norm_backward(bool rms, bool with_dres, int N, int C, uint64_t seed) 
   // three backward computations use these same values.
   KernelVector<double> tmp(NC), mean_d(N), rstd_d(N);
   if (rms)
-    cpu::rmsnorm_forward(tmp.data(), rstd_d.data(), in.xd.data(), in.wd.data(), N, C, eps);
+    cpu::rmsnorm_forward(tmp.data(), rstd_d.data(), in.xd.data(), in.wd.data(), NormArgs{N, C, eps, weight_offset});
   else
-    cpu::layernorm_forward(tmp.data(), mean_d.data(), rstd_d.data(), in.xd.data(), in.wd.data(), in.bd.data(), N, C, eps);
+    cpu::layernorm_forward(tmp.data(), mean_d.data(), rstd_d.data(), in.xd.data(), in.wd.data(), in.bd.data(), NormArgs{N, C, eps, weight_offset});
   KernelVector<float> mean(N), rstd(N);
   for (int n = 0; n < N; ++n) mean[n] = static_cast<float>(mean_d[n]), rstd[n] = static_cast<float>(rstd_d[n]);
   const KernelVector<double> meand(mean.begin(), mean.end()), rstdd(rstd.begin(), rstd.end());
@@ -176,23 +176,23 @@ void check_norm_backward(bool rms, bool with_dres, int N, int C, uint64_t seed) 
   KernelVector<float> dx_naive(NC), dw_naive = dw0, db_naive = db0;
   if (rms) {
     cpu::rmsnorm_backward(dx_ref.data(), dw_ref.data(), with_dres ? dresd.data() : nullptr, doutd.data(), in.xd.data(),
-                          in.wd.data(), rstdd.data(), N, C);
+                          in.wd.data(), rstdd.data(), NormArgs{N, C, eps, weight_offset});
     cpu::rmsnorm_backward(dx_naive.data(), dw_naive.data(), with_dres ? dresf.data() : nullptr, doutf.data(), xf.data(),
-                          wf.data(), rstd.data(), N, C);
+                          wf.data(), rstd.data(), NormArgs{N, C, eps, weight_offset});
   } else {
     cpu::layernorm_backward(dx_ref.data(), dw_ref.data(), db_ref.data(), with_dres ? dresd.data() : nullptr,
-                            doutd.data(), in.xd.data(), in.wd.data(), meand.data(), rstdd.data(), N, C);
+                            doutd.data(), in.xd.data(), in.wd.data(), meand.data(), rstdd.data(), NormArgs{N, C, eps, weight_offset});
     cpu::layernorm_backward(dx_naive.data(), dw_naive.data(), db_naive.data(), with_dres ? dresf.data() : nullptr,
-                            doutf.data(), xf.data(), wf.data(), mean.data(), rstd.data(), N, C);
+                            doutf.data(), xf.data(), wf.data(), mean.data(), rstd.data(), NormArgs{N, C, eps, weight_offset});
   }
 
-  const NormBackward<T> got = run_norm_backward(rms, in, dout, with_dres ? &dres : nullptr, false, mean, rstd, dw0, db0, N, C);
+  const NormBackward<T> got = run_norm_backward(rms, in, dout, with_dres ? &dres : nullptr, false, mean, rstd, dw0, db0, N, C, weight_offset);
   require_storage_close(name + " dx", got.dx, dx_ref, dx_naive);
   require_fp32_close(name + " dweight (+=)", to_double(got.dw), dw_ref);
   if (!rms) require_fp32_close(name + " dbias (+=)", to_double(got.db), db_ref);
 
   if (with_dres) {  // dres aliasing dx (the residual stream's gradient updated in place): same bits
-    const NormBackward<T> inplace = run_norm_backward(rms, in, dout, &dres, true, mean, rstd, dw0, db0, N, C);
+    const NormBackward<T> inplace = run_norm_backward(rms, in, dout, &dres, true, mean, rstd, dw0, db0, N, C, weight_offset);
     CHECK(bitwise_equal(inplace.dx, got.dx));
     CHECK(bitwise_equal(inplace.dw, got.dw));
   }
@@ -226,10 +226,10 @@ TEST_CASE("norm kernels: layernorm with the residual add fused in front", "[kern
   KernelVector<bf16> res(size_t(N) * C), out1(res.size()), out2(res.size());
   KernelVector<float> mean(N), rstd(N);
   layernorm_residual_forward(res.data(), out1.data(), mean.data(), rstd.data(), in.x.data(), r.data(), in.w.data(),
-                             in.b.data(), N, C, 1e-5f, nullptr);
+                             in.b.data(), NormArgs{N, C, 1e-5f}, nullptr);
   KernelVector<bf16> x = in.x;
   layernorm_residual_forward(x.data(), out2.data(), mean.data(), rstd.data(), x.data(), r.data(), in.w.data(),
-                             in.b.data(), N, C, 1e-5f, nullptr);
+                             in.b.data(), NormArgs{N, C, 1e-5f}, nullptr);
   CHECK(bitwise_equal(x, res));
   CHECK(bitwise_equal(out2, out1));
 }
@@ -244,6 +244,10 @@ TEST_CASE("norm kernels: rmsnorm forward, plain and with the fused residual", "[
     seed += 40;
   }
   check_norm_forward<float>(true, false, false, 33, 768, 9, 1);  // misaligned: the scalar path
+  // Gemma's x * (1 + w): the offset added to the weight in fp32, in every path.
+  check_norm_forward<float>(true, false, false, 97, 64, 11, 0, 1.0f);
+  check_norm_forward<bf16>(true, true, false, 33, 100, 12, 0, 1.0f);
+  check_norm_forward<bf16>(true, false, false, 5, 37, 13, 1, 1.0f);
 }
 
 TEST_CASE("norm kernels: layernorm backward, dx with and without dres, dweight/dbias +=", "[kernels][norm]") {
@@ -266,6 +270,8 @@ TEST_CASE("norm kernels: rmsnorm backward, dx with and without dres, dweight +="
       seed += 20;
     }
   }
+  check_norm_backward<float>(true, true, 97, 64, 990, 1.0f);  // Gemma's weight offset
+  check_norm_backward<bf16>(true, false, 33, 100, 991, 1.0f);
 }
 
 // Past the 48 KiB of shared memory a block gets without opting in: the backward's column sums
@@ -320,32 +326,31 @@ TEST_CASE("norm kernels: bad arguments are ift::Error naming the op and the argu
   const int N = 4, C = 8;
   KernelVector<float> x(N * C, 1.0f), out(N * C), w(C, 1.0f), b(C), mean(N), rstd(N), dw(C), db(C);
   KernelVector<float> scratch(layernorm_backward_scratch_floats(N, C));
-  CHECK_THROWS_AS(layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), 0, C, 1e-5f,
+  CHECK_THROWS_AS(layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), NormArgs{0, C, 1e-5f},
                                     nullptr),
                   Error);
-  CHECK_THROWS_WITH(layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), 0, C, 1e-5f,
+  CHECK_THROWS_WITH(layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), NormArgs{0, C, 1e-5f},
                                       nullptr),
                     Catch::Equals("layernorm_forward: empty shape N = 0, C = 8"));
-  CHECK_THROWS_WITH(rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), N, -3, 1e-5f, nullptr),
+  CHECK_THROWS_WITH(rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), NormArgs{N, -3, 1e-5f}, nullptr),
                     Catch::Contains("rmsnorm_forward: empty shape"));
-  CHECK_THROWS_WITH(layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, C, -1.0f,
+  CHECK_THROWS_WITH(layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), NormArgs{N, C, -1.0f},
                                       nullptr),
                     Catch::Contains("layernorm_forward: eps = -1"));
-  CHECK_THROWS_WITH(layernorm_forward(out.data(), mean.data(), nullptr, x.data(), w.data(), b.data(), N, C, 1e-5f, nullptr),
+  CHECK_THROWS_WITH(layernorm_forward(out.data(), mean.data(), nullptr, x.data(), w.data(), b.data(), NormArgs{N, C, 1e-5f}, nullptr),
                     Catch::Contains("layernorm_forward") && Catch::Contains("rstd"));
-  CHECK_THROWS_WITH(rmsnorm_residual_forward(out.data(), out.data(), rstd.data(), x.data(), nullptr, w.data(), N, C,
-                                             1e-5f, nullptr),
+  CHECK_THROWS_WITH(rmsnorm_residual_forward(out.data(), out.data(), rstd.data(), x.data(), nullptr, w.data(), NormArgs{N, C, 1e-5f}, nullptr),
                     Catch::Contains("rmsnorm_residual_forward") && Catch::Contains("residual"));
   CHECK_THROWS_WITH(layernorm_backward(out.data(), dw.data(), db.data(), nullptr, x.data(), x.data(), w.data(),
-                                       mean.data(), rstd.data(), N, C, scratch.data(), scratch.size() - 1, nullptr),
+                                       mean.data(), rstd.data(), NormArgs{N, C}, scratch.data(), scratch.size() - 1, nullptr),
                     Catch::Contains("layernorm_backward: scratch holds"));
-  CHECK_THROWS_WITH(rmsnorm_backward(out.data(), nullptr, nullptr, x.data(), x.data(), w.data(), rstd.data(), N, C,
+  CHECK_THROWS_WITH(rmsnorm_backward(out.data(), nullptr, nullptr, x.data(), x.data(), w.data(), rstd.data(), NormArgs{N, C},
                                      scratch.data(), scratch.size(), nullptr),
                     Catch::Contains("rmsnorm_backward") && Catch::Contains("dweight"));
   // C beyond what the backward's shared-memory column sums hold even with the opt-in (227 KiB).
   const int big = 29041;
   KernelVector<float> bx(big), bw(big), bdw(big), bdb(big), bs(layernorm_backward_scratch_floats(1, big));
   CHECK_THROWS_WITH(layernorm_backward(bx.data(), bdw.data(), bdb.data(), nullptr, bx.data(), bx.data(), bw.data(),
-                                       mean.data(), rstd.data(), 1, big, bs.data(), bs.size(), nullptr),
+                                       mean.data(), rstd.data(), NormArgs{1, big}, bs.data(), bs.size(), nullptr),
                     Catch::Contains("layernorm_backward: C = 29041 is too large"));
 }

@@ -30,8 +30,9 @@ import safetensors
 import safetensors.torch
 import torch
 import transformers
-from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, MistralConfig,
-                          MistralForCausalLM, Phi3Config, Phi3ForCausalLM, Qwen2Config, Qwen2ForCausalLM)
+from transformers import (GemmaConfig, GemmaForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig,
+                          LlamaForCausalLM, MistralConfig, MistralForCausalLM, Phi3Config, Phi3ForCausalLM,
+                          Qwen2Config, Qwen2ForCausalLM)
 
 IGNORE = -100  # HF's ignore_index for labels
 
@@ -87,6 +88,17 @@ def phi3_config():
                       tie_word_embeddings=False, pad_token_id=None, bos_token_id=1, eos_token_id=2,
                       resid_pdrop=0.0, embd_pdrop=0.0, attention_dropout=0.0, rope_scaling=None,
                       sliding_window=None, attn_implementation="eager")
+
+
+def gemma_config():
+    # Gemma (1): GeGLU with the tanh GELU, RMSNorm x * (1 + w), embeddings times sqrt(hidden), tied.
+    # Multi-query attention (2 heads, 1 kv head) of head_dim 256, Gemma's, so q_dim (512) is not
+    # the hidden size (32). pad_token_id None so no embedding row is a padding_idx.
+    return GemmaConfig(vocab_size=63, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                       num_attention_heads=2, num_key_value_heads=1, head_dim=256, max_position_embeddings=32,
+                       rms_norm_eps=1e-6, rope_theta=10000.0, hidden_activation="gelu_pytorch_tanh",
+                       tie_word_embeddings=True, pad_token_id=None, bos_token_id=2, eos_token_id=1,
+                       attention_bias=False, attention_dropout=0.0, attn_implementation="eager")
 
 
 def randomize(model, seed):
@@ -359,6 +371,8 @@ def main():
     plain_case("mistral", MistralForCausalLM, mistral_config(), seed=8, T=10, ignored=(0, 2), tied=False)
     # phi3: fused qkv_proj and gate_up_proj tensors, GQA 4/2.
     plain_case("phi3", Phi3ForCausalLM, phi3_config(), seed=9, T=8, ignored=(1, 2), tied=False)
+    # gemma: GeGLU, x * (1 + w) norms, scaled embeddings, MQA with head_dim 256, tied.
+    plain_case("gemma", GemmaForCausalLM, gemma_config(), seed=10, T=9, ignored=(0, 3), tied=True)
 
 if __name__ == "__main__":
     main()
