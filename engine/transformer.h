@@ -143,7 +143,7 @@ class Transformer {
   void mlp_activation(act_t* act, const act_t* up, int N) const;
   void check_window(int length, const char* what) const;
   const act_t* p(size_t offset) const { return offset == kNoParam ? nullptr : params.data() + offset; }
-  AttentionDims attention_dims() const;
+  AttentionArgs attention_dims() const;
 
   ModelConfig config_;
   ModelOptions options_;

@@ -352,7 +352,7 @@ void bench_dtype(Bench& b, const Shape& s) {
     Buffers m;
     std::vector<int32_t> cu;
     for (int i = 0; i <= s.B; ++i) cu.push_back(i * s.T);
-    AttentionParams p;
+    AttentionArgs p;
     p.N = N, p.H = H, p.KVH = H, p.D = D, p.ld = 3 * C, p.S = s.B, p.scale = 1.0f / std::sqrt(float(D));
     p.cu_seqlens = m.upload(cu), p.cu_seqlens_host = cu.data();
     T *qkv = m.random<T>(size_t(N) * p.ld), *dqkv = m.alloc<T>(size_t(N) * p.ld), *out = m.alloc<T>(NC);
@@ -482,7 +482,7 @@ void check_attention(std::vector<Check>& checks) {
   const size_t nqkv = size_t(N) * ld, nout = size_t(N) * H * D;
 
   Buffers m;
-  AttentionParams p;
+  AttentionArgs p;
   p.N = N, p.H = H, p.KVH = KVH, p.D = D, p.ld = ld, p.S = S, p.scale = 1.0f / std::sqrt(float(D));
   p.cu_seqlens = m.upload(cu), p.cu_seqlens_host = cu.data();
   float *qkv = tiled(m, tile_qkv, nqkv), *dout = tiled(m, tile_dout, nout);
@@ -511,7 +511,9 @@ void check_attention(std::vector<Check>& checks) {
           kc[size_t(r) * KVH * D + c] = qkv_at(size_t(s0 + r) * ld + H * D + c);
           vc[size_t(r) * KVH * D + c] = qkv_at(size_t(s0 + r) * ld + (H + KVH) * D + c);
         }
-      cpu::attention_cached(o.data(), q.data(), H * D, kc.data(), vc.data(), 1, n - 1, H, KVH, D, p.scale);
+      DecodeAttentionArgs dec;
+      dec.n = 1, dec.start = n - 1, dec.H = H, dec.KVH = KVH, dec.D = D, dec.ldq = H * D, dec.scale = p.scale;
+      cpu::attention_cached(o.data(), q.data(), kc.data(), vc.data(), dec);
       for (int c = 0; c < H * D; ++c) got_out.push_back(g_out[size_t(i) * H * D + c]), ref_out.push_back(o[c]);
     }
   }
@@ -532,8 +534,8 @@ void check_attention(std::vector<Check>& checks) {
     for (size_t e = 0; e < x.size(); ++e) x[e] = qkv_at(size_t(s0) * ld + e);
     for (size_t e = 0; e < dy.size(); ++e) dy[e] = dout_at(size_t(s0) * H * D + e);
     const int32_t sub_cu[2] = {0, rows};
-    cpu::AttentionShape sh;
-    sh.N = rows, sh.H = H, sh.KVH = KVH, sh.D = D, sh.ld = ld, sh.cu_seqlens = sub_cu, sh.S = 1, sh.scale = p.scale;
+    AttentionArgs sh = p;
+    sh.N = rows, sh.cu_seqlens = sub_cu, sh.cu_seqlens_host = sub_cu, sh.S = 1;
     const double *q = x.data(), *k = q + H * D, *v = q + (H + KVH) * D;
     cpu::attention_forward(o.data(), l.data(), q, k, v, sh);
     cpu::attention_backward(g.data(), g.data() + H * D, g.data() + (H + KVH) * D, dy.data(), q, k, v, o.data(), l.data(), sh);

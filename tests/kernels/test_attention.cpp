@@ -38,7 +38,7 @@ std::string describe(const AttnCase& c) {
 // The fused buffer: rows of (H + 2 KVH) * D plus 3 padding columns (ld odd and larger than needed).
 struct AttnData {
   int N, ld;
-  AttentionParams p;
+  AttentionArgs p;
   KernelVector<float> qkv, dout;  // (N, ld), (N, H*D)
 };
 
@@ -66,10 +66,7 @@ struct Reference {
 };
 
 Reference reference(const AttnData& a, const KernelVector<double>& qkv, const KernelVector<double>& dout) {
-  const AttentionParams& p = a.p;
-  cpu::AttentionShape s;
-  s.N = p.N, s.H = p.H, s.KVH = p.KVH, s.D = p.D, s.ld = p.ld, s.cu_seqlens = p.cu_seqlens, s.S = p.S;
-  s.scale = p.scale;
+  const AttentionArgs& p = a.p;
   Reference r;
   r.out.assign(static_cast<size_t>(p.N) * p.H * p.D, 0.0);
   r.lse.assign(static_cast<size_t>(p.N) * p.H, 0.0);
@@ -77,9 +74,9 @@ Reference reference(const AttnData& a, const KernelVector<double>& qkv, const Ke
   const double* q = qkv.data();
   const double* k = q + p.H * p.D;
   const double* v = q + (p.H + p.KVH) * p.D;
-  cpu::attention_forward(r.out.data(), r.lse.data(), q, k, v, s);
+  cpu::attention_forward(r.out.data(), r.lse.data(), q, k, v, p);
   cpu::attention_backward(r.dqkv.data(), r.dqkv.data() + p.H * p.D, r.dqkv.data() + (p.H + p.KVH) * p.D, dout.data(),
-                          q, k, v, r.out.data(), r.lse.data(), s);
+                          q, k, v, r.out.data(), r.lse.data(), p);
   return r;
 }
 
@@ -109,7 +106,7 @@ struct Fp32Result {
 constexpr float kSentinel = 12345.0f;
 
 Fp32Result run_fp32(const AttnData& a) {
-  const AttentionParams& p = a.p;
+  const AttentionArgs& p = a.p;
   Fp32Result r;
   r.out.assign(static_cast<size_t>(p.N) * p.H * p.D, 0.0f);
   r.lse.assign(static_cast<size_t>(p.N) * p.H, 0.0f);
@@ -152,7 +149,7 @@ struct NaiveBf16 {
 };
 
 NaiveBf16 naive_bf16(const AttnData& a, const KernelVector<float>& qkv, const KernelVector<float>& dout) {
-  const AttentionParams& p = a.p;
+  const AttentionArgs& p = a.p;
   const int H = p.H, KVH = p.KVH, D = p.D, ld = a.ld, group = H / KVH;
   NaiveBf16 r;
   r.out.assign(static_cast<size_t>(p.N) * H * D, 0.0);
@@ -226,7 +223,7 @@ void check_bf16(const AttnCase& c) {
   AttnData a = make_data(c);
   for (auto& x : a.qkv) x = bf(x);  // the inputs are bf16 values, for all three implementations
   for (auto& x : a.dout) x = bf(x);
-  const AttentionParams& p = a.p;
+  const AttentionArgs& p = a.p;
   const int N = a.N, H = c.H, KVH = c.KVH, D = c.D;
   KernelVector<bf16> qkv(a.qkv.size()), dout(a.dout.size()), out(static_cast<size_t>(N) * H * D), dqkv(a.qkv.size());
   for (size_t i = 0; i < qkv.size(); ++i) qkv[i] = __float2bfloat16(a.qkv[i]);
@@ -352,14 +349,14 @@ TEST_CASE("attention: bad shapes are errors naming the op and the argument", "[k
   const AttnCase c{4, 2, 8, {0, 3, 7}, 14};
   const AttnData good = make_data(c);
   KernelVector<float> out(7 * 4 * 8), lse(7 * 4), dqkv(good.qkv.size()), delta(7 * 4);
-  auto fwd = [&](const AttentionParams& p) { attention_forward(out.data(), lse.data(), good.qkv.data(), p, nullptr); };
-  auto bwd = [&](const AttentionParams& p) {
+  auto fwd = [&](const AttentionArgs& p) { attention_forward(out.data(), lse.data(), good.qkv.data(), p, nullptr); };
+  auto bwd = [&](const AttentionArgs& p) {
     attention_backward(dqkv.data(), delta.data(), good.dout.data(), good.qkv.data(), out.data(), lse.data(), p, nullptr);
   };
   CHECK_NOTHROW(fwd(good.p));
   CHECK_NOTHROW(bwd(good.p));
   auto with = [&](auto change) {
-    AttentionParams p = good.p;
+    AttentionArgs p = good.p;
     change(p);
     return p;
   };
