@@ -1,12 +1,16 @@
 // Causal attention over packed samples, flash-style: the scores of a (query tile, key tile) pair live
 // only in shared memory, and the softmax is computed online (running max and sum per query row).
-// All outputs are written (=): out and lse by the forward, dq, dk, dv by the backward. SIMT only (no
-// tensor cores); storage float or bf16, staged in shared memory as fp32, all arithmetic fp32.
+// All outputs are written (=): out and lse by the forward, dq, dk, dv by the backward. SIMT (no tensor
+// cores); storage float or bf16, staged in shared memory as fp32, all arithmetic fp32. The bf16
+// entry points hand shapes the tensor-core kernels take to kernels/attention_tc.cu instead.
 #include "kernels/attention.h"
 
 #include <cmath>
+#include <type_traits>
 
 #include "kernels/common.cuh"
+#include "kernels/attention_segments.cuh"
+#include "kernels/attention_tc.h"
 
 // Unrolled loops over the register arrays keep them in registers under nvcc; g++ has no
 // `#pragma unroll` (and runs the emulated build with -O3 anyway).
@@ -49,32 +53,6 @@ static_assert(kFwdRows % kAttnWarps == 0 && kBwdRows % kAttnWarps == 0 && kBwdKe
 static_assert(kBwdRows * kBwdKeys == 2 * kAttnThreads, "backward scores: two per thread");
 
 // ---- helpers ------------------------------------------------------------------------------------
-
-// int min/max that both builds have (the emulator's host environment has no device min/max).
-__device__ __forceinline__ int min_int(int x, int y) { return x < y ? x : y; }
-__device__ __forceinline__ int max_int(int x, int y) { return x > y ? x : y; }
-
-// The segment holding row i: the largest s with cu[s] <= i, by binary search over the S + 1 bounds.
-__device__ __forceinline__ int segment_of(const int32_t* __restrict__ g_cu, int S, int i) {
-  int lo = 0, hi = S;
-  while (hi - lo > 1) {
-    const int mid = (lo + hi) / 2;
-    if (g_cu[mid] <= i) lo = mid;
-    else hi = mid;
-  }
-  return lo;
-}
-
-// First row of row i's segment; clamped to [0, i] so that a malformed cu_seqlens cannot send a
-// kernel out of bounds (the host checks it when it has a copy).
-__device__ __forceinline__ int segment_begin(const AttentionArgs& a, int i) {
-  return min_int(max_int(a.cu_seqlens[segment_of(a.cu_seqlens, a.S, i)], 0), i);
-}
-
-// One past the last row of row i's segment, clamped to [i + 1, N].
-__device__ __forceinline__ int segment_end(const AttentionArgs& a, int i) {
-  return max_int(min_int(a.cu_seqlens[segment_of(a.cu_seqlens, a.S, i) + 1], a.N), i + 1);
-}
 
 // Rows [row0, row0 + rows) of one head (D values from g_src + n*ld) into s_dst (rows, D + 1) as fp32;
 // rows at or past row_end are zeros. The +1 column keeps lanes that read one row each on different
@@ -531,13 +509,16 @@ static void launch_attention_dkdv_dq(T* dqkv, const float* delta, const T* dout,
 
 template <class T>
 static void launch_attention_backward(T* dqkv, float* delta, const T* dout, const T* qkv, const T* out,
-                                      const float* lse, const AttentionArgs& p, cudaStream_t stream) {
+                                      const float* lse, const AttentionArgs& p, bool tensor_cores, cudaStream_t stream) {
   check_attention("attention_backward", p);
   IFT_CHECK(dqkv && delta && dout && qkv && out && lse,
             "attention_backward: dqkv, delta, dout, qkv, out and lse must not be null");
   const int64_t rows = static_cast<int64_t>(p.N) * p.H;
   launch_kernel(attention_delta_kernel<T>, static_cast<unsigned>((rows + kAttnWarps - 1) / kAttnWarps), kAttnThreads,
                 0, stream, dout, out, delta, rows, p.D);
+  if constexpr (std::is_same_v<T, bf16>) {
+    if (tensor_cores) return attention_backward_tc(dqkv, delta, dout, qkv, lse, p, stream);
+  }
   if (p.D <= AttnSmallHeads::kMaxD)
     launch_attention_dkdv_dq<T, AttnSmallHeads>(dqkv, delta, dout, qkv, lse, p, stream);
   else
@@ -549,17 +530,32 @@ void attention_forward(float* out, float* lse, const float* qkv, const Attention
 }
 
 void attention_forward(bf16* out, float* lse, const bf16* qkv, const AttentionArgs& p, cudaStream_t stream) {
+  if (attention_tc_supports(p, qkv, out, nullptr)) {
+    check_attention("attention_forward", p);
+    IFT_CHECK(out && lse && qkv, "attention_forward: out, lse and qkv must not be null");
+    attention_forward_tc(out, lse, qkv, p, stream);
+  } else {
+    launch_attention_forward(out, lse, qkv, p, stream);
+  }
+}
+
+void attention_forward_simt(bf16* out, float* lse, const bf16* qkv, const AttentionArgs& p, cudaStream_t stream) {
   launch_attention_forward(out, lse, qkv, p, stream);
 }
 
 void attention_backward(float* dqkv, float* delta, const float* dout, const float* qkv, const float* out,
                         const float* lse, const AttentionArgs& p, cudaStream_t stream) {
-  launch_attention_backward(dqkv, delta, dout, qkv, out, lse, p, stream);
+  launch_attention_backward(dqkv, delta, dout, qkv, out, lse, p, false, stream);
 }
 
 void attention_backward(bf16* dqkv, float* delta, const bf16* dout, const bf16* qkv, const bf16* out,
                         const float* lse, const AttentionArgs& p, cudaStream_t stream) {
-  launch_attention_backward(dqkv, delta, dout, qkv, out, lse, p, stream);
+  launch_attention_backward(dqkv, delta, dout, qkv, out, lse, p, attention_tc_supports(p, qkv, dout, dqkv), stream);
+}
+
+void attention_backward_simt(bf16* dqkv, float* delta, const bf16* dout, const bf16* qkv, const bf16* out,
+                             const float* lse, const AttentionArgs& p, cudaStream_t stream) {
+  launch_attention_backward(dqkv, delta, dout, qkv, out, lse, p, false, stream);
 }
 
 IFT_KERNELS_END

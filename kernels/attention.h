@@ -36,4 +36,13 @@ void attention_backward(float* dqkv, float* delta, const float* dout, const floa
 void attention_backward(__nv_bfloat16* dqkv, float* delta, const __nv_bfloat16* dout, const __nv_bfloat16* qkv,
                         const __nv_bfloat16* out, const float* lse, const AttentionArgs& p, cudaStream_t stream);
 
+// bf16 runs the tensor-core kernels (kernels/attention_tc.h) where attention_tc_supports the shapes
+// and buffers (head dims 64, 96, 128, 256; ld % 8 == 0; 16-byte-aligned buffers), the SIMT kernels
+// otherwise; fp32 always runs the SIMT kernels. These run the SIMT kernels whatever the shapes (the
+// benchmarks' baseline, and the tests that compare the two).
+void attention_forward_simt(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, const AttentionArgs& p,
+                            cudaStream_t stream);
+void attention_backward_simt(__nv_bfloat16* dqkv, float* delta, const __nv_bfloat16* dout, const __nv_bfloat16* qkv,
+                             const __nv_bfloat16* out, const float* lse, const AttentionArgs& p, cudaStream_t stream);
+
 IFT_KERNELS_END

@@ -13,6 +13,7 @@
 #include "engine/cpu/ops.h"
 #include "engine/base/error.h"
 #include "kernels/attention.h"
+#include "kernels/attention_tc.h"
 #include "kernels/simt/runtime.h"
 #include "tests/kernels/kernel_support.h"
 #include "tests/support.h"
@@ -35,17 +36,18 @@ std::string describe(const AttnCase& c) {
   return os.str();
 }
 
-// The fused buffer: rows of (H + 2 KVH) * D plus 3 padding columns (ld odd and larger than needed).
+// The fused buffer: rows of (H + 2 KVH) * D plus `pad` padding columns: 3 by default (ld odd and
+// larger than needed, which the tensor-core kernels do not take), 8 for the tensor-core cases.
 struct AttnData {
   int N, ld;
   AttentionArgs p;
   KernelVector<float> qkv, dout;  // (N, ld), (N, H*D)
 };
 
-AttnData make_data(const AttnCase& c) {
+AttnData make_data(const AttnCase& c, int pad = 3) {
   AttnData a;
   a.N = c.cu.back();
-  a.ld = (c.H + 2 * c.KVH) * c.D + 3;
+  a.ld = (c.H + 2 * c.KVH) * c.D + pad;
   a.p.N = a.N;
   a.p.H = c.H;
   a.p.KVH = c.KVH;
@@ -218,9 +220,11 @@ NaiveBf16 naive_bf16(const AttnData& a, const KernelVector<float>& qkv, const Ke
   return r;
 }
 
-void check_bf16(const AttnCase& c) {
-  INFO(describe(c));
-  AttnData a = make_data(c);
+// `tensor_cores`: the case must run the tensor-core kernels (kernels/attention_tc.h): ld a multiple
+// of 8 and a head dim they cover. Otherwise the odd ld sends bf16 to the SIMT kernels.
+void check_bf16(const AttnCase& c, bool tensor_cores = false) {
+  INFO(describe(c) << (tensor_cores ? " (tensor cores)" : " (SIMT)"));
+  AttnData a = make_data(c, tensor_cores ? 8 : 3);
   for (auto& x : a.qkv) x = bf(x);  // the inputs are bf16 values, for all three implementations
   for (auto& x : a.dout) x = bf(x);
   const AttentionArgs& p = a.p;
@@ -229,6 +233,7 @@ void check_bf16(const AttnCase& c) {
   for (size_t i = 0; i < qkv.size(); ++i) qkv[i] = __float2bfloat16(a.qkv[i]);
   for (size_t i = 0; i < dout.size(); ++i) dout[i] = __float2bfloat16(a.dout[i]);
   KernelVector<float> lse(static_cast<size_t>(N) * H), delta(static_cast<size_t>(N) * H);
+  REQUIRE(attention_tc_supports(p, qkv.data(), out.data(), dqkv.data()) == tensor_cores);
   attention_forward(out.data(), lse.data(), qkv.data(), p, nullptr);
   attention_backward(dqkv.data(), delta.data(), dout.data(), qkv.data(), out.data(), lse.data(), p, nullptr);
 
@@ -320,6 +325,27 @@ TEST_CASE("attention bf16: at most twice the error of a naive bf16 implementatio
   check_bf16({6, 2, 40, {0, 1, 30, 31, 64, 97}, 10});
   check_bf16({4, 4, 64, {0, 97}, 11});
   check_bf16({2, 1, 16, {0, 1}, 12});
+}
+
+// The tensor-core kernels (bf16, ld % 8 == 0): lengths off the 64-row tiles (1, 63, 65, 130),
+// packed segments of length 1, GQA 8:1 and MHA, each head dim they cover.
+TEST_CASE("attention tensor cores D 64: GQA 8:1, segments of 1, 63, 65, 1, 130", "[kernels][attention][tensor_cores]") {
+  check_bf16({8, 1, 64, {0, 1, 64, 129, 130, 260}, 31}, true);
+}
+
+TEST_CASE("attention tensor cores D 128: MHA and MQA, lengths 63, 1, 130", "[kernels][attention][tensor_cores]") {
+  check_bf16({2, 2, 128, {0, 63, 64, 194}, 32}, true);
+  check_bf16({3, 1, 128, {0, 1}, 33}, true);
+}
+
+TEST_CASE("attention tensor cores D 96 and 256", "[kernels][attention][tensor_cores]") {
+  check_bf16({2, 1, 96, {0, 70, 71}, 34}, true);
+  check_bf16({2, 1, 256, {0, 1, 40, 105}, 35}, true);
+}
+
+TEST_CASE("attention tensor cores: 1025 rows, GQA 4:1, D 128 and D 64", "[kernels][attention][tensor_cores][slow]") {
+  check_bf16({4, 1, 128, {0, 1025}, 36}, true);
+  check_bf16({8, 1, 64, {0, 1, 1025}, 37}, true);
 }
 
 #if IFT_TEST_EMULATED  // the emulator's thread and block schedules
