@@ -61,16 +61,6 @@ struct MemoryBytes {
   std::string table() const;  // one line per non-empty part, then the total, in MiB and bytes
 };
 
-// Shapes of one attention call over a fused qkv buffer (see kernels/attention.h).
-struct AttentionDims {
-  int N = 0, H = 0, KVH = 0, D = 0;        // rows, query heads, key/value heads, head dim
-  int ld = 0;                              // row stride of qkv and dqkv (elements)
-  int S = 0;                               // segments
-  const int32_t* cu_seqlens = nullptr;     // (S + 1) backend memory
-  const int32_t* cu_seqlens_host = nullptr;// (S + 1) the same, on the host
-  float scale = 0;                         // softmax scale
-};
-
 // Which parameters decay: the flat buffer cut into runs [ends[i-1], ends[i]), decays[i] 0 or 1.
 struct DecayRuns {
   std::vector<int64_t> ends;
@@ -88,9 +78,9 @@ template <class B>
 concept Backend = requires(B& b, typename B::act_t* a, const typename B::act_t* ca, typename B::grad_t* g,
                            const typename B::grad_t* cg, typename B::stat_t* s, const typename B::stat_t* cs,
                            const int32_t* ids, float* f, const float* cf, void* p, const void* cp, size_t n,
-                           int i, float x, const AttentionDims& dims, const DecayRuns& runs, const AdamWHyper& h,
-                           const ModelConfig& config, const EmbeddingArgs& emb, const NormArgs& norm,
-                           const GluArgs& glu) {
+                           int i, float x, const AttentionArgs& dims, const DecodeAttentionArgs& dec,
+                           const DecayRuns& runs, const AdamWHyper& h, const ModelConfig& config,
+                           const EmbeddingArgs& emb, const NormArgs& norm, const GluArgs& glu) {
   typename B::act_t;
   typename B::grad_t;
   typename B::stat_t;
@@ -126,7 +116,7 @@ concept Backend = requires(B& b, typename B::act_t* a, const typename B::act_t* 
   // decoding: copy a (rows, cols) block between strided row-major buffers; attention of n new
   // query rows (row stride ldq) over the cache's first start + n keys and values (kv_dim a row)
   b.copy_rows(a, i, ca, i, i, i);
-  b.attention_decode(a, ca, i, ca, ca, i, i, i, i, i, x);
+  b.attention_decode(a, ca, ca, ca, dec);
   b.rope_forward(a, ids, i, i, i, i, x);
   b.rope_backward(a, ids, i, i, i, i, x);
   b.gelu_forward(a, ca, n);

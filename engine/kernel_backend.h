@@ -79,12 +79,11 @@ class KernelBackend {
                         const NormArgs& a);
   void matmul_forward(S* out, const S* inp, const S* w, const S* b, int N, int I, int O);
   void matmul_backward(S* dinp, float* dw, float* db, const S* dout, const S* inp, const S* w, int N, int I, int O);
-  void attention_forward(S* out, float* lse, const S* qkv, const AttentionDims& d);
+  void attention_forward(S* out, float* lse, const S* qkv, const AttentionArgs& a);
   void attention_backward(S* dqkv, const S* dout, const S* qkv, const S* out, const float* lse,
-                          const AttentionDims& d);
+                          const AttentionArgs& a);
   void copy_rows(S* dst, int ld_dst, const S* src, int ld_src, int rows, int cols);
-  void attention_decode(S* out, const S* q, int ldq, const S* k_cache, const S* v_cache, int n, int start, int H,
-                        int KVH, int D, float scale);
+  void attention_decode(S* out, const S* q, const S* k_cache, const S* v_cache, const DecodeAttentionArgs& a);
   void rope_forward(S* x, const int32_t* positions, int N, int heads, int D, int ld, float theta);
   void rope_backward(S* dx, const int32_t* positions, int N, int heads, int D, int ld, float theta);
   void gelu_forward(S* out, const S* inp, size_t n);

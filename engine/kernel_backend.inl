@@ -23,21 +23,14 @@
 namespace ift {
 
 // Internal linkage: this file is compiled once per device, and each copy's helpers see that device's
-// kernel types (an inline function returning ift::emu::AttentionParams in one translation unit and
-// ift::cuda::AttentionParams in the other would share a mangled name).
+// kernel types (an inline function returning an ift::emu type in one translation unit and the
+// ift::cuda one in the other would share a mangled name).
 namespace kernel_backend_detail {
 namespace {
 
 constexpr size_t kScalarBytes = 256;  // the workspace's first bytes: the loss and the grad-norm sum
 
 size_t round_up(size_t bytes) { return (bytes + 255) / 256 * 256; }
-
-AttentionParams attention_params(const AttentionDims& d) {
-  AttentionParams p;
-  p.N = d.N, p.H = d.H, p.KVH = d.KVH, p.D = d.D, p.ld = d.ld, p.cu_seqlens = d.cu_seqlens, p.S = d.S;
-  p.scale = d.scale, p.cu_seqlens_host = d.cu_seqlens_host;
-  return p;
-}
 
 }  // namespace
 }  // namespace kernel_backend_detail
@@ -212,16 +205,15 @@ void KernelBackend<S, Device>::matmul_backward(S* dinp, float* dw, float* db, co
 }
 
 template <class S, class Device>
-void KernelBackend<S, Device>::attention_forward(S* out, float* lse, const S* qkv, const AttentionDims& d) {
-  ift::attention_forward(out, lse, qkv, kernel_backend_detail::attention_params(d), device_->stream());
+void KernelBackend<S, Device>::attention_forward(S* out, float* lse, const S* qkv, const AttentionArgs& a) {
+  ift::attention_forward(out, lse, qkv, a, device_->stream());
 }
 
 template <class S, class Device>
 void KernelBackend<S, Device>::attention_backward(S* dqkv, const S* dout, const S* qkv, const S* out, const float* lse,
-                                                  const AttentionDims& d) {
-  float* delta = scratch(size_t(d.N) * d.H);
-  ift::attention_backward(dqkv, delta, dout, qkv, out, lse, kernel_backend_detail::attention_params(d),
-                          device_->stream());
+                                                  const AttentionArgs& a) {
+  float* delta = scratch(size_t(a.N) * a.H);
+  ift::attention_backward(dqkv, delta, dout, qkv, out, lse, a, device_->stream());
 }
 
 template <class S, class Device>
@@ -264,11 +256,9 @@ void KernelBackend<S, Device>::copy_rows(S* dst, int ld_dst, const S* src, int l
 }
 
 template <class S, class Device>
-void KernelBackend<S, Device>::attention_decode(S* out, const S* q, int ldq, const S* k_cache, const S* v_cache, int n,
-                                                int start, int H, int KVH, int D, float scale) {
-  DecodeAttentionParams p;
-  p.n = n, p.start = start, p.H = H, p.KVH = KVH, p.D = D, p.ldq = ldq, p.scale = scale;
-  ift::attention_decode(out, q, k_cache, v_cache, p, device_->stream());
+void KernelBackend<S, Device>::attention_decode(S* out, const S* q, const S* k_cache, const S* v_cache,
+                                                const DecodeAttentionArgs& a) {
+  ift::attention_decode(out, q, k_cache, v_cache, a, device_->stream());
 }
 
 template <class S, class Device>

@@ -147,7 +147,7 @@ class Transformer {
   EmbeddingArgs embedding_args(int N) const;
   void check_window(int length, const char* what) const;
   const act_t* p(size_t offset) const { return offset == kNoParam ? nullptr : params.data() + offset; }
-  AttentionDims attention_dims() const;
+  AttentionArgs attention_dims() const;
 
   ModelConfig config_;
   ModelOptions options_;

@@ -191,9 +191,9 @@ EmbeddingArgs Transformer<B>::embedding_args(int N) const {
 }
 
 template <class B>
-AttentionDims Transformer<B>::attention_dims() const {
+AttentionArgs Transformer<B>::attention_dims() const {
   const ModelConfig& c = config_;
-  AttentionDims d;
+  AttentionArgs d;
   d.N = N_, d.H = c.n_heads, d.KVH = c.n_kv_heads, d.D = c.head_dim, d.ld = c.qkv_dim();
   d.S = static_cast<int>(cu_seqlens_host_.size()) - 1;
   d.cu_seqlens = cu_seqlens_.data(), d.cu_seqlens_host = cu_seqlens_host_.data();
@@ -239,7 +239,7 @@ double Transformer<B>::forward(const BatchView& batch, double loss_norm) {
   backend_->upload(positions_.data(), batch.positions.data(), batch.positions.size_bytes());
   backend_->upload(cu_seqlens_.data(), batch.cu_seqlens.data(), batch.cu_seqlens.size_bytes());
   cu_seqlens_host_.assign(batch.cu_seqlens.begin(), batch.cu_seqlens.end());
-  const AttentionDims dims = attention_dims();
+  const AttentionArgs dims = attention_dims();
 
   backend_->embedding_forward(acts_[0].x, tokens_.data(), positions_.data(), p(layout_.wte), p(layout_.wpe),
                               embedding_args(N));
@@ -277,7 +277,7 @@ void Transformer<B>::backward(const GradMap<grad_t>& grads) {
   const int QKV = c.qkv_dim(), Q = c.q_dim(), up_width = c.up_dim();
   const auto g = [&](size_t offset) { return grads.at(offset); };
   IFT_CHECK(N > 0 && !acts_.empty(), "backward called without a forward");
-  const AttentionDims dims = attention_dims();
+  const AttentionArgs dims = attention_dims();
 
   act_t* dlogits = logits_.data();  // the gradient replaces the logits, in place
   // The cross-entropy gives the padding columns a zero gradient, so the classifier's padding rows
@@ -374,8 +374,9 @@ std::vector<float> Transformer<B>::decode(std::span<const int32_t> tokens, KVCac
     act_t* v = cache.v[l].data() + size_t(start) * KV;
     be.copy_rows(k, KV, qkv.data() + Q, QKV, n, KV);
     be.copy_rows(v, KV, qkv.data() + Q + KV, QKV, n, KV);
-    be.attention_decode(att.data(), qkv.data(), QKV, cache.k[l].data(), cache.v[l].data(), n, start, H, c.n_kv_heads,
-                        c.head_dim, scale);
+    DecodeAttentionArgs dec;
+    dec.n = n, dec.start = start, dec.H = H, dec.KVH = c.n_kv_heads, dec.D = c.head_dim, dec.ldq = QKV, dec.scale = scale;
+    be.attention_decode(att.data(), qkv.data(), cache.k[l].data(), cache.v[l].data(), dec);
     be.matmul_forward(y.data(), att.data(), p(P.o_w), p(P.o_b), n, Q, C);
     be.residual_forward(x.data(), x.data(), y.data(), rows * C);
     norm_forward(h.data(), mean.data(), rstd.data(), x.data(), P.norm2_w, P.norm2_b, n);

@@ -48,4 +48,37 @@ struct GluArgs {
   GluActivation act = GluActivation::silu;  // the gate's activation
 };
 
+// ---- attention (kernels/attention.h, cpu::attention_forward/backward, Backend::attention_*) -----
+
+// Causal self-attention over packed samples. Row n of the fused buffer qkv (row stride ld) holds H
+// query heads of D, then KVH key heads, then KVH value heads: q = qkv + n*ld, k = q + H*D,
+// v = q + (H + KVH)*D. Query head h reads kv head h / (H/KVH). Segment s covers rows
+// [cu_seqlens[s], cu_seqlens[s+1]); a row attends to the rows of its own segment up to itself,
+// never across segments. out is (N, H*D); lse (N, H) the log-sum-exp of each row of scaled scores.
+struct AttentionArgs {
+  int N = 0;                                 // rows (tokens) of the packed batch, >= 1
+  int H = 0;                                 // query heads
+  int KVH = 0;                               // key/value heads, H % KVH == 0
+  int D = 0;                                 // head dim
+  int ld = 0;                                // row stride of qkv and dqkv (elements), >= (H + 2*KVH)*D
+  int S = 0;                                 // segments, 1..N
+  const int32_t* cu_seqlens = nullptr;       // (S + 1) in the memory of whoever runs the op:
+                                             // 0 = cu[0] < cu[1] < ... < cu[S] = N
+  const int32_t* cu_seqlens_host = nullptr;  // optional host copy of cu_seqlens: checked when given
+  float scale = 0;                           // softmax scale, usually 1/sqrt(D); > 0
+};
+
+// Attention of n new query rows against a KV cache, for decoding. Query row i sits at position
+// start + i and attends to cache rows [0, start + i]. q: n rows of stride ldq (H heads of D);
+// k_cache, v_cache: (start + n, KVH*D), already holding the new rows; out: (n, H*D).
+struct DecodeAttentionArgs {
+  int n = 0;        // new query rows, >= 1
+  int start = 0;    // positions already in the cache before them, >= 0
+  int H = 0;        // query heads
+  int KVH = 0;      // key/value heads, H % KVH == 0
+  int D = 0;        // head dim
+  int ldq = 0;      // row stride of q (elements), >= H*D
+  float scale = 0;  // softmax scale, > 0
+};
+
 }  // namespace ift

@@ -1,12 +1,16 @@
 // Causal attention over packed samples, flash-style: the scores of a (query tile, key tile) pair live
 // only in shared memory, and the softmax is computed online (running max and sum per query row).
-// All outputs are written (=): out and lse by the forward, dq, dk, dv by the backward. SIMT only (no
-// tensor cores); storage float or bf16, staged in shared memory as fp32, all arithmetic fp32.
+// All outputs are written (=): out and lse by the forward, dq, dk, dv by the backward. SIMT (no tensor
+// cores); storage float or bf16, staged in shared memory as fp32, all arithmetic fp32. The bf16
+// entry points hand shapes the tensor-core kernels take to kernels/attention_tc.cu instead.
 #include "kernels/attention.h"
 
 #include <cmath>
+#include <type_traits>
 
 #include "kernels/common.cuh"
+#include "kernels/attention_segments.cuh"
+#include "kernels/attention_tc.h"
 
 // Unrolled loops over the register arrays keep them in registers under nvcc; g++ has no
 // `#pragma unroll` (and runs the emulated build with -O3 anyway).
@@ -48,48 +52,7 @@ static_assert(kFwdRows % kAttnWarps == 0 && kBwdRows % kAttnWarps == 0 && kBwdKe
               "row-per-warp layouts");
 static_assert(kBwdRows * kBwdKeys == 2 * kAttnThreads, "backward scores: two per thread");
 
-// What every attention kernel reads; the fused buffer layout is documented in kernels/attention.h.
-template <class T>
-struct AttnArgs {
-  const T* qkv;                // (N, ld): H query heads, KVH key heads, KVH value heads of D
-  const int32_t* cu_seqlens;   // (S + 1) segment boundaries over the rows
-  int N;                       // rows
-  int S;                       // segments
-  int H, KVH, D;               // query heads, kv heads, head dim
-  int group;                   // H / KVH: query heads per kv head
-  int ld;                      // row stride of qkv (and of dqkv)
-  float scale;                 // softmax scale
-};
-
 // ---- helpers ------------------------------------------------------------------------------------
-
-// int min/max that both builds have (the emulator's host environment has no device min/max).
-__device__ __forceinline__ int min_int(int x, int y) { return x < y ? x : y; }
-__device__ __forceinline__ int max_int(int x, int y) { return x > y ? x : y; }
-
-// The segment holding row i: the largest s with cu[s] <= i, by binary search over the S + 1 bounds.
-__device__ __forceinline__ int segment_of(const int32_t* __restrict__ g_cu, int S, int i) {
-  int lo = 0, hi = S;
-  while (hi - lo > 1) {
-    const int mid = (lo + hi) / 2;
-    if (g_cu[mid] <= i) lo = mid;
-    else hi = mid;
-  }
-  return lo;
-}
-
-// First row of row i's segment; clamped to [0, i] so that a malformed cu_seqlens cannot send a
-// kernel out of bounds (the host checks it when it has a copy).
-template <class T>
-__device__ __forceinline__ int segment_begin(const AttnArgs<T>& a, int i) {
-  return min_int(max_int(a.cu_seqlens[segment_of(a.cu_seqlens, a.S, i)], 0), i);
-}
-
-// One past the last row of row i's segment, clamped to [i + 1, N].
-template <class T>
-__device__ __forceinline__ int segment_end(const AttnArgs<T>& a, int i) {
-  return max_int(min_int(a.cu_seqlens[segment_of(a.cu_seqlens, a.S, i) + 1], a.N), i + 1);
-}
 
 // Rows [row0, row0 + rows) of one head (D values from g_src + n*ld) into s_dst (rows, D + 1) as fp32;
 // rows at or past row_end are zeros. The +1 column keeps lanes that read one row each on different
@@ -120,7 +83,8 @@ __device__ __forceinline__ float dot_shared(const float* s_x, const float* s_y, 
 // lse = m + log(l).
 template <class T, class Heads>
 static __global__ void __launch_bounds__(kAttnThreads)
-    attention_forward_kernel(AttnArgs<T> a, T* __restrict__ g_out,  // (N, H*D)
+    attention_forward_kernel(AttentionArgs a, const T* __restrict__ g_qkv,  // (N, ld)
+                             T* __restrict__ g_out,                           // (N, H*D)
                              float* __restrict__ g_lse) {           // (N, H)
   IFT_SHARED(int[kFwdRows], s_seg);      // first key row of each query row's segment (N: none)
   IFT_SHARED(float[kFwdRows], s_alpha);  // rescale of each row's accumulator for this key tile
@@ -133,12 +97,12 @@ static __global__ void __launch_bounds__(kAttnThreads)
   float* const s_s = s_kv + kFwdKeys * ldt;  // (kFwdRows, kFwdKeys + 1): scores, then P
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const int h = blockIdx.y, kvh = h / a.group;
+  const int h = blockIdx.y, kvh = h / (a.H / a.KVH);
   const int q0 = blockIdx.x * kFwdRows, q_end = min_int(q0 + kFwdRows, a.N);
   const int64_t ld = a.ld;
-  const T* g_q = a.qkv + h * D;
-  const T* g_k = a.qkv + (a.H + kvh) * D;
-  const T* g_v = a.qkv + (a.H + a.KVH + kvh) * D;
+  const T* g_q = g_qkv + h * D;
+  const T* g_k = g_qkv + (a.H + kvh) * D;
+  const T* g_v = g_qkv + (a.H + a.KVH + kvh) * D;
 
   load_head_tile(s_q, g_q, ld, q0, kFwdRows, q_end, D);
   for (int r = tid; r < kFwdRows; r += blockDim.x) s_seg[r] = q0 + r < a.N ? segment_begin(a, q0 + r) : a.N;
@@ -317,8 +281,7 @@ static_assert(bwd_shared_bytes(AttnSmallHeads::kMaxD) + kBwdStaticBytes <= kDefa
 
 // P and dS = P * (dO.V - delta) * scale of one (query tile, key tile) pair into s_p, s_ds: each
 // thread takes key column tid % kBwdKeys for two query rows. Masked entries are 0.
-template <class T>
-__device__ __forceinline__ void bwd_scores(const AttnArgs<T>& a, const BwdTiles& t, int q0, int k0,
+__device__ __forceinline__ void bwd_scores(const AttentionArgs& a, const BwdTiles& t, int q0, int k0,
                                            const BwdRowStats& s_rows) {
   const int D = a.D, ldt = D + 1, lds = kBwdKeys + 1;
   const int c = threadIdx.x % kBwdKeys, j = k0 + c;
@@ -338,8 +301,7 @@ IFT_ATTN_UNROLL
 }
 
 // The per-row values of the query tile q0.. of head h.
-template <class T>
-__device__ __forceinline__ void load_row_stats(const AttnArgs<T>& a, int q0, int h, const float* __restrict__ g_lse,
+__device__ __forceinline__ void load_row_stats(const AttentionArgs& a, int q0, int h, const float* __restrict__ g_lse,
                                                const float* __restrict__ g_delta, BwdRowStats& s_rows) {
   for (int r = threadIdx.x; r < kBwdRows; r += blockDim.x) {
     const int i = q0 + r;
@@ -352,7 +314,8 @@ __device__ __forceinline__ void load_row_stats(const AttnArgs<T>& a, int q0, int
 
 template <class T, class Heads>
 static __global__ void __launch_bounds__(kAttnThreads)
-    attention_dkdv_kernel(AttnArgs<T> a, T* __restrict__ g_dqkv,         // (N, ld): dk, dv written
+    attention_dkdv_kernel(AttentionArgs a, const T* __restrict__ g_qkv,  // (N, ld)
+                          T* __restrict__ g_dqkv,         // (N, ld): dk, dv written
                           const T* __restrict__ g_dout,                   // (N, H*D)
                           const float* __restrict__ g_lse,                // (N, H)
                           const float* __restrict__ g_delta) {            // (N, H)
@@ -367,8 +330,8 @@ static __global__ void __launch_bounds__(kAttnThreads)
   // Queries that can see these keys: from the first key to the end of the last key's segment.
   const int q_end = segment_end(a, k_end - 1);
 
-  load_head_tile(t.s_k, a.qkv + (a.H + kvh) * D, ld, k0, kBwdKeys, k_end, D);
-  load_head_tile(t.s_v, a.qkv + (a.H + a.KVH + kvh) * D, ld, k0, kBwdKeys, k_end, D);
+  load_head_tile(t.s_k, g_qkv + (a.H + kvh) * D, ld, k0, kBwdKeys, k_end, D);
+  load_head_tile(t.s_v, g_qkv + (a.H + a.KVH + kvh) * D, ld, k0, kBwdKeys, k_end, D);
 
   // Accumulator role: key rows warp + kAttnWarps*k, dims lane + 32*c.
   constexpr int kKeysPerWarp = kBwdKeys / kAttnWarps;
@@ -378,9 +341,10 @@ IFT_ATTN_UNROLL
 IFT_ATTN_UNROLL
     for (int c = 0; c < kDSlices; ++c) r_dk[k][c] = r_dv[k][c] = 0.0f;
 
-  for (int h = kvh * a.group; h < (kvh + 1) * a.group; ++h) {
+  const int group = a.H / a.KVH;
+  for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
     for (int q0 = k0; q0 < q_end; q0 += kBwdRows) {
-      load_head_tile(t.s_q, a.qkv + h * D, ld, q0, kBwdRows, q_end, D);
+      load_head_tile(t.s_q, g_qkv + h * D, ld, q0, kBwdRows, q_end, D);
       load_head_tile(t.s_do, g_dout + h * D, ldo, q0, kBwdRows, q_end, D);
       load_row_stats(a, q0, h, g_lse, g_delta, s_rows);
       __syncthreads();
@@ -427,7 +391,8 @@ IFT_ATTN_UNROLL
 
 template <class T, class Heads>
 static __global__ void __launch_bounds__(kAttnThreads)
-    attention_dq_kernel(AttnArgs<T> a, T* __restrict__ g_dqkv,  // (N, ld): dq written
+    attention_dq_kernel(AttentionArgs a, const T* __restrict__ g_qkv,  // (N, ld)
+                        T* __restrict__ g_dqkv,  // (N, ld): dq written
                         const T* __restrict__ g_dout,            // (N, H*D)
                         const float* __restrict__ g_lse,         // (N, H)
                         const float* __restrict__ g_delta) {     // (N, H)
@@ -437,12 +402,12 @@ static __global__ void __launch_bounds__(kAttnThreads)
   const int D = a.D, ldt = D + 1, lds = kBwdKeys + 1;
   const BwdTiles t = bwd_tiles(s_buf, D);
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const int h = blockIdx.y, kvh = h / a.group, q0 = blockIdx.x * kBwdRows, q_end = min_int(q0 + kBwdRows, a.N);
+  const int h = blockIdx.y, kvh = h / (a.H / a.KVH), q0 = blockIdx.x * kBwdRows, q_end = min_int(q0 + kBwdRows, a.N);
   const int64_t ld = a.ld, ldo = static_cast<int64_t>(a.H) * D;
-  const T* g_k = a.qkv + (a.H + kvh) * D;
-  const T* g_v = a.qkv + (a.H + a.KVH + kvh) * D;
+  const T* g_k = g_qkv + (a.H + kvh) * D;
+  const T* g_v = g_qkv + (a.H + a.KVH + kvh) * D;
 
-  load_head_tile(t.s_q, a.qkv + h * D, ld, q0, kBwdRows, q_end, D);
+  load_head_tile(t.s_q, g_qkv + h * D, ld, q0, kBwdRows, q_end, D);
   load_head_tile(t.s_do, g_dout + h * D, ldo, q0, kBwdRows, q_end, D);
   load_row_stats(a, q0, h, g_lse, g_delta, s_rows);
   __syncthreads();
@@ -490,7 +455,7 @@ IFT_ATTN_UNROLL
 
 // launchers
 
-static void check_attention(const char* op, const AttentionParams& p) {
+static void check_attention(const char* op, const AttentionArgs& p) {
   IFT_CHECK(p.N >= 1, op, ": N (rows) must be >= 1, got ", p.N);
   IFT_CHECK(p.H >= 1 && p.H <= 65535, op, ": H (query heads) must be in [1, 65535], got ", p.H);
   IFT_CHECK(p.KVH >= 1, op, ": KVH (kv heads) must be >= 1, got ", p.KVH);
@@ -511,22 +476,17 @@ static void check_attention(const char* op, const AttentionParams& p) {
   }
 }
 
-template <class T>
-static AttnArgs<T> attn_args(const T* qkv, const AttentionParams& p) {
-  return AttnArgs<T>{qkv, p.cu_seqlens, p.N, p.S, p.H, p.KVH, p.D, p.H / p.KVH, p.ld, p.scale};
-}
-
 static unsigned tiles(int n, int tile) { return static_cast<unsigned>((n + tile - 1) / tile); }
 
 template <class T, class Heads>
-static void launch_attention_forward_for(T* out, float* lse, const T* qkv, const AttentionParams& p, cudaStream_t stream) {
+static void launch_attention_forward_for(T* out, float* lse, const T* qkv, const AttentionArgs& p, cudaStream_t stream) {
   reserve_shared_memory("attention_forward", attention_forward_kernel<T, Heads>, fwd_shared_bytes(p.D), kFwdStaticBytes);
   launch_kernel(attention_forward_kernel<T, Heads>, dim3(tiles(p.N, kFwdRows), p.H), kAttnThreads, fwd_shared_bytes(p.D),
-                stream, attn_args(qkv, p), out, lse);
+                stream, p, qkv, out, lse);
 }
 
 template <class T>
-static void launch_attention_forward(T* out, float* lse, const T* qkv, const AttentionParams& p, cudaStream_t stream) {
+static void launch_attention_forward(T* out, float* lse, const T* qkv, const AttentionArgs& p, cudaStream_t stream) {
   check_attention("attention_forward", p);
   IFT_CHECK(out && lse && qkv, "attention_forward: out, lse and qkv must not be null");
   if (p.D <= AttnSmallHeads::kMaxD)
@@ -537,48 +497,65 @@ static void launch_attention_forward(T* out, float* lse, const T* qkv, const Att
 
 template <class T, class Heads>
 static void launch_attention_dkdv_dq(T* dqkv, const float* delta, const T* dout, const T* qkv, const float* lse,
-                                     const AttentionParams& p, cudaStream_t stream) {
-  const AttnArgs<T> a = attn_args(qkv, p);
+                                     const AttentionArgs& p, cudaStream_t stream) {
   const size_t smem = bwd_shared_bytes(p.D);
   reserve_shared_memory("attention_backward", attention_dkdv_kernel<T, Heads>, smem, kBwdStaticBytes);
-  launch_kernel(attention_dkdv_kernel<T, Heads>, dim3(tiles(p.N, kBwdKeys), p.KVH), kAttnThreads, smem, stream, a, dqkv,
-                dout, lse, delta);
+  launch_kernel(attention_dkdv_kernel<T, Heads>, dim3(tiles(p.N, kBwdKeys), p.KVH), kAttnThreads, smem, stream, p, qkv,
+                dqkv, dout, lse, delta);
   reserve_shared_memory("attention_backward", attention_dq_kernel<T, Heads>, smem, kBwdStaticBytes);
-  launch_kernel(attention_dq_kernel<T, Heads>, dim3(tiles(p.N, kBwdRows), p.H), kAttnThreads, smem, stream, a, dqkv, dout,
-                lse, delta);
+  launch_kernel(attention_dq_kernel<T, Heads>, dim3(tiles(p.N, kBwdRows), p.H), kAttnThreads, smem, stream, p, qkv, dqkv,
+                dout, lse, delta);
 }
 
 template <class T>
 static void launch_attention_backward(T* dqkv, float* delta, const T* dout, const T* qkv, const T* out,
-                                      const float* lse, const AttentionParams& p, cudaStream_t stream) {
+                                      const float* lse, const AttentionArgs& p, bool tensor_cores, cudaStream_t stream) {
   check_attention("attention_backward", p);
   IFT_CHECK(dqkv && delta && dout && qkv && out && lse,
             "attention_backward: dqkv, delta, dout, qkv, out and lse must not be null");
   const int64_t rows = static_cast<int64_t>(p.N) * p.H;
   launch_kernel(attention_delta_kernel<T>, static_cast<unsigned>((rows + kAttnWarps - 1) / kAttnWarps), kAttnThreads,
                 0, stream, dout, out, delta, rows, p.D);
+  if constexpr (std::is_same_v<T, bf16>) {
+    if (tensor_cores) return attention_backward_tc(dqkv, delta, dout, qkv, lse, p, stream);
+  }
   if (p.D <= AttnSmallHeads::kMaxD)
     launch_attention_dkdv_dq<T, AttnSmallHeads>(dqkv, delta, dout, qkv, lse, p, stream);
   else
     launch_attention_dkdv_dq<T, AttnLargeHeads>(dqkv, delta, dout, qkv, lse, p, stream);
 }
 
-void attention_forward(float* out, float* lse, const float* qkv, const AttentionParams& p, cudaStream_t stream) {
+void attention_forward(float* out, float* lse, const float* qkv, const AttentionArgs& p, cudaStream_t stream) {
   launch_attention_forward(out, lse, qkv, p, stream);
 }
 
-void attention_forward(bf16* out, float* lse, const bf16* qkv, const AttentionParams& p, cudaStream_t stream) {
+void attention_forward(bf16* out, float* lse, const bf16* qkv, const AttentionArgs& p, cudaStream_t stream) {
+  if (attention_tc_supports(p, qkv, out, nullptr)) {
+    check_attention("attention_forward", p);
+    IFT_CHECK(out && lse && qkv, "attention_forward: out, lse and qkv must not be null");
+    attention_forward_tc(out, lse, qkv, p, stream);
+  } else {
+    launch_attention_forward(out, lse, qkv, p, stream);
+  }
+}
+
+void attention_forward_simt(bf16* out, float* lse, const bf16* qkv, const AttentionArgs& p, cudaStream_t stream) {
   launch_attention_forward(out, lse, qkv, p, stream);
 }
 
 void attention_backward(float* dqkv, float* delta, const float* dout, const float* qkv, const float* out,
-                        const float* lse, const AttentionParams& p, cudaStream_t stream) {
-  launch_attention_backward(dqkv, delta, dout, qkv, out, lse, p, stream);
+                        const float* lse, const AttentionArgs& p, cudaStream_t stream) {
+  launch_attention_backward(dqkv, delta, dout, qkv, out, lse, p, false, stream);
 }
 
 void attention_backward(bf16* dqkv, float* delta, const bf16* dout, const bf16* qkv, const bf16* out,
-                        const float* lse, const AttentionParams& p, cudaStream_t stream) {
-  launch_attention_backward(dqkv, delta, dout, qkv, out, lse, p, stream);
+                        const float* lse, const AttentionArgs& p, cudaStream_t stream) {
+  launch_attention_backward(dqkv, delta, dout, qkv, out, lse, p, attention_tc_supports(p, qkv, dout, dqkv), stream);
+}
+
+void attention_backward_simt(bf16* dqkv, float* delta, const bf16* dout, const bf16* qkv, const bf16* out,
+                             const float* lse, const AttentionArgs& p, cudaStream_t stream) {
+  launch_attention_backward(dqkv, delta, dout, qkv, out, lse, p, false, stream);
 }
 
 IFT_KERNELS_END

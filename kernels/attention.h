@@ -1,7 +1,8 @@
 // Causal self-attention over packed variable-length samples (flash-style: tiled online softmax, no
 // N x N score matrix in memory), for float and bf16 storage with fp32 arithmetic. Same layout and
 // semantics as cpu::attention_forward / cpu::attention_backward (engine/cpu/ops.h), with q, k and v
-// in one fused buffer.
+// in one fused buffer; the shapes are one ift::AttentionArgs (kernels/args.h), whose cu_seqlens is
+// device memory here. D is 1..kAttentionMaxHeadDim.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +10,7 @@
 #include <cuda_bf16.h>         // __nv_bfloat16 (compiles on the host)
 #include <cuda_runtime_api.h>  // cudaStream_t
 
+#include "kernels/args.h"
 #include "kernels/target.h"
 
 IFT_KERNELS_BEGIN
@@ -18,35 +20,29 @@ IFT_KERNELS_BEGIN
 // 48 KiB of shared memory.
 inline constexpr int kAttentionMaxHeadDim = 256;
 
-// Row n of the fused buffer qkv (row stride ld) holds H query heads of D, then KVH key heads, then
-// KVH value heads: q = qkv + n*ld, k = q + H*D, v = q + (H + KVH)*D. Query head h reads kv head
-// h / (H/KVH). Segment s covers rows [cu_seqlens[s], cu_seqlens[s+1]); a row attends to the rows of
-// its own segment up to itself, never across segments.
-struct AttentionParams {
-  int N = 0;                                  // rows (tokens) of the packed batch, >= 1
-  int H = 0;                                  // query heads
-  int KVH = 0;                                // key/value heads, H % KVH == 0
-  int D = 0;                                  // head dim, 1..kAttentionMaxHeadDim
-  int ld = 0;                                 // row stride of qkv and dqkv (elements), >= (H + 2*KVH)*D
-  const int32_t* cu_seqlens = nullptr;        // (S + 1) device: 0 = cu[0] < cu[1] < ... < cu[S] = N
-  int S = 0;                                  // segments, >= 1
-  float scale = 0;                            // softmax scale, usually 1/sqrt(D); > 0
-  const int32_t* cu_seqlens_host = nullptr;   // optional host copy of cu_seqlens: checked when given
-};
 
 // out (N, H*D) = softmax(scale * q k^T, causal within segments) v; lse (N, H) fp32 receives the
 // log-sum-exp of each row of scaled scores, for the backward. All pointers are device pointers.
 // Throws ift::Error naming the argument on a bad shape (and on a malformed cu_seqlens_host).
-void attention_forward(float* out, float* lse, const float* qkv, const AttentionParams& p, cudaStream_t stream);
-void attention_forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, const AttentionParams& p,
+void attention_forward(float* out, float* lse, const float* qkv, const AttentionArgs& p, cudaStream_t stream);
+void attention_forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, const AttentionArgs& p,
                        cudaStream_t stream);
 
 // dqkv (N rows of stride ld, the layout of qkv) receives dq, dk, dv; its columns past (H + 2*KVH)*D
 // are not touched. Probabilities are recomputed from lse. delta (N, H) fp32 is scratch, overwritten
 // with rowsum(dout * out). dout, out: (N, H*D). Deterministic: no atomics, fixed summation orders.
 void attention_backward(float* dqkv, float* delta, const float* dout, const float* qkv, const float* out,
-                        const float* lse, const AttentionParams& p, cudaStream_t stream);
+                        const float* lse, const AttentionArgs& p, cudaStream_t stream);
 void attention_backward(__nv_bfloat16* dqkv, float* delta, const __nv_bfloat16* dout, const __nv_bfloat16* qkv,
-                        const __nv_bfloat16* out, const float* lse, const AttentionParams& p, cudaStream_t stream);
+                        const __nv_bfloat16* out, const float* lse, const AttentionArgs& p, cudaStream_t stream);
+
+// bf16 runs the tensor-core kernels (kernels/attention_tc.h) where attention_tc_supports the shapes
+// and buffers (head dims 64, 96, 128, 256; ld % 8 == 0; 16-byte-aligned buffers), the SIMT kernels
+// otherwise; fp32 always runs the SIMT kernels. These run the SIMT kernels whatever the shapes (the
+// benchmarks' baseline, and the tests that compare the two).
+void attention_forward_simt(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, const AttentionArgs& p,
+                            cudaStream_t stream);
+void attention_backward_simt(__nv_bfloat16* dqkv, float* delta, const __nv_bfloat16* dout, const __nv_bfloat16* qkv,
+                             const __nv_bfloat16* out, const float* lse, const AttentionArgs& p, cudaStream_t stream);
 
 IFT_KERNELS_END

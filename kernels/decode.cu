@@ -23,7 +23,7 @@ static __global__ void attention_decode_kernel(T* __restrict__ g_out,           
                                                const T* __restrict__ g_q,        // (n, ldq)
                                                const T* __restrict__ g_k,        // (start + n, KVH*D)
                                                const T* __restrict__ g_v,        // (start + n, KVH*D)
-                                               DecodeAttentionParams p) {
+                                               DecodeAttentionArgs p) {
   IFT_SHARED(float[kDecodeThreads], s_p);
   const int i = blockIdx.x / p.H, h = blockIdx.x % p.H, kvh = h / (p.H / p.KVH), ldkv = p.KVH * p.D;
   const int keys = p.start + i + 1;
@@ -60,7 +60,7 @@ static __global__ void attention_decode_kernel(T* __restrict__ g_out,           
 
 // launchers
 
-static void check_decode(const void* out, const void* q, const void* k, const void* v, const DecodeAttentionParams& p) {
+static void check_decode(const void* out, const void* q, const void* k, const void* v, const DecodeAttentionArgs& p) {
   IFT_CHECK(p.n >= 1, "attention_decode: n (new rows) must be >= 1, got ", p.n);
   IFT_CHECK(p.start >= 0, "attention_decode: start must be >= 0, got ", p.start);
   IFT_CHECK(p.H >= 1 && p.KVH >= 1 && p.H % p.KVH == 0, "attention_decode: H (", p.H, ") must be a multiple of KVH (",
@@ -74,7 +74,7 @@ static void check_decode(const void* out, const void* q, const void* k, const vo
 }
 
 template <class T>
-static void launch_decode(T* out, const T* q, const T* k, const T* v, const DecodeAttentionParams& p,
+static void launch_decode(T* out, const T* q, const T* k, const T* v, const DecodeAttentionArgs& p,
                           cudaStream_t stream) {
   check_decode(out, q, k, v, p);
   launch_kernel(attention_decode_kernel<T>, static_cast<unsigned>(p.n * p.H), kDecodeThreads, 0, stream, out, q, k, v,
@@ -82,12 +82,12 @@ static void launch_decode(T* out, const T* q, const T* k, const T* v, const Deco
 }
 
 void attention_decode(float* out, const float* q, const float* k_cache, const float* v_cache,
-                      const DecodeAttentionParams& p, cudaStream_t stream) {
+                      const DecodeAttentionArgs& p, cudaStream_t stream) {
   launch_decode(out, q, k_cache, v_cache, p, stream);
 }
 
 void attention_decode(bf16* out, const bf16* q, const bf16* k_cache, const bf16* v_cache,
-                      const DecodeAttentionParams& p, cudaStream_t stream) {
+                      const DecodeAttentionArgs& p, cudaStream_t stream) {
   launch_decode(out, q, k_cache, v_cache, p, stream);
 }
 

@@ -12,6 +12,7 @@
 #include "kernels/adamw.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/attention.h"
+#include "kernels/attention_tc.h"
 #include "kernels/rope.h"
 #include "kernels/norm.h"
 #include "kernels/elementwise.h"

@@ -1,7 +1,9 @@
 // `ift bench kernels`: times the CUDA kernels of kernels/ (their ift::cuda build) on one GPU, at a
 // GPT-2-124M-like shape, in bf16 and fp32, each next to a baseline: a device-to-device copy of the
 // same traffic for the memory-bound ops, cublasGemmEx for the matmuls (which the engine runs
-// through cuBLASLt). Attention has no baseline (see kNoAttentionBaseline).
+// through cuBLASLt), the SIMT kernels for bf16 attention (whose default is the tensor-core kernels,
+// kernels/attention_tc.cu), measured at the model's shape and at GPT-2 (D 64) and Llama (D 128, GQA
+// 32/8) shapes over 1k-8k positions. fp32 attention has no baseline (see kNoAttentionBaseline).
 //
 // Method: CUDA events around each repetition, --warmup untimed repetitions first, the median of
 // --reps, and the L2 cache flushed before each repetition by a cudaMemsetAsync of twice its size,
@@ -105,10 +107,11 @@ const KnownGpu* known_gpu(const std::string& device) {
   return nullptr;
 }
 
-// Why attention has no baseline (printed, and the JSON's "baseline_missing").
+// Why fp32 attention has no baseline (printed, and the JSON's "baseline_missing"); bf16 attention is
+// compared with the SIMT kernels.
 constexpr const char* kNoAttentionBaseline =
     "`ift` does not link cuDNN, and cuDNN 9's fused attention is reachable only through its graph API "
-    "(the cudnn_frontend headers, or dozens of backend descriptors): too much for this small tool";
+    "(the cudnn_frontend headers, or dozens of backend descriptors): not built yet";
 
 std::string dims(std::initializer_list<int64_t> d) {
   std::string s;
@@ -302,6 +305,51 @@ void bench_matmul(Bench& b, const char* name, const char* dtype, int N, int O, i
   cublasLtMatmulDescDestroy(desc);
 }
 
+// bf16 attention at args p (buffers allocated by the caller): the dispatch (tensor cores where they
+// take the shape) against the SIMT kernels. `fwd` is FlashAttention's forward FLOP count (4 S^2 H D,
+// halved for causal, per sample); the backward counts 2.5 times it.
+void bench_attention_bf16(Bench& b, const AttentionArgs& p, const __nv_bfloat16* qkv, __nv_bfloat16* out, float* lse,
+                          const __nv_bfloat16* dout, __nv_bfloat16* dqkv, float* delta, const std::string& shape, double fwd) {
+  cudaStream_t st = b.stream;
+  const std::string kind = attention_tc_supports(p, qkv, out, dqkv) ? "tensor cores" : "simt";
+  if (b.wanted("attention_forward"))
+    b.measure({"attention_forward", "bf16", shape + " " + kind, fwd, true, "simt"},
+              [&] { attention_forward(out, lse, qkv, p, st); }, [&] { attention_forward_simt(out, lse, qkv, p, st); });
+  attention_forward(out, lse, qkv, p, st);  // the backward's out and lse
+  if (b.wanted("attention_backward"))
+    b.measure({"attention_backward", "bf16", shape + " " + kind, 2.5 * fwd, true, "simt"},
+              [&] { attention_backward(dqkv, delta, dout, qkv, out, lse, p, st); },
+              [&] { attention_backward_simt(dqkv, delta, dout, qkv, out, lse, p, st); });
+}
+
+// GPT-2 (H 12, D 64) and Llama (H 32, KVH 8, D 128) attention over 8192 tokens in samples of 1k-8k
+// positions, bf16, causal.
+void bench_attention_shapes(Bench& b) {
+  if (!b.wanted("attention_forward") && !b.wanted("attention_backward")) return;
+  struct Heads {
+    int H, KVH, D;
+  };
+  for (const Heads hd : {Heads{12, 12, 64}, Heads{32, 8, 128}}) {
+    for (const int T : {1024, 2048, 4096, 8192}) {
+      const int B = 8192 / T, N = B * T;
+      Buffers m;
+      std::vector<int32_t> cu;
+      for (int i = 0; i <= B; ++i) cu.push_back(i * T);
+      AttentionArgs p;
+      p.N = N, p.H = hd.H, p.KVH = hd.KVH, p.D = hd.D, p.ld = (hd.H + 2 * hd.KVH) * hd.D, p.S = B;
+      p.scale = 1.0f / std::sqrt(float(hd.D));
+      p.cu_seqlens = m.upload(cu), p.cu_seqlens_host = cu.data();
+      using T16 = __nv_bfloat16;
+      const size_t nout = size_t(N) * hd.H * hd.D;
+      T16 *qkv = m.random<T16>(size_t(N) * p.ld), *dqkv = m.alloc<T16>(size_t(N) * p.ld), *out = m.alloc<T16>(nout);
+      T16* dout = m.random<T16>(nout);
+      float *lse = m.alloc<float>(size_t(N) * hd.H), *delta = m.alloc<float>(size_t(N) * hd.H);
+      const double fwd = 4.0 * B * (double(T) * T / 2) * hd.H * hd.D;
+      bench_attention_bf16(b, p, qkv, out, lse, dout, dqkv, delta, dims({B, T, hd.H, hd.KVH, hd.D}), fwd);
+    }
+  }
+}
+
 // Every op at shape s, storage type T. In the byte counts, e is the bytes of one stored value.
 template <class T>
 void bench_dtype(Bench& b, const Shape& s) {
@@ -352,7 +400,7 @@ void bench_dtype(Bench& b, const Shape& s) {
     Buffers m;
     std::vector<int32_t> cu;
     for (int i = 0; i <= s.B; ++i) cu.push_back(i * s.T);
-    AttentionParams p;
+    AttentionArgs p;
     p.N = N, p.H = H, p.KVH = H, p.D = D, p.ld = 3 * C, p.S = s.B, p.scale = 1.0f / std::sqrt(float(D));
     p.cu_seqlens = m.upload(cu), p.cu_seqlens_host = cu.data();
     T *qkv = m.random<T>(size_t(N) * p.ld), *dqkv = m.alloc<T>(size_t(N) * p.ld), *out = m.alloc<T>(NC);
@@ -362,13 +410,18 @@ void bench_dtype(Bench& b, const Shape& s) {
     // the backward's five matmuls count 2.5 times the forward's two.
     const double fwd = 4.0 * s.B * (double(s.T) * s.T / 2) * H * D;
     const std::string shape = dims({s.B, s.T, H, D});
-    if (b.wanted("attention_forward"))
-      b.measure({"attention_forward", dt, shape, fwd, true, ""}, [&] { attention_forward(out, lse, qkv, p, st); });
-    attention_forward(out, lse, qkv, p, st);  // the backward's out and lse
-    if (b.wanted("attention_backward"))
-      b.measure({"attention_backward", dt, shape, 2.5 * fwd, true, ""},
-                [&] { attention_backward(dqkv, delta, dout, qkv, out, lse, p, st); });
+    if constexpr (bf16) {
+      bench_attention_bf16(b, p, qkv, out, lse, dout, dqkv, delta, shape, fwd);
+    } else {
+      if (b.wanted("attention_forward"))
+        b.measure({"attention_forward", dt, shape, fwd, true, ""}, [&] { attention_forward(out, lse, qkv, p, st); });
+      attention_forward(out, lse, qkv, p, st);  // the backward's out and lse
+      if (b.wanted("attention_backward"))
+        b.measure({"attention_backward", dt, shape, 2.5 * fwd, true, ""},
+                  [&] { attention_backward(dqkv, delta, dout, qkv, out, lse, p, st); });
+    }
   }
+  if constexpr (bf16) bench_attention_shapes(b);
   if (b.wanted("cross_entropy_forward")) {
     Buffers m;
     std::vector<int32_t> targets(N);
@@ -482,7 +535,7 @@ void check_attention(std::vector<Check>& checks) {
   const size_t nqkv = size_t(N) * ld, nout = size_t(N) * H * D;
 
   Buffers m;
-  AttentionParams p;
+  AttentionArgs p;
   p.N = N, p.H = H, p.KVH = KVH, p.D = D, p.ld = ld, p.S = S, p.scale = 1.0f / std::sqrt(float(D));
   p.cu_seqlens = m.upload(cu), p.cu_seqlens_host = cu.data();
   float *qkv = tiled(m, tile_qkv, nqkv), *dout = tiled(m, tile_dout, nout);
@@ -511,7 +564,9 @@ void check_attention(std::vector<Check>& checks) {
           kc[size_t(r) * KVH * D + c] = qkv_at(size_t(s0 + r) * ld + H * D + c);
           vc[size_t(r) * KVH * D + c] = qkv_at(size_t(s0 + r) * ld + (H + KVH) * D + c);
         }
-      cpu::attention_cached(o.data(), q.data(), H * D, kc.data(), vc.data(), 1, n - 1, H, KVH, D, p.scale);
+      DecodeAttentionArgs dec;
+      dec.n = 1, dec.start = n - 1, dec.H = H, dec.KVH = KVH, dec.D = D, dec.ldq = H * D, dec.scale = p.scale;
+      cpu::attention_cached(o.data(), q.data(), kc.data(), vc.data(), dec);
       for (int c = 0; c < H * D; ++c) got_out.push_back(g_out[size_t(i) * H * D + c]), ref_out.push_back(o[c]);
     }
   }
@@ -532,8 +587,8 @@ void check_attention(std::vector<Check>& checks) {
     for (size_t e = 0; e < x.size(); ++e) x[e] = qkv_at(size_t(s0) * ld + e);
     for (size_t e = 0; e < dy.size(); ++e) dy[e] = dout_at(size_t(s0) * H * D + e);
     const int32_t sub_cu[2] = {0, rows};
-    cpu::AttentionShape sh;
-    sh.N = rows, sh.H = H, sh.KVH = KVH, sh.D = D, sh.ld = ld, sh.cu_seqlens = sub_cu, sh.S = 1, sh.scale = p.scale;
+    AttentionArgs sh = p;
+    sh.N = rows, sh.cu_seqlens = sub_cu, sh.cu_seqlens_host = sub_cu, sh.S = 1;
     const double *q = x.data(), *k = q + H * D, *v = q + (H + KVH) * D;
     cpu::attention_forward(o.data(), l.data(), q, k, v, sh);
     cpu::attention_backward(g.data(), g.data() + H * D, g.data() + (H + KVH) * D, dy.data(), q, k, v, o.data(), l.data(), sh);
@@ -848,7 +903,7 @@ int bench_kernels(Args args) {
   std::printf("shape: B=%d T=%d (N=%d tokens), C=%d H=%d D=%d V=%d, AdamW over %lld params; median of %d reps after "
               "%d warm-up, %.0f MiB written before each to flush the L2\n",
               s.B, s.T, s.B * s.T, s.C, s.H, s.C / s.H, s.V, (long long)s.params, reps, warmup, b.flush_bytes() / 1048576.0);
-  std::printf("shapes: (rows, cols); matmul N x O x K; attention B x T x H x D. ratio = ms / baseline ms\n\n");
+  std::printf("shapes: (rows, cols); matmul N x O x K; attention B x T x H x D (x KVH x D for the GPT-2/Llama set). ratio = ms / baseline ms\n\n");
   std::printf("%-22s %-5s %-15s %9s %15s %8s  %-13s %9s %6s\n", "kernel", "dtype", "shape", "ms", "rate", "% peak",
               "baseline", "base ms", "ratio");
   for (const json& r : doc["results"]) {
@@ -865,7 +920,8 @@ int bench_kernels(Args args) {
                 r["percent_of_peak"].is_null() ? "unknown" : pct, base);
   }
   if (b.wanted("attention_forward") || b.wanted("attention_backward"))
-    std::printf("\nattention has no baseline: %s\n", kNoAttentionBaseline);
+    std::printf("\nbf16 attention: the dispatch's kernel (shape suffix) against the SIMT kernels; fp32 attention has no "
+                "baseline: %s\n", kNoAttentionBaseline);
   return 0;
 }
 

@@ -329,6 +329,29 @@ step_kernels() {
   fi
 }
 
+# The real per-lane registers of ldmatrix (x1/x2/x4, .trans) and mma.m16n8k16 for inputs that
+# encode their (row, col), dumped by the "[mma][dump]" case of test_kernels_gpu: committed as
+# tests/fixtures/mma_fragments.txt, it is what the emulated twins (kernels/simt/tensor_core.h) must
+# reproduce bit for bit in the emulated test of the same case.
+step_mma_dump() {
+  local dir=$out/mma step=mma.dump
+  if [[ $backend != cuda ]]; then
+    record "$step" skipped "GPU only (the dump is of the hardware's registers)"
+    return
+  fi
+  if [[ ! -x $test_kernels_gpu ]]; then
+    record "$step" skipped "tests/kernels/test_kernels_gpu is not in the build"
+    return
+  fi
+  timed "$step" 60 "$dir/dump.log" env IFT_MMA_DUMP="$dir/mma_fragments.txt" "$test_kernels_gpu" "[dump]"
+  local rc=$?
+  if ((rc == 0)) && [[ -s $dir/mma_fragments.txt ]]; then
+    record "$step" passed "$(wc -l < "$dir/mma_fragments.txt") lines in mma/mma_fragments.txt: commit it as tests/fixtures/mma_fragments.txt (${took}s)"
+  else
+    record "$step" failed "$(why $rc "$dir/dump.log")"
+  fi
+}
+
 # The small model step the sanitizers watch: `ift bench train --backend cuda` on the demo model at
 # a tiny shape where the binary offers the cuda backend there, else the [cuda] test case of ten
 # AdamW steps on two-layer models.
@@ -453,7 +476,7 @@ step_bench_train() {
 # ---- the plan --------------------------------------------------------------------------------------
 
 # Each entry: the step's function and its arguments.
-steps=(env tests kernels "sanitize memcheck" "sanitize racecheck" "sanitize synccheck" "sanitize initcheck" check
+steps=(env tests kernels mma_dump "sanitize memcheck" "sanitize racecheck" "sanitize synccheck" "sanitize initcheck" check
        "bench_kernels gpt2" "bench_kernels llama3-8b ${llama_args[*]}" bench_train)
 # The plan the dry run prints: what each step runs.
 plan_steps() {
@@ -462,6 +485,7 @@ plan_steps() {
   printf '%-24s %s\n' env "nvidia-smi (cuda only), ldd of ${required[*]##*/} ${optional[*]##*/}" \
     "tests.$backend" "IFT_SYNC_LAUNCHES=1 IFT_LOSS_LOG=... test_engine '$tests_filter', twice, logs compared" \
     "$k" "IFT_SYNC_LAUNCHES=1 ${bin#"$build"/}" \
+    mma.dump "IFT_MMA_DUMP=mma/mma_fragments.txt test_kernels_gpu '[dump]'$gpu_only" \
     sanitize.TOOL "compute-sanitizer --tool memcheck|racecheck|synccheck|initcheck $(sanitize_target)$gpu_only" \
     check.sizes "ift bench kernels --check$gpu_only" \
     bench.kernels.gpt2 "ift bench kernels --json$gpu_only" \

@@ -7,8 +7,8 @@
 # address: ASan + UBSan; every kernel test binary (test_kernels*, both schedules) and the
 #          simt_faults cases that must be reported.
 # thread:  TSan as a shared-memory race detector; the reduction-heavy kernels only (norm backward,
-#          bias backward in elementwise, cross-entropy, AdamW / sum_of_squares, attention backward)
-#          and the simt_faults race cases. Each test once, in its default schedule: TSan finds a
+#          bias backward in elementwise, cross-entropy, AdamW / sum_of_squares, attention backward,
+#          the tensor-core twins and attention) and the simt_faults race cases (a reduction, cp.async). Each test once, in its default schedule: TSan finds a
 #          missing barrier whatever the order of the threads.
 # BUILD_DIR defaults to build-sanitize-<kind> in the source tree. IFT_SANITIZE_JOBS sets the build
 # and ctest parallelism (default: the number of cores).
@@ -28,12 +28,12 @@ jobs=${IFT_SANITIZE_JOBS:-$(nproc)}
 
 if [[ $kind == address ]]; then
   targets=(test_kernels test_kernels_adamw test_kernels_attention test_kernels_ce test_kernels_elementwise
-           test_kernels_norm test_kernels_rope simt_faults)
+           test_kernels_norm test_kernels_rope test_kernels_mma simt_faults)
   select=(-L '^(test_kernels.*|simt_faults)$')
 else
   targets=(test_kernels_adamw test_kernels_attention test_kernels_ce test_kernels_elementwise test_kernels_norm
-           simt_faults)
-  select=(-L '^(test_kernels_(adamw|attention|ce|elementwise|norm)|simt_faults)$' -E '^schedule=random:')
+           test_kernels_mma simt_faults)
+  select=(-L '^(test_kernels_(adamw|attention|ce|elementwise|norm|mma)|simt_faults)$' -E '^schedule=random:')
 fi
 
 generator=()

@@ -81,13 +81,12 @@ class CpuBackend {
   void matmul_backward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w, int N, int I, int O) {
     cpu::matmul_backward(dinp, dw, db, dout, inp, w, N, I, O);
   }
-  void attention_forward(T* out, T* lse, const T* qkv, const AttentionDims& d) {
-    const cpu::AttentionShape s = shape(d);
-    cpu::attention_forward(out, lse, qkv, qkv + d.H * d.D, qkv + (d.H + d.KVH) * d.D, s);
+  void attention_forward(T* out, T* lse, const T* qkv, const AttentionArgs& a) {
+    cpu::attention_forward(out, lse, qkv, qkv + a.H * a.D, qkv + (a.H + a.KVH) * a.D, a);
   }
-  void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const T* lse, const AttentionDims& d) {
-    const int k = d.H * d.D, v = (d.H + d.KVH) * d.D;
-    cpu::attention_backward(dqkv, dqkv + k, dqkv + v, dout, qkv, qkv + k, qkv + v, out, lse, shape(d));
+  void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const T* lse, const AttentionArgs& a) {
+    const int k = a.H * a.D, v = (a.H + a.KVH) * a.D;
+    cpu::attention_backward(dqkv, dqkv + k, dqkv + v, dout, qkv, qkv + k, qkv + v, out, lse, a);
   }
   void rope_forward(T* x, const int32_t* positions, int N, int heads, int D, int ld, float theta) {
     cpu::rope_forward(x, positions, N, heads, D, ld, theta);
@@ -105,9 +104,8 @@ class CpuBackend {
     for (int r = 0; r < rows; ++r)
       std::memcpy(dst + int64_t(r) * ld_dst, src + int64_t(r) * ld_src, size_t(cols) * sizeof(T));
   }
-  void attention_decode(T* out, const T* q, int ldq, const T* k_cache, const T* v_cache, int n, int start, int H,
-                        int KVH, int D, float scale) {
-    cpu::attention_cached(out, q, ldq, k_cache, v_cache, n, start, H, KVH, D, scale);
+  void attention_decode(T* out, const T* q, const T* k_cache, const T* v_cache, const DecodeAttentionArgs& a) {
+    cpu::attention_cached(out, q, k_cache, v_cache, a);
   }
   void residual_forward(T* out, const T* a, const T* b, size_t n) {
     cpu::residual_forward(out, a, b, static_cast<int64_t>(n));
@@ -131,12 +129,6 @@ class CpuBackend {
   }
 
  private:
-  static cpu::AttentionShape shape(const AttentionDims& d) {
-    cpu::AttentionShape s;
-    s.N = d.N, s.H = d.H, s.KVH = d.KVH, s.D = d.D, s.ld = d.ld, s.cu_seqlens = d.cu_seqlens_host, s.S = d.S;
-    s.scale = d.scale;
-    return s;
-  }
   MemoryBytes live_;
 };
 

@@ -284,7 +284,7 @@ void check_cu_seqlens(const int32_t* cu, int S, int N) {
 constexpr int kQueryBlock = 64;
 
 template <class T>
-void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const AttentionShape& a) {
+void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const AttentionArgs& a) {
   check_cu_seqlens(a.cu_seqlens, a.S, a.N);
   IFT_CHECK(a.KVH > 0 && a.H % a.KVH == 0, "attention: ", a.H, " query heads do not group over ", a.KVH, " kv heads");
   const int group = a.H / a.KVH, D = a.D, ldo = a.H * a.D;
@@ -324,7 +324,7 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
 
 template <class T>
 void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
-                        const T* lse, const AttentionShape& a) {
+                        const T* lse, const AttentionArgs& a) {
   check_cu_seqlens(a.cu_seqlens, a.S, a.N);
   const int group = a.H / a.KVH, D = a.D, ldo = a.H * a.D;
   // One (segment, kv head) pair owns the dk/dv rows of that head in that segment and the dq rows of
@@ -385,9 +385,10 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
 }
 
 template <class T>
-void attention_cached(T* out, const T* q, int ldq, const T* k_cache, const T* v_cache, int n, int start, int H,
-                      int KVH, int D, float scale) {
-  const int group = H / KVH, ldkv = KVH * D;
+void attention_cached(T* out, const T* q, const T* k_cache, const T* v_cache, const DecodeAttentionArgs& a) {
+  const int n = a.n, start = a.start, H = a.H, D = a.D, ldq = a.ldq;
+  const double scale = a.scale;
+  const int group = H / a.KVH, ldkv = a.KVH * D;
 #pragma omp parallel if (parallel_pays(int64_t(n) * (start + n) * H * D))
   {
     std::vector<double> p(start + n), acc(D);
@@ -649,10 +650,10 @@ void adamw_update(T* params, const T* grads, float* m, float* v, int64_t n, cons
   template void rmsnorm_backward<T>(T*, T*, const T*, const T*, const T*, const T*, const T*, const NormArgs&);   \
   template void matmul_forward<T>(T*, const T*, const T*, const T*, int, int, int);                             \
   template void matmul_backward<T>(T*, T*, T*, const T*, const T*, const T*, int, int, int);                    \
-  template void attention_forward<T>(T*, T*, const T*, const T*, const T*, const AttentionShape&);              \
+  template void attention_forward<T>(T*, T*, const T*, const T*, const T*, const AttentionArgs&);              \
   template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, const T*,   \
-                                      const AttentionShape&);                                                   \
-  template void attention_cached<T>(T*, const T*, int, const T*, const T*, int, int, int, int, int, float);     \
+                                      const AttentionArgs&);                                                   \
+  template void attention_cached<T>(T*, const T*, const T*, const T*, const DecodeAttentionArgs&);               \
   template void rope_forward<T>(T*, const int32_t*, int, int, int, int, float);                                 \
   template void rope_backward<T>(T*, const int32_t*, int, int, int, int, float);                                \
   template void gelu_forward<T>(T*, const T*, int64_t);                                                         \

@@ -45,30 +45,18 @@ void matmul_forward(T* out, const T* inp, const T* w, const T* b, int N, int I, 
 template <class T>
 void matmul_backward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w, int N, int I, int O);
 
-// Causal attention over packed samples. Row n of q is q + n*ld (H heads of D), of k and v k + n*ld
-// (KVH heads of D): they point into one fused qkv buffer of row stride ld. Query head h reads kv head
-// h / (H/KVH). Segment s covers rows [cu_seqlens[s], cu_seqlens[s+1]) and nothing attends across
-// segments. out: (N, H*D); lse: (N, H) the log-sum-exp of each row of scaled scores, for backward.
-struct AttentionShape {
-  int N = 0;                           // rows (tokens)
-  int H = 0, KVH = 0, D = 0;           // query heads, key/value heads, head dim
-  int ld = 0;                          // row stride of q, k, v (elements)
-  const int32_t* cu_seqlens = nullptr; // (S + 1): 0 = cu_seqlens[0] < ... < cu_seqlens[S] = N
-  int S = 0;                           // number of segments
-  float scale = 0;                     // softmax scale, 1/sqrt(D)
-};
+// Causal attention over packed samples (ift::AttentionArgs, kernels/args.h: the fields, the fused
+// layout and the masking; cu_seqlens is host memory here). q, k, v point into one fused qkv buffer
+// of row stride a.ld. out: (N, H*D); lse: (N, H).
 template <class T>
-void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const AttentionShape& shape);
+void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const AttentionArgs& a);
 // dq, dk, dv (row stride ld, like q, k, v) are written. Probabilities are recomputed from lse.
 template <class T>
 void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
-                        const T* lse, const AttentionShape& shape);
-// Attention of n new query rows against a KV cache, for decoding. Query row i sits at position
-// start + i and attends to cache rows [0, start + i]. q: (n rows of stride ldq, H heads of D);
-// k_cache, v_cache: (start + n, KVH * D) already holding the new rows; out: (n, H * D).
+                        const T* lse, const AttentionArgs& a);
+// Attention of new query rows against a KV cache, for decoding (ift::DecodeAttentionArgs).
 template <class T>
-void attention_cached(T* out, const T* q, int ldq, const T* k_cache, const T* v_cache, int n, int start, int H,
-                      int KVH, int D, float scale);
+void attention_cached(T* out, const T* q, const T* k_cache, const T* v_cache, const DecodeAttentionArgs& a);
 // Checks cu_seqlens (ift::Error on a malformed one).
 void check_cu_seqlens(const int32_t* cu_seqlens, int S, int N);
 

@@ -78,8 +78,9 @@ inline void __syncwarp(unsigned mask = 0xffffffffu, const std::source_location& 
 namespace ift::simt::detail {
 template <class T>
 T shuffle(WarpOp op, unsigned mask, T var, int arg, int width, const std::source_location& site) {
-  static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= 8, "shuffles move values of at most 8 bytes");
-  uint64_t bits = 0;
+  static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= sizeof(LaneWords),
+                "a warp collective moves at most 16 bytes a lane");
+  LaneWords bits{};
   std::memcpy(&bits, &var, sizeof(T));
   bits = warp_collective(op, mask, bits, arg, width, site);
   T out;

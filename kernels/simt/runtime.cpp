@@ -121,11 +121,14 @@ const char* op_name(WarpOp op) {
     case WarpOp::any: return "__any_sync";
     case WarpOp::all: return "__all_sync";
     case WarpOp::syncwarp: return "__syncwarp";
+    case WarpOp::mma_sync: return "mma.sync (mma_m16n8k16_bf16)";
+    case WarpOp::ldmatrix: return "ldmatrix";
   }
   return "?";
 }
 
 bool is_shuffle(WarpOp op) { return op <= WarpOp::shfl_xor; }
+bool is_gather(WarpOp op) { return op == WarpOp::mma_sync || op == WarpOp::ldmatrix; }
 
 std::string where(const std::source_location& s) {
   std::ostringstream os;
@@ -148,6 +151,8 @@ struct ThreadSlot {
   State state = State::ready;
   uint3 idx{};
   std::source_location site;  // where it waits
+  CpAsyncQueue cp_async;      // its pending cp.async copies
+  std::vector<CpAsyncCopy> cp_async_storage;
 };
 
 // A lane's part in a pending warp collective.
@@ -156,8 +161,9 @@ struct LaneOp {
   WarpOp op;
   int width;
   int arg;
-  uint64_t value;
-  uint64_t result;
+  LaneWords value;
+  LaneWords result;
+  LaneWords* gather_out;  // gathers: where this lane receives every lane's value
   std::source_location site;
 };
 
@@ -208,7 +214,7 @@ struct Worker {
   std::string error;
   std::byte* smem = nullptr;
   // The static shared variables reached in this launch (IFT_SHARED) and their bytes.
-  std::vector<const void*> static_seen;
+  std::vector<std::pair<const void*, size_t>> static_seen;
   size_t static_bytes = 0;
   char barrier_token[2];
   char start_token, end_token;
@@ -258,6 +264,11 @@ void thread_exit(Worker& w, int i) {
   --w.live;
   ++w.exited;
   if (w.aborting) return;
+  if (t.cp_async.count > 0) {
+    record_error(w, i, "exited with " + std::to_string(t.cp_async.count) +
+                           " cp.async copies not completed by cp.async.wait_group (their data would land after the thread stopped reading)");
+    return;
+  }
   WarpState& warp = w.warps[i / 32];
   const unsigned bit = 1u << (i % 32);
   warp.gone |= bit;
@@ -323,6 +334,8 @@ void run_block(Worker& w, uint3 block_idx) {
   blockIdx = block_idx;
   for (int i = 0; i < w.nthreads; ++i) {
     w.threads[i].state = State::ready;
+    w.threads[i].cp_async.count = 0;
+    w.threads[i].cp_async.committed = 0;
     w.order[i] = l.opts.schedule == Schedule::reverse ? w.nthreads - 1 - i : i;
   }
   for (size_t wi = 0; wi < w.warps.size(); ++wi) {
@@ -522,7 +535,10 @@ void block_barrier(const std::source_location& site) {
   IFT_TSAN_ACQUIRE(&w.barrier_token[generation & 1]);
 }
 
-uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int width, const std::source_location& site) {
+namespace {
+// The common part of warp_collective and warp_gather.
+LaneWords collective(WarpOp op, unsigned mask, const LaneWords& value, int arg, int width, LaneWords* gather_out,
+                     const std::source_location& site) {
   Worker& w = *t_worker;
   const int i = w.current;
   WarpState& warp = w.warps[i / 32];
@@ -553,21 +569,25 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int 
   const int leader = std::countr_zero(mask);
   [[maybe_unused]] const unsigned generation = warp.generation[leader];
   IFT_TSAN_RELEASE(&warp.token[leader][generation & 1]);
-  warp.lane[lane] = LaneOp{mask, op, width, arg, value, 0, site};
+  warp.lane[lane] = LaneOp{mask, op, width, arg, value, LaneWords{}, gather_out, site};
   warp.waiting |= bit;
   if ((warp.waiting & mask) == mask) {
     // Everyone is here: compute every lane's result (PTX ISA, shfl.sync: lanes are grouped in
     // segments of `width`; a source outside the lane's segment yields the lane's own value).
-    uint64_t ballot = 0;
+    uint32_t ballot = 0;
     for (unsigned m = mask; m != 0; m &= m - 1) {
       const int l = std::countr_zero(m);
-      if (warp.lane[l].value != 0) ballot |= 1u << l;
+      if (warp.lane[l].value.w[0] != 0) ballot |= 1u << l;
     }
     for (unsigned m = mask; m != 0; m &= m - 1) {
       const int l = std::countr_zero(m);
       LaneOp& me = warp.lane[l];
+      if (is_gather(op)) {
+        for (unsigned n = mask; n != 0; n &= n - 1) me.gather_out[std::countr_zero(n)] = warp.lane[std::countr_zero(n)].value;
+        continue;
+      }
       if (!is_shuffle(op)) {
-        me.result = ballot;
+        me.result = LaneWords{{ballot, 0, 0, 0}};
         continue;
       }
       const int seg_start = l & ~(width - 1), seg_end = seg_start + width - 1;
@@ -588,6 +608,9 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int 
     }
     warp.waiting &= ~mask;
     ++warp.generation[leader];
+    // The gathers' results were written into the other lanes' buffers after this lane's release
+    // above: release again, so that their acquire below orders those writes before their reads.
+    IFT_TSAN_RELEASE(&warp.token[leader][generation & 1]);
     for (unsigned m = mask & ~bit; m != 0; m &= m - 1) w.threads[(i / 32) * 32 + std::countr_zero(m)].state = State::ready;
   } else {
     w.threads[i].state = State::in_warp_op;
@@ -596,6 +619,52 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int 
   }
   IFT_TSAN_ACQUIRE(&warp.token[leader][generation & 1]);
   return warp.lane[lane].result;
+}
+}  // namespace
+
+LaneWords warp_collective(WarpOp op, unsigned mask, const LaneWords& value, int arg, int width,
+                          const std::source_location& site) {
+  IFT_ASSERT(!is_gather(op));
+  return collective(op, mask, value, arg, width, nullptr, site);
+}
+
+uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int width, const std::source_location& site) {
+  const LaneWords r = warp_collective(op, mask, LaneWords{{static_cast<uint32_t>(value), static_cast<uint32_t>(value >> 32), 0, 0}},
+                                      arg, width, site);
+  return r.w[0] | uint64_t{r.w[1]} << 32;
+}
+
+void warp_gather(WarpOp op, unsigned mask, const LaneWords& value, LaneWords (&out)[32], const std::source_location& site) {
+  IFT_ASSERT(is_gather(op));
+  collective(op, mask, value, 0, 32, out, site);
+}
+
+bool in_shared(const void* p, size_t bytes) {
+  const Worker& w = *t_worker;
+  const auto* b = static_cast<const std::byte*>(p);
+  if (b >= w.smem && b + bytes <= w.smem + w.launch->smem_bytes && bytes <= w.launch->smem_bytes) return true;
+  for (const auto& [address, size] : w.static_seen) {
+    const auto* s = static_cast<const std::byte*>(address);
+    if (b >= s && b + bytes <= s + size) return true;
+  }
+  return false;
+}
+
+CpAsyncQueue& cp_async_queue() {
+  Worker& w = *t_worker;
+  return w.threads[w.current].cp_async;
+}
+
+CpAsyncCopy& cp_async_push() {
+  Worker& w = *t_worker;
+  ThreadSlot& t = w.threads[w.current];
+  CpAsyncQueue& q = t.cp_async;
+  if (q.count == static_cast<int>(t.cp_async_storage.size())) {
+    t.cp_async_storage.resize(std::max<size_t>(16, 2 * t.cp_async_storage.size()));
+  }
+  q.pending = t.cp_async_storage.data();
+  q.capacity = static_cast<int>(t.cp_async_storage.size());
+  return q.pending[q.count++];
 }
 
 void* dynamic_shared() { return t_worker->smem; }
@@ -628,9 +697,9 @@ void opt_in_dynamic_shared(const void* fn, size_t bytes, const std::source_locat
 
 void static_shared(const void* address, size_t bytes, const std::source_location& site) {
   Worker& w = *t_worker;
-  for (const void* seen : w.static_seen)
-    if (seen == address) return;
-  w.static_seen.push_back(address);
+  for (const auto& seen : w.static_seen)
+    if (seen.first == address) return;
+  w.static_seen.emplace_back(address, bytes);
   w.static_bytes += bytes;
   const Launch& l = *w.launch;
   if (w.static_bytes > kDefaultSharedBytes)

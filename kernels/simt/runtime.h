@@ -70,13 +70,50 @@ inline constexpr size_t kDefaultSharedBytes = 48 * 1024;
 // ---- used by kernels/simt/device.h and kernels/launch.cuh, not by kernel authors -------------
 namespace detail {
 
-enum class WarpOp : uint8_t { shfl_idx, shfl_up, shfl_down, shfl_xor, ballot, any, all, syncwarp };
+// mma_sync and ldmatrix are gathers (every lane of the mask receives every lane's value), named
+// apart so that lanes of one warp calling different tensor-core operations are a mismatch.
+enum class WarpOp : uint8_t { shfl_idx, shfl_up, shfl_down, shfl_xor, ballot, any, all, syncwarp, mma_sync, ldmatrix };
+
+// What one lane carries into a warp collective: up to four 32-bit registers, the size of the
+// largest tensor-core fragment (the A operand of mma.m16n8k16, an ldmatrix.x4 result).
+struct LaneWords {
+  uint32_t w[4];
+};
 
 void block_barrier(const std::source_location& site);
 // One lane's part of a warp collective: returns the value this lane receives (for shuffles) or
-// the ballot of the lanes in `mask` (for ballot/any/all).
+// the ballot of the lanes in `mask` (for ballot/any/all; in w[0]). Not for the gathers.
+LaneWords warp_collective(WarpOp op, unsigned mask, const LaneWords& value, int arg, int width,
+                          const std::source_location& site);
+// The same for values of at most 64 bits (in w[0], w[1]).
 uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int width,
                          const std::source_location& site);
+// One lane's part of a gather (op mma_sync or ldmatrix): once every lane of `mask` has joined,
+// out[l] holds lane l's value for each lane l of the mask (the other entries are left alone).
+void warp_gather(WarpOp op, unsigned mask, const LaneWords& value, LaneWords (&out)[32],
+                 const std::source_location& site);
+
+// Whether [p, p + bytes) lies inside the calling block's shared memory: its dynamic shared memory,
+// or one static shared variable (IFT_SHARED) that a thread of this launch has reached.
+bool in_shared(const void* p, size_t bytes);
+
+// The calling CUDA thread's cp.async copies that its cp.async.wait_group has not completed yet
+// (kernels/simt/tensor_core.h). Emptied at block start; a thread that exits with copies still
+// pending is an error, as their data would land after the thread stopped looking.
+struct CpAsyncCopy {
+  void* dst;          // 16 bytes of shared memory
+  uint8_t data[16];   // what lands there (read from global memory at issue, zero-filled)
+  uint32_t group;     // commit group: the value of `committed` when issued
+};
+struct CpAsyncQueue {
+  CpAsyncCopy* pending = nullptr;  // pending copies, oldest first (count of them)
+  int count = 0;
+  int capacity = 0;
+  uint32_t committed = 0;          // groups committed so far
+};
+CpAsyncQueue& cp_async_queue();
+// Appends a copy to the calling thread's queue (grows its storage).
+CpAsyncCopy& cp_async_push();
 void* dynamic_shared();
 // Reports an error from kernel code (an emulator check such as a misaligned vector load): ends the
 // calling CUDA thread and makes the launch throw.

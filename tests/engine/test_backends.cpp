@@ -198,6 +198,32 @@ Trajectory train(const Case& c, int steps, float lr) {
 
 }  // namespace
 
+// Head dims 64 and 128 send bf16 attention to the tensor-core kernels (kernels/attention_tc.cu):
+// the whole step still stays within the bf16 tolerance of cpu fp32. llama_gqa's config with its
+// head dim widened (4 query heads, 2 kv heads), random weights (norm weights 1), two samples of 70
+// and 23 tokens (three 64-row tiles, one straddling the samples).
+TEST_CASE("emu bf16 with tensor-core attention (head dims 64, 128) stays within the bf16 tolerance of cpu", "[backends]") {
+  const int D = GENERATE(64, 128);
+  Case c = golden("llama_gqa", 1, 93, 3);
+  c.config.head_dim = D;
+  c.config.max_positions = std::max(c.config.max_positions, 128);
+  const ParamLayout layout = ParamLayout::build(c.config);
+  c.weights.assign(layout.total, 0.0f);
+  std::mt19937 rng(static_cast<uint32_t>(D));
+  std::uniform_real_distribution<float> u(-0.1f, 0.1f);
+  for (const ParamView& v : layout.views) {
+    const bool norm = v.shape.size() == 1 && v.name.find("norm") != std::string::npos;
+    for (int64_t i = 0; i < v.numel(); ++i) c.weights[v.offset + i] = norm ? 1.0f : u(rng);
+  }
+  c.cu = {0, 70, 93};
+  for (int i = 70; i < 93; ++i) c.positions[i] = i - 70;
+  c.targets[69] = -1;
+  INFO("head dim " << D);
+  const Result cpu = run<CpuBackend<float>>(c);
+  const Result emu = run<EmuBackend<bf16>>(c);
+  compare("llama_gqa head dim " + std::to_string(D) + " emu bf16 vs cpu", emu, cpu, 5e-3, 2e-2, 5e-2, layout);
+}
+
 TEST_CASE("one AdamW step: emu fp32 equals cpu, emu bf16 within tolerance", "[backends]") {
   const std::string family = GENERATE("gpt2", "llama");
   const Case c = tiny_case(tiny(family));

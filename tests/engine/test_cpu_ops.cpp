@@ -145,7 +145,7 @@ TEST_CASE("attention: causal within packed segments, GQA, odd head dim", "[cpu_o
   const int N = c.cu.back(), ld = (c.H + 2 * c.KVH) * c.D;
   INFO("H=" << c.H << " KVH=" << c.KVH << " D=" << c.D << " N=" << N);
   Vec qkv = random_vector<double>(N * ld, 41, -1.5, 1.5), r = random_vector<double>(N * c.H * c.D, 42);
-  cpu::AttentionShape a;
+  AttentionArgs a;
   a.N = N, a.H = c.H, a.KVH = c.KVH, a.D = c.D, a.ld = ld, a.cu_seqlens = c.cu.data(), a.S = int(c.cu.size()) - 1;
   a.scale = float(1.0 / std::sqrt(double(c.D)));
   a.scale = 1.0f / std::sqrt(float(c.D));
@@ -171,7 +171,8 @@ TEST_CASE("attention: a segment of length 1 returns its own value; bad cu_seqlen
   std::vector<int32_t> cu = {0, 2, 3};
   const int N = 3;
   std::vector<float> qkv = random_vector<float>(N * ld, 51), out(N * H * D), lse(N * H);
-  cpu::AttentionShape a{N, H, KVH, D, ld, cu.data(), 2, 0.5f};
+  AttentionArgs a;
+  a.N = N, a.H = H, a.KVH = KVH, a.D = D, a.ld = ld, a.S = 2, a.cu_seqlens = cu.data(), a.scale = 0.5f;
   cpu::attention_forward(out.data(), lse.data(), qkv.data(), qkv.data() + H * D, qkv.data() + (H + KVH) * D, a);
   for (int h = 0; h < H; ++h)
     for (int d = 0; d < D; ++d) CHECK(out[(2 * H + h) * D + d] == qkv[2 * ld + (H + KVH) * D + d]);

@@ -13,12 +13,14 @@ void fault_static_shared_oob(const float* in, float* out);
 void fault_dynamic_shared_oob(const float* in, float* out);
 void fault_reduction(bool racy, const float* in, float* out, int blocks);
 void fault_shared(bool with_static, bool opt_in, size_t dynamic_bytes, float* out);
+void fault_cp_async(bool racy, const float* in, float* out);
 }  // namespace ift::test
 
 int main(int argc, char** argv) {
   if (argc != 2) {
     std::fprintf(stderr, "usage: simt_faults stack_overflow|global_oob|static_shared_oob|dynamic_shared_oob|racy_reduction|clean_reduction|"
-                 "shared_over_48k|shared_static_over_48k|shared_opt_in|shared_static_opt_in|shared_opt_in_over_device\n");
+                 "shared_over_48k|shared_static_over_48k|shared_opt_in|shared_static_opt_in|shared_opt_in_over_device|"
+                 "racy_cp_async|clean_cp_async\n");
     return 2;
   }
   const char* which = argv[1];
@@ -38,6 +40,12 @@ int main(int argc, char** argv) {
       std::vector<float> big(2 * 128, 1.0f);
       ift::test::fault_reduction(which[0] == 'r', big.data(), out.data(), 2);
       std::printf("sums %g %g\n", out[0], out[1]);
+    } else if (std::strcmp(which, "racy_cp_async") == 0 || std::strcmp(which, "clean_cp_async") == 0) {
+      std::vector<float> big(128 * 4);
+      for (size_t i = 0; i < big.size(); ++i) big[i] = float(i);
+      std::vector<float> got(128);
+      ift::test::fault_cp_async(which[0] == 'r', big.data(), got.data());
+      std::printf("out[0] %g out[127] %g\n", got[0], got[127]);
     } else if (std::strcmp(which, "shared_over_48k") == 0) {
       ift::test::fault_shared(false, false, 48 * 1024 + 16, out.data());  // dynamic alone over the line
     } else if (std::strcmp(which, "shared_static_over_48k") == 0) {

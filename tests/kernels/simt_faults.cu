@@ -1,6 +1,7 @@
 // Kernels with faults that end the process (stack overflow) or that a sanitizer reports
 // (out-of-bounds accesses, a shared-memory race). Run by simt_faults.cpp, one per process.
 #include "kernels/common.cuh"
+#include "kernels/mma.cuh"
 
 namespace ift::test {
 
@@ -53,6 +54,20 @@ static __device__ void tree_reduce(const float* g_in, float* g_out) {
 static __global__ void racy_reduction_kernel(const float* g_in, float* g_out) { tree_reduce<true>(g_in, g_out); }
 static __global__ void clean_reduction_kernel(const float* g_in, float* g_out) { tree_reduce<false>(g_in, g_out); }
 
+// Each thread copies 16 bytes into shared memory by cp.async, waits for it, and reads its
+// neighbour's copy; `racy` leaves out the barrier between the wait and the read, which a GPU needs
+// (the wait only covers the thread's own copies): ThreadSanitizer reports the read.
+template <bool kRacy>
+static __global__ void cp_async_neighbour_kernel(const float* g_in, float* g_out) {
+  IFT_SHARED(float[128 * 4], s_x);
+  const int tid = threadIdx.x;
+  cp_async_16(s_x + 4 * tid, g_in + 4 * tid, true);
+  cp_async_commit();
+  cp_async_wait<0>();
+  if (!kRacy) __syncthreads();
+  g_out[tid] = s_x[4 * ((tid + 1) % 128)];
+}
+
 // Writes its block's dynamic shared memory (all of it) and, with kStatic, a static array on top.
 template <bool kStatic>
 static __global__ void shared_limit_kernel(float* g_out, int floats) {
@@ -80,6 +95,10 @@ void fault_dynamic_shared_oob(const float* in, float* out) {
 }
 void fault_reduction(bool racy, const float* in, float* out, int blocks) {
   launch_kernel(racy ? racy_reduction_kernel : clean_reduction_kernel, blocks, 128, 0, nullptr, in, out);
+}
+
+void fault_cp_async(bool racy, const float* in, float* out) {
+  launch_kernel(racy ? cp_async_neighbour_kernel<true> : cp_async_neighbour_kernel<false>, 1, 128, 0, nullptr, in, out);
 }
 
 void fault_shared(bool with_static, bool opt_in, size_t dynamic_bytes, float* out) {

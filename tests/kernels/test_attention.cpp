@@ -13,6 +13,7 @@
 #include "engine/cpu/ops.h"
 #include "engine/base/error.h"
 #include "kernels/attention.h"
+#include "kernels/attention_tc.h"
 #include "kernels/simt/runtime.h"
 #include "tests/kernels/kernel_support.h"
 #include "tests/support.h"
@@ -35,17 +36,18 @@ std::string describe(const AttnCase& c) {
   return os.str();
 }
 
-// The fused buffer: rows of (H + 2 KVH) * D plus 3 padding columns (ld odd and larger than needed).
+// The fused buffer: rows of (H + 2 KVH) * D plus `pad` padding columns: 3 by default (ld odd and
+// larger than needed, which the tensor-core kernels do not take), 8 for the tensor-core cases.
 struct AttnData {
   int N, ld;
-  AttentionParams p;
+  AttentionArgs p;
   KernelVector<float> qkv, dout;  // (N, ld), (N, H*D)
 };
 
-AttnData make_data(const AttnCase& c) {
+AttnData make_data(const AttnCase& c, int pad = 3) {
   AttnData a;
   a.N = c.cu.back();
-  a.ld = (c.H + 2 * c.KVH) * c.D + 3;
+  a.ld = (c.H + 2 * c.KVH) * c.D + pad;
   a.p.N = a.N;
   a.p.H = c.H;
   a.p.KVH = c.KVH;
@@ -66,10 +68,7 @@ struct Reference {
 };
 
 Reference reference(const AttnData& a, const KernelVector<double>& qkv, const KernelVector<double>& dout) {
-  const AttentionParams& p = a.p;
-  cpu::AttentionShape s;
-  s.N = p.N, s.H = p.H, s.KVH = p.KVH, s.D = p.D, s.ld = p.ld, s.cu_seqlens = p.cu_seqlens, s.S = p.S;
-  s.scale = p.scale;
+  const AttentionArgs& p = a.p;
   Reference r;
   r.out.assign(static_cast<size_t>(p.N) * p.H * p.D, 0.0);
   r.lse.assign(static_cast<size_t>(p.N) * p.H, 0.0);
@@ -77,9 +76,9 @@ Reference reference(const AttnData& a, const KernelVector<double>& qkv, const Ke
   const double* q = qkv.data();
   const double* k = q + p.H * p.D;
   const double* v = q + (p.H + p.KVH) * p.D;
-  cpu::attention_forward(r.out.data(), r.lse.data(), q, k, v, s);
+  cpu::attention_forward(r.out.data(), r.lse.data(), q, k, v, p);
   cpu::attention_backward(r.dqkv.data(), r.dqkv.data() + p.H * p.D, r.dqkv.data() + (p.H + p.KVH) * p.D, dout.data(),
-                          q, k, v, r.out.data(), r.lse.data(), s);
+                          q, k, v, r.out.data(), r.lse.data(), p);
   return r;
 }
 
@@ -109,7 +108,7 @@ struct Fp32Result {
 constexpr float kSentinel = 12345.0f;
 
 Fp32Result run_fp32(const AttnData& a) {
-  const AttentionParams& p = a.p;
+  const AttentionArgs& p = a.p;
   Fp32Result r;
   r.out.assign(static_cast<size_t>(p.N) * p.H * p.D, 0.0f);
   r.lse.assign(static_cast<size_t>(p.N) * p.H, 0.0f);
@@ -152,7 +151,7 @@ struct NaiveBf16 {
 };
 
 NaiveBf16 naive_bf16(const AttnData& a, const KernelVector<float>& qkv, const KernelVector<float>& dout) {
-  const AttentionParams& p = a.p;
+  const AttentionArgs& p = a.p;
   const int H = p.H, KVH = p.KVH, D = p.D, ld = a.ld, group = H / KVH;
   NaiveBf16 r;
   r.out.assign(static_cast<size_t>(p.N) * H * D, 0.0);
@@ -221,17 +220,20 @@ NaiveBf16 naive_bf16(const AttnData& a, const KernelVector<float>& qkv, const Ke
   return r;
 }
 
-void check_bf16(const AttnCase& c) {
-  INFO(describe(c));
-  AttnData a = make_data(c);
+// `tensor_cores`: the case must run the tensor-core kernels (kernels/attention_tc.h): ld a multiple
+// of 8 and a head dim they cover. Otherwise the odd ld sends bf16 to the SIMT kernels.
+void check_bf16(const AttnCase& c, bool tensor_cores = false) {
+  INFO(describe(c) << (tensor_cores ? " (tensor cores)" : " (SIMT)"));
+  AttnData a = make_data(c, tensor_cores ? 8 : 3);
   for (auto& x : a.qkv) x = bf(x);  // the inputs are bf16 values, for all three implementations
   for (auto& x : a.dout) x = bf(x);
-  const AttentionParams& p = a.p;
+  const AttentionArgs& p = a.p;
   const int N = a.N, H = c.H, KVH = c.KVH, D = c.D;
   KernelVector<bf16> qkv(a.qkv.size()), dout(a.dout.size()), out(static_cast<size_t>(N) * H * D), dqkv(a.qkv.size());
   for (size_t i = 0; i < qkv.size(); ++i) qkv[i] = __float2bfloat16(a.qkv[i]);
   for (size_t i = 0; i < dout.size(); ++i) dout[i] = __float2bfloat16(a.dout[i]);
   KernelVector<float> lse(static_cast<size_t>(N) * H), delta(static_cast<size_t>(N) * H);
+  REQUIRE(attention_tc_supports(p, qkv.data(), out.data(), dqkv.data()) == tensor_cores);
   attention_forward(out.data(), lse.data(), qkv.data(), p, nullptr);
   attention_backward(dqkv.data(), delta.data(), dout.data(), qkv.data(), out.data(), lse.data(), p, nullptr);
 
@@ -325,6 +327,27 @@ TEST_CASE("attention bf16: at most twice the error of a naive bf16 implementatio
   check_bf16({2, 1, 16, {0, 1}, 12});
 }
 
+// The tensor-core kernels (bf16, ld % 8 == 0): lengths off the 64-row tiles (1, 63, 65, 130),
+// packed segments of length 1, GQA 8:1 and MHA, each head dim they cover.
+TEST_CASE("attention tensor cores D 64: GQA 8:1, segments of 1, 63, 65, 1, 130", "[kernels][attention][tensor_cores]") {
+  check_bf16({8, 1, 64, {0, 1, 64, 129, 130, 260}, 31}, true);
+}
+
+TEST_CASE("attention tensor cores D 128: MHA and MQA, lengths 63, 1, 130", "[kernels][attention][tensor_cores]") {
+  check_bf16({2, 2, 128, {0, 63, 64, 194}, 32}, true);
+  check_bf16({3, 1, 128, {0, 1}, 33}, true);
+}
+
+TEST_CASE("attention tensor cores D 96 and 256", "[kernels][attention][tensor_cores]") {
+  check_bf16({2, 1, 96, {0, 70, 71}, 34}, true);
+  check_bf16({2, 1, 256, {0, 1, 40, 105}, 35}, true);
+}
+
+TEST_CASE("attention tensor cores: 1025 rows, GQA 4:1, D 128 and D 64", "[kernels][attention][tensor_cores][slow]") {
+  check_bf16({4, 1, 128, {0, 1025}, 36}, true);
+  check_bf16({8, 1, 64, {0, 1, 1025}, 37}, true);
+}
+
 #if IFT_TEST_EMULATED  // the emulator's thread and block schedules
 TEST_CASE("attention: bitwise deterministic across runs and schedules", "[kernels][attention]") {
   const AttnCase c{6, 2, 40, {0, 1, 30, 31, 64, 97}, 13};
@@ -352,14 +375,14 @@ TEST_CASE("attention: bad shapes are errors naming the op and the argument", "[k
   const AttnCase c{4, 2, 8, {0, 3, 7}, 14};
   const AttnData good = make_data(c);
   KernelVector<float> out(7 * 4 * 8), lse(7 * 4), dqkv(good.qkv.size()), delta(7 * 4);
-  auto fwd = [&](const AttentionParams& p) { attention_forward(out.data(), lse.data(), good.qkv.data(), p, nullptr); };
-  auto bwd = [&](const AttentionParams& p) {
+  auto fwd = [&](const AttentionArgs& p) { attention_forward(out.data(), lse.data(), good.qkv.data(), p, nullptr); };
+  auto bwd = [&](const AttentionArgs& p) {
     attention_backward(dqkv.data(), delta.data(), good.dout.data(), good.qkv.data(), out.data(), lse.data(), p, nullptr);
   };
   CHECK_NOTHROW(fwd(good.p));
   CHECK_NOTHROW(bwd(good.p));
   auto with = [&](auto change) {
-    AttentionParams p = good.p;
+    AttentionArgs p = good.p;
     change(p);
     return p;
   };

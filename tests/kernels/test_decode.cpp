@@ -42,19 +42,18 @@ DecodeData make_data(const DecodeCase& c) {
   return d;
 }
 
-KernelVector<double> reference(const DecodeData& d, const DecodeCase& c) {
-  KernelVector<double> out(size_t(c.n) * c.H * c.D);
-  const KernelVector<double> q(d.q.begin(), d.q.end()), k(d.k.begin(), d.k.end()), v(d.v.begin(), d.v.end());
-  cpu::attention_cached(out.data(), q.data(), d.ldq, k.data(), v.data(), c.n, c.start, c.H, c.KVH, c.D,
-                        static_cast<float>(1.0 / std::sqrt(double(c.D))));
-  return out;
-}
-
-DecodeAttentionParams params(const DecodeData& d, const DecodeCase& c) {
-  DecodeAttentionParams p;
+DecodeAttentionArgs params(const DecodeData& d, const DecodeCase& c) {
+  DecodeAttentionArgs p;
   p.n = c.n, p.start = c.start, p.H = c.H, p.KVH = c.KVH, p.D = c.D, p.ldq = d.ldq;
   p.scale = static_cast<float>(1.0 / std::sqrt(double(c.D)));
   return p;
+}
+
+KernelVector<double> reference(const DecodeData& d, const DecodeCase& c) {
+  KernelVector<double> out(size_t(c.n) * c.H * c.D);
+  const KernelVector<double> q(d.q.begin(), d.q.end()), k(d.k.begin(), d.k.end()), v(d.v.begin(), d.v.end());
+  cpu::attention_cached(out.data(), q.data(), k.data(), v.data(), params(d, c));
+  return out;
 }
 
 }  // namespace
@@ -82,7 +81,7 @@ TEST_CASE("attention_decode: bad shapes are errors naming the argument", "[kerne
   const DecodeData d = make_data(c);
   KernelVector<float> out(32);
   auto run = [&](auto edit) {
-    DecodeAttentionParams p = params(d, c);
+    DecodeAttentionArgs p = params(d, c);
     edit(p);
     attention_decode(out.data(), d.q.data(), d.k.data(), d.v.data(), p, nullptr);
   };
