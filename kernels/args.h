@@ -12,4 +12,16 @@
 
 namespace ift {
 
+// ---- dropout (kernels/dropout.h, cpu::dropout) ------------------------------------------------------
+// out[i] = keep(i) ? in[i] / (1 - p) : 0, with keep(i) a pure function of (seed, step, site, i)
+// (kernels/counter_hash.h): the mask is never stored, the backward pass regenerates it by calling the
+// same op on the gradient with the same arguments.
+struct DropoutArgs {
+  uint64_t seed = 0;   // the run's seed
+  uint64_t step = 0;   // which forward pass: the caller folds the optimizer step and micro-batch in
+  uint32_t site = 0;   // which dropout site of that pass (layer and place), so sites draw apart
+  float p = 0;         // drop probability, in [0, 1); 0 is the identity
+  int64_t n = 0;       // elements; element i of the buffer draws counter i
+};
+
 }  // namespace ift

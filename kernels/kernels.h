@@ -16,6 +16,7 @@
 #include "kernels/norm.h"
 #include "kernels/elementwise.h"
 #include "kernels/decode.h"
+#include "kernels/dropout.h"
 
 IFT_KERNELS_BEGIN
 

@@ -10,6 +10,7 @@
 
 #include "engine/base/error.h"
 #include "engine/cpu/blas.h"
+#include "kernels/counter_hash.h"
 
 namespace ift::cpu {
 
@@ -516,6 +517,20 @@ void residual_forward(T* out, const T* a, const T* b, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
 }
 
+// The scale is the fp32 1 / (1 - p) whatever T, so the float reference equals the kernel bit for
+// bit and the double one (gradient checks) sees the same mask and factor.
+template <class T>
+void dropout(T* out, const T* in, const DropoutArgs& args) {
+  IFT_CHECK(args.n >= 0, "dropout: negative element count n = ", args.n);
+  IFT_CHECK(args.p >= 0.0f && args.p < 1.0f, "dropout: probability p = ", args.p, " is outside [0, 1)");
+  const uint64_t key = counter_key(args.seed, args.step, args.site);
+  const uint32_t threshold = dropout_threshold(args.p);
+  const T scale = static_cast<T>(dropout_scale(args.p));
+#pragma omp parallel for if (parallel_pays(args.n))
+  for (int64_t i = 0; i < args.n; ++i)
+    out[i] = counter_bits(key, static_cast<uint64_t>(i)) >= threshold ? in[i] * scale : T(0);
+}
+
 // ---- cross-entropy ---------------------------------------------------------------------------
 
 template <class T>
@@ -618,6 +633,7 @@ void adamw_update(T* params, const T* grads, float* m, float* v, int64_t n, cons
   template void swiglu_forward<T>(T*, const T*, int, int);                                                      \
   template void swiglu_backward<T>(T*, const T*, const T*, int, int);                                           \
   template void residual_forward<T>(T*, const T*, const T*, int64_t);                                           \
+  template void dropout<T>(T*, const T*, const DropoutArgs&);                                                   \
   template double cross_entropy_forward<T>(T*, const T*, const int32_t*, int, int, int, double);                  \
   template double sum_of_squares<T>(const T*, int64_t);                                                         \
   template void adamw_update<T>(T*, const T*, float*, float*, int64_t, const AdamWStep&);

@@ -10,6 +10,8 @@
 
 #include <cstdint>
 
+#include "kernels/args.h"
+
 namespace ift::cpu {
 
 // out[n] = wte[tokens[n]] + wpe[positions[n]] (wpe may be null: no learned positions).
@@ -94,6 +96,13 @@ void swiglu_backward(T* dinp, const T* inp, const T* dout, int N, int F);
 // out = a + b (out may alias a or b).
 template <class T>
 void residual_forward(T* out, const T* a, const T* b, int64_t n);
+
+// Dropout: out[i] = keep(i) ? in[i] * dropout_scale(p) : 0, keep(i) = counter_bits(counter_key(seed,
+// step, site), i) >= dropout_threshold(p) (kernels/counter_hash.h). The mask is a pure function of
+// the arguments: the backward pass is this same call on the gradient. out may alias in; p = 0 is the
+// identity. ift::Error on p outside [0, 1) or a negative n.
+template <class T>
+void dropout(T* out, const T* in, const DropoutArgs& args);
 
 // Cross-entropy of logits (N rows of stride ld >= V; the first V columns are the vocabulary, the
 // rest, the classifier's padding, are not read, and get a zero gradient) against targets (N); a
