@@ -89,7 +89,8 @@ concept Backend = requires(B& b, typename B::act_t* a, const typename B::act_t* 
                            const typename B::grad_t* cg, typename B::stat_t* s, const typename B::stat_t* cs,
                            const int32_t* ids, float* f, const float* cf, void* p, const void* cp, size_t n,
                            int i, float x, const AttentionDims& dims, const DecayRuns& runs, const AdamWHyper& h,
-                           const ModelConfig& config, const DropoutArgs& drop) {
+                           const ModelConfig& config, const DropoutArgs& drop,
+                           const NeftuneArgs& neft) {
   typename B::act_t;
   typename B::grad_t;
   typename B::stat_t;
@@ -136,6 +137,8 @@ concept Backend = requires(B& b, typename B::act_t* a, const typename B::act_t* 
   // dropout with a regenerated mask (kernels/args.h): the backward pass is the same call on the
   // gradient; out may alias in
   b.dropout(a, ca, drop);
+  // NEFTune's noise added in place to the embeddings (rows segmented by cu_seqlens, backend memory)
+  b.neftune_forward(a, ids, neft);
   // loss (returned to the host) and, when dlogits is not null, its gradient, in place allowed
   // over the first V columns of rows of stride ld (the classifier is padded to a multiple of 128)
   { b.cross_entropy(a, ca, ids, i, i, i, double(x)) } -> std::convertible_to<double>;

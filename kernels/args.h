@@ -24,4 +24,21 @@ struct DropoutArgs {
   int64_t n = 0;       // elements; element i of the buffer draws counter i
 };
 
+// ---- NEFTune (kernels/neftune.h, cpu::neftune_forward) ---------------------------------------------
+// Noisy embeddings (Jain et al., 2023, "NEFTune: Noisy Embeddings Improve Instruction Finetuning",
+// Algorithm 1): x (N, C) += alpha / sqrt(L * C) * u, u uniform in [-1, 1), where L is the length of
+// the packed segment (sample) the row belongs to. u for element n * C + c is drawn from the counter
+// hash of (seed, step, kNeftuneSite) (kernels/counter_hash.h): float(bits >> 8) * 2^-23 - 1, added
+// with one fused multiply-add, so the CPU reference and the kernel agree bit for bit.
+struct NeftuneArgs {
+  uint64_t seed = 0;   // the run's seed
+  uint64_t step = 0;   // which forward pass (as DropoutArgs::step)
+  float alpha = 0;     // the noise scale; 0 adds nothing
+  int N = 0;           // rows of x
+  int C = 0;           // channels of a row (the embedding width d)
+  int S = 0;           // segments: cu_seqlens holds S + 1 boundaries, 0 ... N
+};
+// The site NEFTune draws from, apart from every dropout site.
+inline constexpr uint32_t kNeftuneSite = 0xfffffffeu;
+
 }  // namespace ift

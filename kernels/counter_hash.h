@@ -48,4 +48,10 @@ IFT_HOST_DEVICE uint32_t dropout_threshold(float p) {
 // The factor kept elements are multiplied by: 1 / (1 - p), one IEEE fp32 division.
 IFT_HOST_DEVICE float dropout_scale(float p) { return 1.0f / (1.0f - p); }
 
+// A uniform value in [-1, 1) from 32 random bits: 24 of them, scaled exactly (every value is a
+// multiple of 2^-23, so no rounding happens on either side).
+IFT_HOST_DEVICE float counter_uniform_pm1(uint32_t bits) {
+  return static_cast<float>(bits >> 8) * (1.0f / 8388608.0f) - 1.0f;
+}
+
 }  // namespace ift

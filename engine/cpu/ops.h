@@ -104,6 +104,12 @@ void residual_forward(T* out, const T* a, const T* b, int64_t n);
 template <class T>
 void dropout(T* out, const T* in, const DropoutArgs& args);
 
+// NEFTune, in place: x (N, C) += alpha / sqrt(L * C) * u, u uniform in [-1, 1) from the counter
+// hash, L the length of the row's segment (NeftuneArgs, kernels/args.h). Additive: the gradient
+// passes through unchanged. ift::Error on a bad shape, a malformed cu_seqlens or a bad alpha.
+template <class T>
+void neftune_forward(T* x, const int32_t* cu_seqlens, const NeftuneArgs& args);
+
 // Cross-entropy of logits (N rows of stride ld >= V; the first V columns are the vocabulary, the
 // rest, the classifier's padding, are not read, and get a zero gradient) against targets (N); a
 // negative target is not trained. Returns
