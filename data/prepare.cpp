@@ -1,6 +1,8 @@
 #include "data/prepare.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 
@@ -49,6 +51,9 @@ std::string PrepareReport::json(const PrepareOptions& o, const std::string& toke
   j["on_long"] = on_long_name(o.on_long);
   j["on_bad"] = o.on_bad == OnBad::error ? "error" : "skip";
   j["seed"] = o.seed;
+  if (!o.weights.empty()) j["weights"] = o.weights;
+  j["val_fraction"] = o.val_fraction;
+  j["validation_samples"] = validation_samples;
   j["tokenizer"] = tokenizer;
   j["samples_read"] = samples_read;
   j["samples_kept"] = samples_kept;
@@ -95,11 +100,45 @@ std::vector<Sample> render_samples(std::span<const Conversation> conversations, 
   return out;
 }
 
+std::pair<std::vector<int64_t>, std::vector<int64_t>> mixture_indices(int64_t n, double weight, double val_fraction,
+                                                                      uint64_t seed, int file_index) {
+  IFT_CHECK(weight >= 0 && std::isfinite(weight), "mixture weight ", weight, " of file ", file_index, " must be >= 0");
+  IFT_CHECK(val_fraction >= 0 && val_fraction < 1, "validation fraction ", val_fraction, " must be in [0, 1)");
+  // Two seeded orders per file, apart from the rows' order (epoch 0): epoch 1 picks the held-out
+  // records, epoch 2 the fractional copies.
+  const uint64_t file_seed = seed ^ (0x9e3779b97f4a7c15ull * uint64_t(file_index + 1));
+  std::vector<uint8_t> held(size_t(n), 0);
+  std::vector<int64_t> validation;
+  const auto n_val = static_cast<int64_t>(std::llround(val_fraction * double(n)));
+  if (n_val > 0) {
+    const std::vector<int64_t> order = epoch_order(n, file_seed, 1);
+    for (int64_t i = 0; i < n_val; ++i) held[order[i]] = 1;
+    for (int64_t i = 0; i < n; ++i)
+      if (held[i]) validation.push_back(i);
+  }
+  std::vector<int64_t> kept;
+  for (int64_t i = 0; i < n; ++i)
+    if (!held[i]) kept.push_back(i);
+  const double whole = std::floor(weight);
+  std::vector<int64_t> training;
+  for (int64_t copy = 0; copy < static_cast<int64_t>(whole); ++copy) training.insert(training.end(), kept.begin(), kept.end());
+  const auto extra = static_cast<int64_t>(std::llround((weight - whole) * double(kept.size())));
+  if (extra > 0) {
+    std::vector<int64_t> order = epoch_order(static_cast<int64_t>(kept.size()), file_seed, 2);
+    order.resize(size_t(extra));
+    std::sort(order.begin(), order.end());
+    for (int64_t k : order) training.push_back(kept[k]);
+  }
+  return {std::move(training), std::move(validation)};
+}
+
 PrepareReport prepare_dataset(const PrepareOptions& o, const Tokenizer& tokenizer, const std::filesystem::path& out_dir,
                               const PrepareProgress& progress) {
   const auto t0 = std::chrono::steady_clock::now();
   IFT_CHECK(o.seq_len > 0, "--seq-len must be positive, got ", o.seq_len);
   IFT_CHECK(!o.data.empty(), "no input files (--data FILE)");
+  IFT_CHECK(o.weights.empty() || o.weights.size() == o.data.size(), o.weights.size(), " mixture weights for ",
+            o.data.size(), " files: give one weight per file");
   const ChatFormatter formatter(o.tmpl, tokenizer);  // checks EOS and special tokens before any reading
 
   int64_t bytes_total = 0, bytes_done = 0;
@@ -112,10 +151,26 @@ PrepareReport prepare_dataset(const PrepareOptions& o, const Tokenizer& tokenize
 
   PrepareReport report;
   report.template_name = formatter.tmpl().name;
-  std::vector<Sample> samples;
-  for (const auto& f : o.data) {
+  std::vector<Sample> samples, validation;
+  for (size_t file = 0; file < o.data.size(); ++file) {
+    const auto& f = o.data[file];
     ReadStats stats;
-    const std::vector<Conversation> conversations = read_conversations(f, o.format, o.on_bad, stats);
+    std::vector<Conversation> conversations = read_conversations(f, o.format, o.on_bad, stats);
+    if (!o.weights.empty() || o.val_fraction > 0) {
+      const auto [train_idx, val_idx] = mixture_indices(static_cast<int64_t>(conversations.size()),
+                                                        o.weights.empty() ? 1.0 : o.weights[file], o.val_fraction,
+                                                        o.seed, static_cast<int>(file));
+      std::vector<Conversation> held;
+      for (int64_t i : val_idx) held.push_back(conversations[i]);
+      if (!held.empty()) {
+        PrepareReport ignored;  // the held-out records are counted once, as read, by this file's stats
+        for (Sample& s : render_samples(held, formatter, o, ignored)) validation.push_back(std::move(s));
+      }
+      std::vector<Conversation> mixed;
+      mixed.reserve(train_idx.size());
+      for (int64_t i : train_idx) mixed.push_back(conversations[i]);
+      conversations = std::move(mixed);
+    }
     report.samples_read += stats.records;
     if (stats.bad > 0) report.dropped["bad_input"] += stats.bad;
     for (const auto& [reason, n] : stats.bad_by_reason) report.bad_input_by_reason[reason] += n;
@@ -165,6 +220,13 @@ PrepareReport prepare_dataset(const PrepareOptions& o, const Tokenizer& tokenize
   meta.tokenizer_id = tokenizer_description(tokenizer);
   std::filesystem::create_directories(out_dir);
   write_packed_file(out_dir / "train.pack", meta, rows, samples);
+  if (o.val_fraction > 0) {
+    IFT_CHECK(!validation.empty(), "the validation split (", o.val_fraction, ") holds no sample: too few records");
+    std::vector<int32_t> val_lengths;
+    for (const Sample& s : validation) val_lengths.push_back(static_cast<int32_t>(s.tokens.size()));
+    write_packed_file(out_dir / "eval.pack", meta, pack_rows(val_lengths, o.seq_len, o.pack), validation);
+    report.validation_samples = static_cast<int64_t>(validation.size());
+  }
 
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   write_text_atomically(out_dir / "report.json", report.json(o, meta.tokenizer_id) + "\n");

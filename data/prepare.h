@@ -1,6 +1,6 @@
 // The whole data preparation, as `ift prepare` runs it: read every file, render each conversation
 // with the template and mask, deal with long samples, pack, write DIR/train.pack and
-// DIR/report.json. Every sample that does not make it into the file is counted by reason.
+// DIR/report.json (and DIR/eval.pack with a validation split). Every sample that does not make it into the file is counted by reason.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +10,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "data/pack.h"
@@ -37,12 +38,20 @@ struct PrepareOptions {
   OnLong on_long = OnLong::drop;
   OnBad on_bad = OnBad::error;
   int32_t seq_len = 2048;
-  uint64_t seed = 0;  // bfd only: the rows are written in this seeded order, not longest-first
+  uint64_t seed = 0;  // the bfd rows' order (not longest-first), the mixture's subsets, the split
+  // A mixture: weights[i] (>= 0) for data[i]; empty = 1 each. Weight w keeps floor(w) copies of every
+  // record of the file plus a seeded subset of round(frac(w) * records) more (0.5: half the
+  // records, 2: each twice, 0: none).
+  std::vector<double> weights;
+  // Held out before the weights apply, per file: a seeded round(val_fraction * records) of its
+  // records go to DIR/eval.pack (once each) instead of train.pack.
+  double val_fraction = 0;
 };
 
 struct PrepareReport {
   int64_t samples_read = 0;   // records in the input files
   int64_t samples_kept = 0;   // samples in the packed file
+  int64_t validation_samples = 0;  // samples in eval.pack (val_fraction > 0)
   std::map<std::string, int64_t> dropped;             // reason -> count: bad_input, too_long, no_trained_tokens
   std::map<std::string, int64_t> bad_input_by_reason; // invalid_json, missing_field, empty_output, ...
   int64_t truncated = 0;      // samples cut to seq_len and kept
@@ -58,6 +67,13 @@ struct PrepareReport {
 
 // Progress: input bytes done, input bytes in all, tokens so far.
 using PrepareProgress = std::function<void(int64_t bytes_done, int64_t bytes_total, int64_t tokens)>;
+
+// The records of one file a mixture and a validation split keep, as indices into `n` records:
+// (training, validation). Training holds floor(w) copies of every non-held-out record plus a seeded
+// subset of round(frac(w) * kept) more, in record order; validation round(val_fraction * n) records.
+// Deterministic in (seed, file_index).
+std::pair<std::vector<int64_t>, std::vector<int64_t>> mixture_indices(int64_t n, double weight, double val_fraction,
+                                                                      uint64_t seed, int file_index);
 
 // Renders conversations to samples, applying the long-sample policy; counts into `report`.
 std::vector<Sample> render_samples(std::span<const Conversation> conversations, const ChatFormatter& formatter,

@@ -80,7 +80,8 @@ concept Backend = requires(B& b, typename B::act_t* a, const typename B::act_t* 
                            const int32_t* ids, float* f, const float* cf, void* p, const void* cp, size_t n,
                            int i, float x, const AttentionArgs& dims, const DecodeAttentionArgs& dec,
                            const DecayRuns& runs, const AdamWHyper& h, const ModelConfig& config,
-                           const EmbeddingArgs& emb, const NormArgs& norm, const GluArgs& glu) {
+                           const EmbeddingArgs& emb, const NormArgs& norm, const GluArgs& glu,
+                           const DropoutArgs& drop, const NeftuneArgs& neft) {
   typename B::act_t;
   typename B::grad_t;
   typename B::stat_t;
@@ -124,6 +125,11 @@ concept Backend = requires(B& b, typename B::act_t* a, const typename B::act_t* 
   b.glu_forward(a, ca, glu);
   b.glu_backward(a, ca, ca, glu);
   b.residual_forward(a, ca, ca, n);
+  // dropout with a regenerated mask (kernels/args.h): the backward pass is the same call on the
+  // gradient; out may alias in
+  b.dropout(a, ca, drop);
+  // NEFTune's noise added in place to the embeddings (rows segmented by cu_seqlens, backend memory)
+  b.neftune_forward(a, ids, neft);
   // loss (returned to the host) and, when dlogits is not null, its gradient, in place allowed
   // over the first V columns of rows of stride ld (the classifier is padded to a multiple of 128)
   { b.cross_entropy(a, ca, ids, i, i, i, double(x)) } -> std::convertible_to<double>;

@@ -91,6 +91,8 @@ class KernelBackend {
   void glu_forward(S* out, const S* inp, const GluArgs& a);
   void glu_backward(S* dinp, const S* inp, const S* dout, const GluArgs& a);
   void residual_forward(S* out, const S* a, const S* b, size_t n);
+  void dropout(S* out, const S* in, const DropoutArgs& args);
+  void neftune_forward(S* x, const int32_t* cu_seqlens, const NeftuneArgs& args);
   double cross_entropy(S* dlogits, const S* logits, const int32_t* targets, int N, int V, int ld, double normaliser);
   double sum_of_squares(const float* g, size_t n);
   void adamw(float* master, S* params, const float* grads, float* m, float* v, size_t n, const DecayRuns& runs,

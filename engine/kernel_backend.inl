@@ -266,6 +266,16 @@ void KernelBackend<S, Device>::residual_forward(S* out, const S* a, const S* b, 
   ift::residual_forward(out, a, b, static_cast<int64_t>(n), device_->stream());
 }
 
+template <class S, class Device>
+void KernelBackend<S, Device>::dropout(S* out, const S* in, const DropoutArgs& args) {
+  ift::dropout(out, in, args, device_->stream());
+}
+
+template <class S, class Device>
+void KernelBackend<S, Device>::neftune_forward(S* x, const int32_t* cu_seqlens, const NeftuneArgs& args) {
+  ift::neftune_forward(x, cu_seqlens, args, device_->stream());
+}
+
 // The loss is summed on the device (fp32, fixed order) and read back: one small synchronous copy.
 template <class S, class Device>
 double KernelBackend<S, Device>::cross_entropy(S* dlogits, const S* logits, const int32_t* targets, int N, int V,

@@ -40,6 +40,10 @@ struct BatchView {
   std::span<const int32_t> targets;     // (N) next-token target of each row; negative = not trained
   std::span<const int32_t> positions;   // (N) position ids, restarting at 0 in every segment
   std::span<const int32_t> cu_seqlens;  // (S + 1) segment boundaries, 0 ... N
+  // (S) or empty: segment s's token losses are multiplied by segment_weights[s] before the division
+  // by loss_norm (per-sequence averaging: 1 / its trained tokens, loss_norm the step's sequences).
+  // Empty: every token counts 1 (per-token normalisation, one cross-entropy call).
+  std::span<const float> segment_weights = {};
 
   int64_t trained_tokens() const;
 };
@@ -49,6 +53,19 @@ struct ModelOptions {
   // pre-activation) and recompute their outputs in the backward pass, as llm.c does: saves
   // (2 C + F) N values per layer for one extra norm pair and activation per layer.
   bool recompute = false;
+};
+
+// The training-only noise of the forward passes that follow (set_train_noise): residual dropout and
+// NEFTune. Off by default and after set_train_noise({}); evaluation runs with it off, and decode()
+// never applies it. Every draw is a pure function of (seed, pass, site, element) (kernels/
+// counter_hash.h), so backward regenerates forward's masks and a resumed run draws what the
+// uninterrupted one drew.
+struct TrainNoise {
+  uint64_t seed = 0;                    // the run's seed
+  uint64_t pass = 0;                    // which forward pass: distinct for every micro-batch of every step
+  std::vector<float> residual_dropout;  // (n_layers) or empty: drop probability of layer l's attention
+                                        // and MLP outputs before they join the residual stream
+  float neftune_alpha = 0;              // NEFTune's alpha: embeddings += alpha / sqrt(L d) U(-1, 1); 0 off
 };
 
 // Where backward() writes the gradient of each storage tensor (ParamLayout::storage): runs of the
@@ -109,6 +126,12 @@ class Transformer {
   void load_params(std::span<const float> values);
   std::vector<float> params_to_host() const;  // act_t widened to fp32
 
+  // Residual dropout and NEFTune for the forward passes from now on (engine/transformer.h TrainNoise);
+  // TrainNoise{} switches them off. ift::Error on a probability outside [0, 1) or a list whose length
+  // is not n_layers.
+  void set_train_noise(TrainNoise noise);
+  const TrainNoise& train_noise() const { return noise_; }
+
   // Runs the batch and keeps what backward needs. Returns sum over trained rows of the token loss,
   // divided by loss_norm (the trained tokens of the whole optimizer step, so micro-batches add up).
   double forward(const BatchView& batch, double loss_norm);
@@ -148,6 +171,11 @@ class Transformer {
   void check_window(int length, const char* what) const;
   const act_t* p(size_t offset) const { return offset == kNoParam ? nullptr : params.data() + offset; }
   AttentionArgs attention_dims() const;
+  // The residual dropout of layer l's sublayer (0 attention, 1 MLP) in the last forward; p = 0: none.
+  DropoutArgs residual_dropout(int l, int sublayer) const;
+  // The cross-entropy of the last forward's logits (into dlogits when not null): one call, or one
+  // per segment under segment_weights_.
+  double loss(act_t* dlogits);
 
   ModelConfig config_;
   ModelOptions options_;
@@ -156,6 +184,9 @@ class Transformer {
   int capacity_ = 0;            // tokens the activation buffers hold
   int N_ = 0;                   // tokens of the last forward
   double loss_norm_ = 1;
+  std::vector<float> segment_weights_;  // of the last forward; empty: per-token
+  TrainNoise noise_;       // for the next forward passes
+  TrainNoise last_noise_;  // what the last forward used: backward regenerates its masks
   std::vector<int32_t> cu_seqlens_host_;
   Buffer<B, int32_t> tokens_, targets_, positions_, cu_seqlens_;  // (N) (N) (N) (N + 1)
   std::vector<Buffer<B, act_t>> act_buffers_;

@@ -202,6 +202,44 @@ AttentionArgs Transformer<B>::attention_dims() const {
 }
 
 template <class B>
+void Transformer<B>::set_train_noise(TrainNoise noise) {
+  IFT_CHECK(noise.residual_dropout.empty() || noise.residual_dropout.size() == size_t(config_.n_layers),
+            "residual dropout: ", noise.residual_dropout.size(), " probabilities for ", config_.n_layers, " layers");
+  for (float p : noise.residual_dropout)
+    IFT_CHECK(p >= 0.0f && p < 1.0f, "residual dropout: probability ", p, " is outside [0, 1)");
+  IFT_CHECK(noise.neftune_alpha >= 0 && std::isfinite(noise.neftune_alpha), "neftune_alpha ", noise.neftune_alpha,
+            " must be finite and >= 0");
+  noise_ = std::move(noise);
+}
+
+// Sites 2 l (attention output) and 2 l + 1 (MLP output) of the pass.
+template <class B>
+DropoutArgs Transformer<B>::residual_dropout(int l, int sublayer) const {
+  DropoutArgs a;
+  a.seed = last_noise_.seed, a.step = last_noise_.pass, a.site = uint32_t(2 * l + sublayer);
+  a.p = last_noise_.residual_dropout.empty() ? 0.0f : last_noise_.residual_dropout[l];
+  a.n = int64_t(N_) * config_.hidden;
+  return a;
+}
+
+template <class B>
+double Transformer<B>::loss(act_t* dlogits) {
+  const int V = config_.vocab_size, Vp = config_.padded_vocab();
+  if (segment_weights_.empty())
+    return backend_->cross_entropy(dlogits, logits_.data(), targets_.data(), N_, V, Vp, loss_norm_);
+  // A segment of weight 0 holds no trained token: its call only writes its rows' zero gradient.
+  double total = 0;
+  for (size_t s = 0; s < segment_weights_.size(); ++s) {
+    const int begin = cu_seqlens_host_[s], rows = cu_seqlens_host_[s + 1] - begin;
+    const float w = segment_weights_[s];
+    act_t* d = dlogits ? dlogits + size_t(begin) * Vp : nullptr;
+    total += backend_->cross_entropy(d, logits_.data() + size_t(begin) * Vp, targets_.data() + begin, rows, V, Vp,
+                                     w > 0 ? loss_norm_ / w : loss_norm_);
+  }
+  return total;
+}
+
+template <class B>
 void Transformer<B>::check_window(int length, const char* what) const {
   IFT_CHECK(config_.sliding_window <= 0 || length <= config_.sliding_window, what, " of ", length,
             " positions is longer than the model's sliding_window (", config_.sliding_window,
@@ -220,6 +258,10 @@ double Transformer<B>::forward(const BatchView& batch, double loss_norm) {
   IFT_CHECK(batch.cu_seqlens.size() >= 2, "batch: cu_seqlens needs at least two entries");
   const int S = static_cast<int>(batch.cu_seqlens.size()) - 1;
   cpu::check_cu_seqlens(batch.cu_seqlens.data(), S, N);
+  IFT_CHECK(batch.segment_weights.empty() || batch.segment_weights.size() == size_t(S), "batch: ",
+            batch.segment_weights.size(), " segment weights for ", S, " segments");
+  for (float w : batch.segment_weights)
+    IFT_CHECK(w >= 0 && std::isfinite(w), "batch: segment weight ", w, " must be finite and >= 0");
   for (int s = 0; s < S; ++s) check_window(batch.cu_seqlens[s + 1] - batch.cu_seqlens[s], "a segment");
   // Checked here, on the host, for every backend: a kernel cannot report a bad id.
   for (int n = 0; n < N; ++n) {
@@ -239,10 +281,21 @@ double Transformer<B>::forward(const BatchView& batch, double loss_norm) {
   backend_->upload(positions_.data(), batch.positions.data(), batch.positions.size_bytes());
   backend_->upload(cu_seqlens_.data(), batch.cu_seqlens.data(), batch.cu_seqlens.size_bytes());
   cu_seqlens_host_.assign(batch.cu_seqlens.begin(), batch.cu_seqlens.end());
+  segment_weights_.assign(batch.segment_weights.begin(), batch.segment_weights.end());
   const AttentionArgs dims = attention_dims();
+  last_noise_ = noise_;
 
   backend_->embedding_forward(acts_[0].x, tokens_.data(), positions_.data(), p(layout_.wte), p(layout_.wpe),
                               embedding_args(N));
+  if (last_noise_.neftune_alpha > 0) {
+    // NEFTune perturbs the embedding layer's output, before Gemma's sqrt(hidden): added after the
+    // scaled lookup, the noise is scaled with it.
+    NeftuneArgs na;
+    na.seed = last_noise_.seed, na.step = last_noise_.pass;
+    na.alpha = last_noise_.neftune_alpha * c.embedding_scale;
+    na.N = N, na.C = C, na.S = S;
+    backend_->neftune_forward(acts_[0].x, cu_seqlens_.data(), na);
+  }
   // Each residual add is fused with the norm that reads its result: one pass over the stream.
   norm_forward(acts_[0].norm1, acts_[0].mean1, acts_[0].rstd1, acts_[0].x, layout_.layers[0].norm1_w,
                layout_.layers[0].norm1_b, N);
@@ -254,12 +307,14 @@ double Transformer<B>::forward(const BatchView& batch, double loss_norm) {
       backend_->rope_forward(a.qkv, positions_.data(), N, H + c.n_kv_heads, c.head_dim, QKV, c.rope_theta);
     backend_->attention_forward(a.att, a.lse, a.qkv, dims);
     backend_->matmul_forward(a.mid, a.att, p(P.o_w), p(P.o_b), N, Q, C);
+    if (const DropoutArgs d = residual_dropout(l, 0); d.p > 0) backend_->dropout(a.mid, a.mid, d);
     residual_norm_forward(a.mid, a.norm2, a.mean2, a.rstd2, a.mid, a.x, P.norm2_w, P.norm2_b, N);
     backend_->matmul_forward(a.up, a.norm2, p(P.up_w), p(P.up_b), N, C, up_width);
     mlp_activation(a.act, a.up, N);
     const bool last = l + 1 == c.n_layers;
     act_t* next = last ? xf_ : acts_[l + 1].x;
     backend_->matmul_forward(next, a.act, p(P.down_w), p(P.down_b), N, F, C);
+    if (const DropoutArgs d = residual_dropout(l, 1); d.p > 0) backend_->dropout(next, next, d);
     if (last)
       residual_norm_forward(next, normf_, meanf_, rstdf_, next, a.mid, layout_.normf_w, layout_.normf_b, N);
     else
@@ -267,7 +322,7 @@ double Transformer<B>::forward(const BatchView& batch, double loss_norm) {
                             layout_.layers[l + 1].norm1_w, layout_.layers[l + 1].norm1_b, N);
   }
   backend_->matmul_forward(logits_.data(), normf_, p(layout_.lm_head), nullptr, N, C, c.padded_vocab());
-  return backend_->cross_entropy(nullptr, logits_.data(), targets_.data(), N, V, c.padded_vocab(), loss_norm);
+  return loss(nullptr);
 }
 
 template <class B>
@@ -282,7 +337,7 @@ void Transformer<B>::backward(const GradMap<grad_t>& grads) {
   act_t* dlogits = logits_.data();  // the gradient replaces the logits, in place
   // The cross-entropy gives the padding columns a zero gradient, so the classifier's padding rows
   // get no gradient and the input gradient none of their values.
-  backend_->cross_entropy(dlogits, logits_.data(), targets_.data(), N, V, c.padded_vocab(), loss_norm_);
+  loss(dlogits);
   backend_->matmul_backward(dnorm_, g(layout_.lm_head), nullptr, dlogits, normf_, p(layout_.lm_head), N, C,
                             c.padded_vocab());
   norm_backward(dres_, nullptr, dnorm_, xf_, layout_.normf_w, layout_.normf_b, meanf_, rstdf_, N, grads);
@@ -294,8 +349,11 @@ void Transformer<B>::backward(const GradMap<grad_t>& grads) {
       norm_forward(a.norm2, a.mean2, a.rstd2, a.mid, P.norm2_w, P.norm2_b, N);
       mlp_activation(a.act, a.up, N);
     }
-    // MLP; dres is the gradient of the layer's output, which is also the residual's.
-    backend_->matmul_backward(dact_, g(P.down_w), g(P.down_b), dres_, a.act, p(P.down_w), N, F, C);
+    // MLP; dres is the gradient of the layer's output, which is also the residual's. Through a
+    // residual dropout, the down projection sees dres under forward's mask (dnorm_ is free here).
+    const act_t* ddown = dres_;
+    if (const DropoutArgs d = residual_dropout(l, 1); d.p > 0) backend_->dropout(dnorm_, dres_, d), ddown = dnorm_;
+    backend_->matmul_backward(dact_, g(P.down_w), g(P.down_b), ddown, a.act, p(P.down_w), N, F, C);
     if (c.mlp == MlpKind::gelu)
       backend_->gelu_backward(dup_, a.up, dact_, size_t(N) * F);
     else
@@ -303,7 +361,9 @@ void Transformer<B>::backward(const GradMap<grad_t>& grads) {
     backend_->matmul_backward(dnorm_, g(P.up_w), g(P.up_b), dup_, a.norm2, p(P.up_w), N, C, up_width);
     norm_backward(dres_, dres_, dnorm_, a.mid, P.norm2_w, P.norm2_b, a.mean2, a.rstd2, N, grads);
     // Attention.
-    backend_->matmul_backward(datt_, g(P.o_w), g(P.o_b), dres_, a.att, p(P.o_w), N, Q, C);
+    const act_t* dproj = dres_;
+    if (const DropoutArgs d = residual_dropout(l, 0); d.p > 0) backend_->dropout(dnorm_, dres_, d), dproj = dnorm_;
+    backend_->matmul_backward(datt_, g(P.o_w), g(P.o_b), dproj, a.att, p(P.o_w), N, Q, C);
     backend_->attention_backward(dqkv_, datt_, a.qkv, a.att, a.lse, dims);
     if (c.positions == PositionKind::rope)
       backend_->rope_backward(dqkv_, positions_.data(), N, H + c.n_kv_heads, c.head_dim, QKV, c.rope_theta);

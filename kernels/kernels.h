@@ -17,6 +17,8 @@
 #include "kernels/norm.h"
 #include "kernels/elementwise.h"
 #include "kernels/decode.h"
+#include "kernels/dropout.h"
+#include "kernels/neftune.h"
 
 IFT_KERNELS_BEGIN
 

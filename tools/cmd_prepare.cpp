@@ -2,6 +2,7 @@
 // DIR/train.pack, with DIR/report.json saying what was kept, dropped (and why) and how well the
 // rows are filled. See docs/data.md.
 #include <cstdio>
+#include <string>
 
 #include "data/prepare.h"
 #include "engine/base/error.h"
@@ -28,7 +29,10 @@ int prepare(Args args) {
   p.option("--pack", "MODE", "bfd", "packing: bfd (best-fit decreasing), greedy (dataset order), none");
   p.option("--on-long", "POLICY", "drop", "samples longer than --seq-len: drop, truncate, error");
   p.option("--on-bad", "POLICY", "error", "malformed records: error (stop at FILE:LINE), skip (count)");
-  p.option("--seed", "S", "0", "seed of the row order written by bfd");
+  p.option("--seed", "S", "0", "seed of the row order written by bfd, of the mixture's subsets and of the split");
+  p.repeated("--weight", "W", "mixture weight of the --data file in the same position (one per file): 0.5 keeps\n"
+             "a seeded half of its records, 2 each twice; default 1 each");
+  p.option("--val-split", "F", "0", "fraction of each file's records held out into DIR/eval.pack (before weights)");
   if (!p.parse(args)) return 0;
 
   PrepareOptions o;
@@ -45,6 +49,17 @@ int prepare(Args args) {
   IFT_CHECK(seq_len > 0 && seq_len <= (1 << 24), "--seq-len must be in [1, 16777216], got ", seq_len);
   o.seq_len = static_cast<int32_t>(seq_len);
   o.seed = static_cast<uint64_t>(p.integer("--seed"));
+  for (const auto& w : p.all("--weight")) {
+    try {
+      o.weights.push_back(std::stod(w));
+    } catch (const std::exception&) {
+      fail("--weight '", w, "' is not a number");
+    }
+  }
+  IFT_CHECK(o.weights.empty() || o.weights.size() == o.data.size(), "--weight: ", o.weights.size(), " weights for ",
+            o.data.size(), " --data files (give one per file, in the same order)");
+  o.val_fraction = p.real("--val-split");
+  IFT_CHECK(o.val_fraction >= 0 && o.val_fraction < 1, "--val-split must be in [0, 1), got ", o.val_fraction);
 
   const auto tokenizer = load_tokenizer(p.str("--tokenizer"));
   PrepareReport r;
@@ -57,6 +72,8 @@ int prepare(Args args) {
                static_cast<long long>(r.samples_kept));
   for (const auto& [reason, n] : r.dropped) std::fprintf(stderr, ", dropped %lld %s", static_cast<long long>(n), reason.c_str());
   if (r.truncated) std::fprintf(stderr, ", truncated %lld", static_cast<long long>(r.truncated));
+  if (r.validation_samples)
+    std::fprintf(stderr, ", held out %lld for validation (eval.pack)", static_cast<long long>(r.validation_samples));
   std::fprintf(stderr, "\n%lld tokens (%lld trained) in %lld rows of %d: packing efficiency %.2f%%\n",
                static_cast<long long>(r.tokens), static_cast<long long>(r.trained_tokens),
                static_cast<long long>(r.rows), o.seq_len, 100.0 * r.packing_efficiency);

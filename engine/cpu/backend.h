@@ -110,6 +110,10 @@ class CpuBackend {
   void residual_forward(T* out, const T* a, const T* b, size_t n) {
     cpu::residual_forward(out, a, b, static_cast<int64_t>(n));
   }
+  void dropout(T* out, const T* in, const DropoutArgs& args) { cpu::dropout(out, in, args); }
+  void neftune_forward(T* x, const int32_t* cu_seqlens, const NeftuneArgs& args) {
+    cpu::neftune_forward(x, cu_seqlens, args);
+  }
   double cross_entropy(T* dlogits, const T* logits, const int32_t* targets, int N, int V, int ld, double normaliser) {
     return cpu::cross_entropy_forward(dlogits, logits, targets, N, V, ld, normaliser);
   }

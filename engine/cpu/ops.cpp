@@ -4,12 +4,14 @@
 #include <bit>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include <omp.h>
 
 #include "engine/base/error.h"
 #include "engine/cpu/blas.h"
+#include "kernels/counter_hash.h"
 
 namespace ift::cpu {
 
@@ -559,6 +561,45 @@ void residual_forward(T* out, const T* a, const T* b, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
 }
 
+// The scale is the fp32 1 / (1 - p) whatever T, so the float reference equals the kernel bit for
+// bit and the double one (gradient checks) sees the same mask and factor.
+template <class T>
+void dropout(T* out, const T* in, const DropoutArgs& args) {
+  IFT_CHECK(args.n >= 0, "dropout: negative element count n = ", args.n);
+  IFT_CHECK(args.p >= 0.0f && args.p < 1.0f, "dropout: probability p = ", args.p, " is outside [0, 1)");
+  const uint64_t key = counter_key(args.seed, args.step, args.site);
+  const uint32_t threshold = dropout_threshold(args.p);
+  const T scale = static_cast<T>(dropout_scale(args.p));
+#pragma omp parallel for if (parallel_pays(args.n))
+  for (int64_t i = 0; i < args.n; ++i)
+    out[i] = counter_bits(key, static_cast<uint64_t>(i)) >= threshold ? in[i] * scale : T(0);
+}
+
+// The fp32 scale and the fused multiply-add of the kernel, whatever T (double sees the same noise).
+template <class T>
+void neftune_forward(T* x, const int32_t* cu_seqlens, const NeftuneArgs& args) {
+  IFT_CHECK(args.N > 0 && args.C > 0 && args.S > 0 && args.S <= args.N, "neftune_forward: bad shape N = ", args.N,
+            ", C = ", args.C, ", S = ", args.S);
+  IFT_CHECK(args.alpha >= 0 && std::isfinite(args.alpha), "neftune_forward: alpha = ", args.alpha,
+            " must be finite and >= 0");
+  check_cu_seqlens(cu_seqlens, args.S, args.N);
+  const uint64_t key = counter_key(args.seed, args.step, kNeftuneSite);
+  for (int s = 0; s < args.S; ++s) {
+    const int length = cu_seqlens[s + 1] - cu_seqlens[s];
+    const float scale = args.alpha / std::sqrt(static_cast<float>(length) * static_cast<float>(args.C));
+#pragma omp parallel for if (parallel_pays(int64_t(length) * args.C))
+    for (int n = cu_seqlens[s]; n < cu_seqlens[s + 1]; ++n)
+      for (int c = 0; c < args.C; ++c) {
+        const int64_t i = int64_t(n) * args.C + c;
+        const float u = counter_uniform_pm1(counter_bits(key, static_cast<uint64_t>(i)));
+        if constexpr (std::is_same_v<T, float>)
+          x[i] = std::fma(scale, u, x[i]);
+        else
+          x[i] += static_cast<T>(scale) * static_cast<T>(u);
+      }
+  }
+}
+
 // ---- cross-entropy ---------------------------------------------------------------------------
 
 template <class T>
@@ -661,6 +702,8 @@ void adamw_update(T* params, const T* grads, float* m, float* v, int64_t n, cons
   template void glu_forward<T>(T*, const T*, const GluArgs&);                                                   \
   template void glu_backward<T>(T*, const T*, const T*, const GluArgs&);                                        \
   template void residual_forward<T>(T*, const T*, const T*, int64_t);                                           \
+  template void dropout<T>(T*, const T*, const DropoutArgs&);                                                   \
+  template void neftune_forward<T>(T*, const int32_t*, const NeftuneArgs&);                                     \
   template double cross_entropy_forward<T>(T*, const T*, const int32_t*, int, int, int, double);                  \
   template double sum_of_squares<T>(const T*, int64_t);                                                         \
   template void adamw_update<T>(T*, const T*, float*, float*, int64_t, const AdamWStep&);

@@ -85,6 +85,19 @@ void glu_backward(T* dinp, const T* inp, const T* dout, const GluArgs& args);
 template <class T>
 void residual_forward(T* out, const T* a, const T* b, int64_t n);
 
+// Dropout: out[i] = keep(i) ? in[i] * dropout_scale(p) : 0, keep(i) = counter_bits(counter_key(seed,
+// step, site), i) >= dropout_threshold(p) (kernels/counter_hash.h). The mask is a pure function of
+// the arguments: the backward pass is this same call on the gradient. out may alias in; p = 0 is the
+// identity. ift::Error on p outside [0, 1) or a negative n.
+template <class T>
+void dropout(T* out, const T* in, const DropoutArgs& args);
+
+// NEFTune, in place: x (N, C) += alpha / sqrt(L * C) * u, u uniform in [-1, 1) from the counter
+// hash, L the length of the row's segment (NeftuneArgs, kernels/args.h). Additive: the gradient
+// passes through unchanged. ift::Error on a bad shape, a malformed cu_seqlens or a bad alpha.
+template <class T>
+void neftune_forward(T* x, const int32_t* cu_seqlens, const NeftuneArgs& args);
+
 // Cross-entropy of logits (N rows of stride ld >= V; the first V columns are the vocabulary, the
 // rest, the classifier's padding, are not read, and get a zero gradient) against targets (N); a
 // negative target is not trained. Returns

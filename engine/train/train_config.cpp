@@ -175,6 +175,15 @@ TrainConfig TrainConfig::parse(const std::string& yaml_text, const std::string& 
   c.data.pack = data.get<std::string>("pack", c.data.pack);
   c.data.on_long = data.get<std::string>("on_long", c.data.on_long);
   c.data.on_bad = data.get<std::string>("on_bad", c.data.on_bad);
+  c.data.train_on_eos = data.get<std::string>("train_on_eos", c.data.train_on_eos);
+  c.data.val_split = data.get<double>("val_split", c.data.val_split);
+  for (const std::string& w : data.strings("weights")) {
+    try {
+      c.data.weights.push_back(std::stod(w));
+    } catch (const std::exception&) {
+      fail(where, ": 'data.weights' must hold numbers, got '", w, "'");
+    }
+  }
   data.finish();
 
   c.seq_len = top.get<int>("seq_len", c.seq_len);
@@ -197,7 +206,12 @@ TrainConfig TrainConfig::parse(const std::string& yaml_text, const std::string& 
   c.schedule.warmup_steps = sched.get<int64_t>("warmup_steps", 0);
   c.schedule.decay = sched.get<std::string>("decay", c.schedule.decay);
   c.schedule.min_lr = sched.get<float>("min_lr", 0.0f);
+  c.schedule.warmup_ratio = sched.get<double>("warmup_ratio", 0.0);
   sched.finish();
+  c.loss = top.get<std::string>("loss", c.loss);
+  c.residual_dropout = top.get<float>("residual_dropout", c.residual_dropout);
+  c.residual_dropout_schedule = top.get<std::string>("residual_dropout_schedule", c.residual_dropout_schedule);
+  c.neftune_alpha = top.get<float>("neftune_alpha", c.neftune_alpha);
 
   c.log_every = top.get<int64_t>("log_every", c.log_every);
   c.eval_every = top.get<int64_t>("eval_every", c.eval_every);
@@ -236,6 +250,21 @@ TrainConfig TrainConfig::parse(const std::string& yaml_text, const std::string& 
   check(c.schedule.decay == "cosine" || c.schedule.decay == "linear" || c.schedule.decay == "constant",
         "schedule.decay", "must be cosine, linear or constant (got '", c.schedule.decay, "')");
   check(c.schedule.min_lr >= 0 && c.schedule.min_lr <= c.lr, "schedule.min_lr", "must be in [0, optimizer.lr]");
+  check(c.schedule.warmup_ratio >= 0 && c.schedule.warmup_ratio < 1, "schedule.warmup_ratio", "must be in [0, 1)");
+  check(c.schedule.warmup_ratio == 0 || c.schedule.warmup_steps == 0, "schedule.warmup_ratio",
+        "and schedule.warmup_steps cannot both be set");
+  check(c.data.train_on_eos == "all" || c.data.train_on_eos == "last" || c.data.train_on_eos == "none",
+        "data.train_on_eos", "must be all, last or none (got '", c.data.train_on_eos, "')");
+  check(c.data.weights.empty() || c.data.weights.size() == c.data.train.size(), "data.weights", "needs one weight per "
+        "data.train file (", c.data.weights.size(), " weights for ", c.data.train.size(), " files)");
+  for (double w : c.data.weights) check(w >= 0 && std::isfinite(w), "data.weights", "must be >= 0 (got ", w, ")");
+  check(c.data.val_split >= 0 && c.data.val_split < 1, "data.val_split", "must be in [0, 1)");
+  check(c.data.val_split == 0 || c.data.eval.empty(), "data.val_split", "and data.eval cannot both be set");
+  check(c.loss == "token" || c.loss == "sequence", "loss", "must be token or sequence (got '", c.loss, "')");
+  check(c.residual_dropout >= 0 && c.residual_dropout < 1, "residual_dropout", "must be in [0, 1)");
+  check(c.residual_dropout_schedule == "linear" || c.residual_dropout_schedule == "constant",
+        "residual_dropout_schedule", "must be linear or constant (got '", c.residual_dropout_schedule, "')");
+  check(c.neftune_alpha >= 0 && std::isfinite(c.neftune_alpha), "neftune_alpha", "must be >= 0");
   check(c.log_every >= 1, "log_every", "must be at least 1");
   check(c.eval_every >= 0 && c.eval_batches >= 0 && c.save_every >= 0, "eval_every/eval_batches/save_every",
         "must be >= 0");
@@ -306,6 +335,13 @@ std::string TrainConfig::to_yaml() const {
   e << YAML::Key << "format" << YAML::Value << data.format << YAML::Key << "template" << YAML::Value << data.tmpl;
   e << YAML::Key << "mask" << YAML::Value << data.mask << YAML::Key << "pack" << YAML::Value << data.pack;
   e << YAML::Key << "on_long" << YAML::Value << data.on_long << YAML::Key << "on_bad" << YAML::Value << data.on_bad;
+  e << YAML::Key << "train_on_eos" << YAML::Value << data.train_on_eos;
+  if (!data.weights.empty()) {
+    e << YAML::Key << "weights" << YAML::Value << YAML::Flow << YAML::BeginSeq;
+    for (double w : data.weights) e << w;
+    e << YAML::EndSeq;
+  }
+  e << YAML::Key << "val_split" << YAML::Value << data.val_split;
   e << YAML::EndMap;
   e << YAML::Key << "seq_len" << YAML::Value << seq_len << YAML::Key << "micro_batch" << YAML::Value << micro_batch;
   e << YAML::Key << "grad_accum" << YAML::Value << grad_accum << YAML::Key << "max_steps" << YAML::Value << max_steps;
@@ -319,7 +355,11 @@ std::string TrainConfig::to_yaml() const {
   e << YAML::Key << "schedule" << YAML::Value << YAML::BeginMap;
   e << YAML::Key << "warmup_steps" << YAML::Value << schedule.warmup_steps;
   e << YAML::Key << "decay" << YAML::Value << schedule.decay << YAML::Key << "min_lr" << YAML::Value
-    << schedule.min_lr << YAML::EndMap;
+    << schedule.min_lr << YAML::Key << "warmup_ratio" << YAML::Value << schedule.warmup_ratio << YAML::EndMap;
+  e << YAML::Key << "loss" << YAML::Value << loss;
+  e << YAML::Key << "residual_dropout" << YAML::Value << residual_dropout;
+  e << YAML::Key << "residual_dropout_schedule" << YAML::Value << residual_dropout_schedule;
+  e << YAML::Key << "neftune_alpha" << YAML::Value << neftune_alpha;
   e << YAML::Key << "log_every" << YAML::Value << log_every << YAML::Key << "eval_every" << YAML::Value
     << eval_every;
   e << YAML::Key << "eval_batches" << YAML::Value << eval_batches << YAML::Key << "save_every" << YAML::Value
@@ -333,8 +373,22 @@ std::string TrainConfig::to_yaml() const {
   return std::string(e.c_str()) + "\n";
 }
 
+int64_t warmup_steps(const TrainConfig& c, int64_t total) {
+  if (c.schedule.warmup_ratio > 0) return static_cast<int64_t>(std::ceil(c.schedule.warmup_ratio * double(total)));
+  return c.schedule.warmup_steps;
+}
+
+std::vector<float> residual_dropout_per_layer(const TrainConfig& c, int n_layers) {
+  if (c.residual_dropout == 0) return {};
+  std::vector<float> p(size_t(n_layers), c.residual_dropout);
+  if (c.residual_dropout_schedule == "linear" && n_layers > 1)
+    for (int l = 0; l < n_layers; ++l)
+      p[l] = static_cast<float>(double(c.residual_dropout) * l / (n_layers - 1));
+  return p;
+}
+
 float learning_rate(const TrainConfig& c, int64_t step, int64_t total) {
-  const int64_t warm = c.schedule.warmup_steps;
+  const int64_t warm = warmup_steps(c, total);
   if (step < warm) return c.lr * static_cast<float>(step + 1) / static_cast<float>(warm);
   if (c.schedule.decay == "constant") return c.lr;
   // As Hugging Face's schedulers: min_lr is reached just after the last step, not at it.

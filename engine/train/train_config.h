@@ -17,8 +17,11 @@
 //     train: DIR | [FILE, ...]    # a prepared directory (ift prepare), or raw files prepared on
 //     eval: DIR | [FILE, ...]     #   the fly into out_dir/data/ (cached by a hash of the options)
 //     format: auto                # the ift prepare options for raw files
-//     template: alpaca
+//     template: auto              # the model's chat_template (tokenizer_config.json), else alpaca
 //     mask: outputs
+//     train_on_eos: all           # all | last | none: which trained turns keep their end of turn
+//     weights: [1.0, ...]         # one per train file: copies of its records (0.5 half, 2 twice)
+//     val_split: 0.0              # fraction of the training records held out as the eval set
 //     pack: bfd
 //     on_long: drop
 //     on_bad: error
@@ -30,6 +33,13 @@
 //   optimizer: {lr: 3.0e-4, beta1: 0.9, beta2: 0.95, eps: 1.0e-8, weight_decay: 0.1,
 //               decay_embeddings: true, max_grad_norm: 1.0}
 //   schedule: {warmup_steps: 0, decay: cosine, min_lr: 0.0}   # decay: cosine | linear | constant
+//             warmup_ratio: 0.0   # or warm-up as a fraction of the steps: ceil(ratio * steps)
+//   loss: token                   # token: mean over the step's trained tokens | sequence: mean of
+//                                 #   each sample's mean token loss
+//   residual_dropout: 0.0         # dropout on each sublayer's output before the residual add,
+//   residual_dropout_schedule: linear   # linear: 0 at the bottom layer rising to the value at the
+//                                 #   top (LIMA) | constant: every layer
+//   neftune_alpha: 0.0            # NEFTune noise on the embeddings in training (the paper: 5, 10, 15)
 //   log_every: 10                 # steps between metrics lines
 //   eval_every: 0                 # steps between evaluations; 0: at the end only (if eval data)
 //   eval_batches: 0               # micro-batches per evaluation; 0: the whole eval set
@@ -54,11 +64,15 @@ namespace ift {
 struct DataConfig {
   std::vector<std::string> train;  // one prepared dir, or raw files
   std::vector<std::string> eval;
-  std::string format = "auto", tmpl = "alpaca", mask = "outputs", pack = "bfd", on_long = "drop", on_bad = "error";
+  std::string format = "auto", tmpl = "auto", mask = "outputs", pack = "bfd", on_long = "drop", on_bad = "error";
+  std::string train_on_eos = "all";  // all | last | none
+  std::vector<double> weights;       // (train files) or empty: every file once
+  double val_split = 0;              // fraction of the training records held out for evaluation
 };
 
 struct ScheduleConfig {
   int64_t warmup_steps = 0;
+  double warmup_ratio = 0;  // exclusive with warmup_steps: warm-up = ceil(ratio * total steps)
   std::string decay = "cosine";  // cosine | linear | constant
   float min_lr = 0.0f;
 };
@@ -79,6 +93,10 @@ struct TrainConfig {
   float lr = 3e-4f;
   AdamWConfig adamw;
   ScheduleConfig schedule;
+  std::string loss = "token";  // token | sequence
+  float residual_dropout = 0;  // the top layer's (linear) or every layer's (constant) probability
+  std::string residual_dropout_schedule = "linear";  // linear | constant
+  float neftune_alpha = 0;
   int64_t log_every = 10, eval_every = 0, eval_batches = 0, save_every = 0;
   int keep_last = 2;
   std::vector<std::string> sample_prompts;
@@ -96,6 +114,15 @@ struct TrainConfig {
   // The resolved configuration as YAML (every field), saved beside checkpoints.
   std::string to_yaml() const;
 };
+
+// The warm-up steps of a run of `total` steps: warmup_steps, or ceil(warmup_ratio * total) as
+// Hugging Face's Trainer computes it.
+int64_t warmup_steps(const TrainConfig& c, int64_t total);
+
+// The residual dropout probability of each of n_layers layers: LIMA's rule for `linear` (layer l of
+// L gets p * l / (L - 1): 0 at the bottom, p at the top; p for a single layer), p everywhere for
+// `constant`. Empty when residual_dropout is 0.
+std::vector<float> residual_dropout_per_layer(const TrainConfig& c, int n_layers);
 
 // Learning rate at optimizer step `step` (0-based) of `total`: linear warm-up from lr/warmup to lr,
 // then cosine or linear decay towards min_lr (reached just after the last step, as in Hugging

@@ -27,13 +27,31 @@ using nlohmann::json;
 
 namespace {
 
+// Everything a resolved template renders from: a changed .jinja/.yaml file, or a model's changed
+// chat_template, gives another cache key.
+std::string template_fingerprint(const Template& t) {
+  std::string s = t.name;
+  for (const std::string* f : {&t.bos, &t.default_system, &t.default_system_with_input, &t.system_prefix,
+                               &t.system_suffix, &t.user_prefix, &t.user_suffix, &t.input_prefix, &t.assistant_prefix,
+                               &t.assistant_suffix, &t.turn_separator, &t.jinja, &t.bos_token, &t.eos_token})
+    s.append("\x1f").append(*f);
+  for (const std::string& sp : t.special_tokens) s.append("\x1e").append(sp);
+  s.append(t.system_in_first_user ? "\x1d1" : "\x1d0");
+  return s;
+}
+
 // A prepared directory as given, or raw files prepared once into out_dir/data/ under a key that
-// changes with anything that changes the result (files, their sizes and times, options, tokenizer).
+// changes with anything that changes the result (files, their sizes and times, options, the
+// resolved template's text, tokenizer). With a validation split the directory also holds eval.pack.
 fs::path resolve_data(const std::vector<std::string>& entries, const TrainConfig& c, const Tokenizer& tok,
                       const std::string& which) {
   if (entries.size() == 1 && fs::is_directory(entries[0])) {
     IFT_CHECK(fs::exists(fs::path(entries[0]) / "train.pack"), entries[0],
               ": no train.pack here (a directory written by `ift prepare` is expected)");
+    IFT_CHECK(which != "train" || c.data.val_split == 0 || fs::exists(fs::path(entries[0]) / "eval.pack"), entries[0],
+              ": data.val_split needs raw files (or a directory `ift prepare --val-split` wrote, with eval.pack)");
+    IFT_CHECK(which != "train" || c.data.weights.empty(), "data.weights: mixture weights need raw files, not the "
+              "prepared directory ", entries[0]);
     return entries[0];
   }
   PrepareOptions o;
@@ -42,8 +60,11 @@ fs::path resolve_data(const std::vector<std::string>& entries, const TrainConfig
     o.data.push_back(e);
   }
   o.format = parse_format(c.data.format);
-  o.tmpl = find_template(c.data.tmpl);
+  o.tmpl = resolve_template(find_template(c.data.tmpl), tok);
   o.mask = parse_mask_mode(c.data.mask);
+  o.train_on_eos = parse_eos_mode(c.data.train_on_eos);
+  const bool is_train = which == "train";
+  if (is_train) o.weights = c.data.weights, o.val_fraction = c.data.val_split;
   o.pack = parse_pack_mode(c.data.pack);
   o.on_long = parse_on_long(c.data.on_long);
   o.on_bad = parse_on_bad(c.data.on_bad);
@@ -51,7 +72,11 @@ fs::path resolve_data(const std::vector<std::string>& entries, const TrainConfig
   o.seed = c.seed;
   std::string key = c.data.format + "|" + c.data.tmpl + "|" + c.data.mask + "|" + c.data.pack + "|" + c.data.on_long +
                     "|" + c.data.on_bad + "|" + std::to_string(c.seq_len) + "|" + std::to_string(c.seed) + "|" +
-                    std::to_string(tokenizer_hash(tok));
+                    std::to_string(tokenizer_hash(tok)) + "|" + c.data.train_on_eos + "|" +
+                    std::to_string(fnv1a64(template_fingerprint(o.tmpl).data(), template_fingerprint(o.tmpl).size()));
+  char number[32];
+  for (double w : o.weights) std::snprintf(number, sizeof number, "|w%.17g", w), key += number;
+  std::snprintf(number, sizeof number, "|v%.17g", o.val_fraction), key += number;
   for (const fs::path& f : o.data) {
     key.append("|").append(fs::absolute(f).string()).append(":").append(std::to_string(fs::file_size(f)));
     key.append(":").append(std::to_string(fs::last_write_time(f).time_since_epoch().count()));
@@ -69,6 +94,20 @@ fs::path resolve_data(const std::vector<std::string>& entries, const TrainConfig
                which.c_str(), static_cast<long long>(r.samples_kept), static_cast<long long>(r.samples_read),
                static_cast<long long>(r.rows), 100 * r.packing_efficiency, dir.c_str());
   return dir;
+}
+
+// The per-sequence loss weights of a batch's segments: 1 / trained tokens, 0 for a segment with none
+// (padding, or a sample whose trained tokens were all cut). Returns the segments with a weight.
+int64_t sequence_weights(const Batch& b, std::vector<float>& weights) {
+  const size_t S = b.cu_seqlens.size() - 1;
+  weights.assign(S, 0.0f);
+  int64_t sequences = 0;
+  for (size_t s = 0; s < S; ++s) {
+    int64_t n = 0;
+    for (int32_t t = b.cu_seqlens[s]; t < b.cu_seqlens[s + 1]; ++t) n += b.targets[t] >= 0;
+    if (n > 0) weights[s] = 1.0f / static_cast<float>(n), ++sequences;
+  }
+  return sequences;
 }
 
 ModelConfig model_config(const TrainConfig& c, const Tokenizer& tok) {
@@ -157,6 +196,7 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
   IFT_CHECK(train_file.n_rows() > 0, train_dir.string(), ": no rows to train on");
   std::unique_ptr<PackedFile> eval_file;
   if (!c.data.eval.empty()) eval_file = std::make_unique<PackedFile>(resolve_data(c.data.eval, c, *tok, "eval") / "train.pack");
+  if (c.data.val_split > 0) eval_file = std::make_unique<PackedFile>(train_dir / "eval.pack");
   Loader loader(train_file, c.micro_batch, c.seed);
 
   const int64_t rows_per_step = int64_t(c.micro_batch) * c.grad_accum;
@@ -229,6 +269,7 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
   std::unique_ptr<ChatFormatter> formatter;
   if (!c.sample_prompts.empty()) formatter = std::make_unique<ChatFormatter>(find_template(c.data.tmpl), *tok);
   auto run_eval = [&](int64_t at_step, json& line, Progress& progress) {
+    model.set_train_noise({});  // evaluation and sampling see the model without dropout or NEFTune
     if (eval_file) {
       summary.last_eval_loss = evaluate(model, *eval_file, c.micro_batch, c.eval_batches).loss;
       line["eval_loss"] = summary.last_eval_loss;
@@ -245,6 +286,9 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
     }
   };
 
+  const std::vector<float> dropout_per_layer = residual_dropout_per_layer(c, mc.n_layers);
+  const bool noisy = !dropout_per_layer.empty() || c.neftune_alpha > 0;
+
   Progress progress("train", "tok");
   const auto t0 = std::chrono::steady_clock::now();
   auto elapsed = [&] { return elapsed_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
@@ -252,6 +296,8 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
   int64_t window_steps = 0, window_tokens = 0;
   auto window_start = std::chrono::steady_clock::now();
   std::vector<Batch> micro(c.grad_accum);
+  const bool per_sequence = c.loss == "sequence";
+  std::vector<std::vector<float>> weights(micro.size());  // per micro-batch, per segment
   while (step < total_steps) {
     const float lr = learning_rate(c, step, total_steps);
     int64_t trained = 0, tokens = 0;
@@ -262,9 +308,28 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
     }
     model.zero_grads();
     double loss = 0;
+    // Per-sequence averaging (Liger-Kernel #329): each sample's summed token loss times 1 / its
+    // trained tokens, the step divided by its samples with a trained token: the mean over samples
+    // of each sample's mean token loss, whatever the split into micro-batches.
+    double loss_norm = static_cast<double>(trained);
+    if (per_sequence) {
+      int64_t sequences = 0;
+      for (size_t i = 0; i < micro.size(); ++i) sequences += sequence_weights(micro[i], weights[i]);
+      loss_norm = static_cast<double>(sequences);
+    }
     if (trained > 0) {
-      for (const Batch& b : micro) {
-        loss += model.forward({b.B * b.T, b.tokens, b.targets, b.positions, b.cu_seqlens}, static_cast<double>(trained));
+      for (size_t i = 0; i < micro.size(); ++i) {
+        const Batch& b = micro[i];
+        // Every micro-batch of every step draws its own masks and noise, from the step count alone,
+        // so a resumed run draws exactly what the uninterrupted one drew.
+        if (noisy) {
+          TrainNoise noise;
+          noise.seed = c.seed, noise.pass = uint64_t(step) * uint64_t(c.grad_accum) + i;
+          noise.residual_dropout = dropout_per_layer, noise.neftune_alpha = c.neftune_alpha;
+          model.set_train_noise(std::move(noise));
+        }
+        const std::span<const float> w = per_sequence ? std::span<const float>(weights[i]) : std::span<const float>();
+        loss += model.forward({b.B * b.T, b.tokens, b.targets, b.positions, b.cu_seqlens, w}, loss_norm);
         model.backward();
       }
     }

@@ -52,6 +52,8 @@ TEST_CASE("recipes: every config parses and carries its paper's hyper-parameters
   CHECK(alpaca.schedule.decay == "cosine");
   CHECK(alpaca.adamw.weight_decay == 0.0f);
   CHECK(alpaca.data.tmpl == "alpaca");
+  CHECK(alpaca.schedule.warmup_ratio == 0.03);
+  CHECK(warmup_steps(alpaca, 1219) == 37);  // the README's run: 52002 / 128 * 3 steps
 
   const TrainConfig& lima = c.at("lima");
   CHECK(lima.epochs == 15.0);
@@ -63,12 +65,21 @@ TEST_CASE("recipes: every config parses and carries its paper's hyper-parameters
   CHECK(lima.adamw.weight_decay == 0.1f);
   CHECK(lima.micro_batch * lima.grad_accum == 32);
   CHECK(lima.seq_len == 2048);
+  CHECK(lima.residual_dropout == 0.3f);
+  CHECK(lima.residual_dropout_schedule == "linear");
+  // 0.0 at the bottom layer rising linearly to 0.3 at the last (LLaMA-65B has 80 layers).
+  const std::vector<float> p = residual_dropout_per_layer(lima, 80);
+  REQUIRE(p.size() == 80);
+  CHECK(p.front() == 0.0f);
+  CHECK(p.back() == Approx(0.3).epsilon(1e-6));
+  CHECK(p[40] == Approx(0.3 * 40 / 79).epsilon(1e-6));
 
   const TrainConfig& vicuna = c.at("vicuna");
   CHECK(vicuna.data.format == "sharegpt");
   CHECK(vicuna.data.mask == "outputs");
   CHECK(vicuna.lr == 2e-5f);
   CHECK(vicuna.micro_batch * vicuna.grad_accum == 128);
+  CHECK(vicuna.schedule.warmup_ratio == 0.03);
 
   const TrainConfig& guanaco = c.at("guanaco_qlora");
   CHECK(guanaco.lr == 2e-4f);

@@ -48,6 +48,17 @@ TestBatch packed_batch(int V, uint64_t seed) {
   return b;
 }
 
+// Segment s of a packed batch as a batch of its own.
+TestBatch segment_alone(const TestBatch& b, size_t s) {
+  const int begin = b.cu[s], len = b.cu[s + 1] - b.cu[s];
+  TestBatch one;
+  one.tokens.assign(b.tokens.begin() + begin, b.tokens.begin() + begin + len);
+  one.targets.assign(b.targets.begin() + begin, b.targets.begin() + begin + len);
+  one.positions.assign(b.positions.begin() + begin, b.positions.begin() + begin + len);
+  one.cu = {0, len};
+  return one;
+}
+
 // Random weights everywhere (norm weights near 1, biases non-zero) so no gradient is trivially zero.
 void randomise(CpuModel<double>& m, uint64_t seed) {
   m.init_random(seed, 0.4);
@@ -56,9 +67,10 @@ void randomise(CpuModel<double>& m, uint64_t seed) {
   for (double& w : m.params()) w += noise(rng);
 }
 
-void check_model_gradients(const ModelConfig& config, uint64_t seed) {
+void check_model_gradients(const ModelConfig& config, uint64_t seed, const TrainNoise& noise = {}) {
   CpuModel<double> m(config);
   randomise(m, seed);
+  m.set_train_noise(noise);
   const TestBatch b = packed_batch(config.vocab_size, seed);
   const double norm = 5.0;
   const double loss = m.forward(b.view(), norm);
@@ -88,6 +100,93 @@ TEST_CASE("model gradients match finite differences: Llama tied, multi-head", "[
   check_model_gradients(tiny_llama(true, 4, false), 103);
 }
 
+// With the noise of one pass fixed, the loss is a smooth function of the weights: the backward pass
+// through residual dropout (forward's masks, regenerated) and NEFTune (additive) must match it.
+TEST_CASE("model gradients match finite differences with residual dropout and NEFTune on", "[model]") {
+  TrainNoise noise;
+  noise.seed = 17, noise.pass = 5, noise.residual_dropout = {0.2f, 0.5f}, noise.neftune_alpha = 5.0f;
+  check_model_gradients(tiny_gpt2(), 104, noise);
+  check_model_gradients(tiny_llama(false, 2, true), 105, noise);
+}
+
+TEST_CASE("model: training noise changes the loss, is the same for the same pass, off when unset and in decode",
+          "[model]") {
+  const ModelConfig config = tiny_llama(false, 2, true);
+  CpuModel<float> m(config);
+  m.init_random(3, 0.4);
+  const TestBatch b = packed_batch(config.vocab_size, 4);
+  const double clean = m.forward(b.view(), 5.0);
+  const std::vector<float> clean_logits = m.logits();
+  const std::vector<int32_t> prompt(b.tokens.begin(), b.tokens.begin() + 5);
+  KVCache<CpuBackend<float>> cache0 = m.make_cache(8);
+  const std::vector<float> clean_decode = m.decode(prompt, cache0);
+
+  TrainNoise zero;  // probabilities 0 and alpha 0: the identity, bit for bit
+  zero.seed = 1, zero.pass = 1, zero.residual_dropout = {0.0f, 0.0f};
+  m.set_train_noise(zero);
+  CHECK(m.forward(b.view(), 5.0) == clean);
+
+  for (int which = 0; which < 2; ++which) {
+    TrainNoise noise;
+    noise.seed = 1, noise.pass = 1;
+    if (which == 0) noise.residual_dropout = {0.1f, 0.3f};
+    else noise.neftune_alpha = 15.0f;
+    INFO((which == 0 ? "residual dropout" : "NEFTune"));
+    m.set_train_noise(noise);
+    const double noisy = m.forward(b.view(), 5.0);
+    CHECK(std::abs(noisy - clean) > 1e-4);
+    CHECK(m.forward(b.view(), 5.0) == noisy);  // the same pass: the same draws
+    noise.pass = 2;
+    m.set_train_noise(noise);
+    CHECK(m.forward(b.view(), 5.0) != noisy);
+    KVCache<CpuBackend<float>> cache = m.make_cache(8);
+    CHECK(m.decode(prompt, cache) == clean_decode);  // generation never sees training noise
+    m.set_train_noise({});                           // evaluation: off
+    CHECK(m.forward(b.view(), 5.0) == clean);
+    CHECK(m.logits() == clean_logits);
+  }
+  TrainNoise bad;
+  bad.residual_dropout = {0.1f};
+  CHECK_THROWS_WITH(m.set_train_noise(bad), Catch::Contains("1 probabilities for 2 layers"));
+  bad.residual_dropout = {0.1f, 1.0f};
+  CHECK_THROWS_WITH(m.set_train_noise(bad), Catch::Contains("probability 1 is outside [0, 1)"));
+}
+
+// Per-sequence averaging through segment weights: sum over segments of w_s * (token losses) / norm,
+// with w_s = 1 / trained tokens and norm = the segments with any, is the mean over samples of each
+// sample run alone with its own per-token mean; its gradient matches finite differences.
+TEST_CASE("model: segment weights average per sequence, and their gradient is right", "[model]") {
+  const ModelConfig config = tiny_llama(false, 2, true);
+  CpuModel<double> m(config);
+  randomise(m, 21);
+  const TestBatch b = packed_batch(config.vocab_size, 22);
+  std::vector<float> w;
+  double sequences = 0, expected = 0;
+  for (size_t s = 0; s + 1 < b.cu.size(); ++s) {
+    const TestBatch one = segment_alone(b, s);
+    const int64_t n = one.view().trained_tokens();
+    w.push_back(n > 0 ? 1.0f / float(n) : 0.0f);
+    if (n > 0) sequences += 1, expected += m.forward(one.view(), double(n));
+  }
+  REQUIRE(sequences == 3);  // the sample of length 1 has no target
+  BatchView v = b.view();
+  v.segment_weights = w;
+  const double got = m.forward(v, sequences);
+  CHECK(got == Approx(expected / sequences).epsilon(1e-6));  // 1/n rounded to float: ~1e-7 relative
+  CHECK(std::abs(got - m.forward(b.view(), double(b.view().trained_tokens()))) > 1e-3);  // not per token
+  m.forward(v, sequences);
+  m.backward();
+  const std::vector<double> analytic(m.grads().begin(), m.grads().end());
+  for (const ParamView& pv : m.layout().views) {
+    std::vector<size_t> idx(pv.numel());
+    std::iota(idx.begin(), idx.end(), pv.offset);
+    check_gradient(pv.name, m.params(), [&] { return m.forward(v, sequences); }, analytic, idx, 1e-5, 1e-8, 1e-5);
+  }
+  std::vector<float> bad(2, 1.0f);
+  v.segment_weights = bad;
+  CHECK_THROWS_WITH(m.forward(v, 1.0), Catch::Contains("2 segment weights for 4 segments"));
+}
+
 TEST_CASE("model: packed samples equal the same samples run alone", "[model]") {
   for (const ModelConfig& config : {tiny_gpt2(), tiny_llama(false, 2, true)}) {
     CpuModel<double> m(config);
@@ -98,11 +197,7 @@ TEST_CASE("model: packed samples equal the same samples run alone", "[model]") {
     double separate = 0;
     for (size_t s = 0; s + 1 < b.cu.size(); ++s) {
       const int begin = b.cu[s], len = b.cu[s + 1] - b.cu[s];
-      TestBatch one;
-      one.tokens.assign(b.tokens.begin() + begin, b.tokens.begin() + begin + len);
-      one.targets.assign(b.targets.begin() + begin, b.targets.begin() + begin + len);
-      one.positions.assign(b.positions.begin() + begin, b.positions.begin() + begin + len);
-      one.cu = {0, len};
+      const TestBatch one = segment_alone(b, s);
       separate += m.forward(one.view(), 1.0);
       const std::vector<double> want(packed_logits.begin() + begin * config.vocab_size,
                                      packed_logits.begin() + (begin + len) * config.vocab_size);

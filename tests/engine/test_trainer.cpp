@@ -1,10 +1,12 @@
 // The trainer: config validation, accumulation invariance, bitwise resume, checkpoints that
 // survive a kill mid-write and open as Hugging Face model directories.
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 
 #include <sys/wait.h>
 
+#include "data/prepare.h"
 #include "engine/base/io.h"
 #include "engine/checkpoint.h"
 #include "engine/safetensors.h"
@@ -324,4 +326,130 @@ TEST_CASE("generate, eval --tasks and bench train run on emu and equal cpu", "[t
   CHECK(j["backend"] == "emu");
   CHECK(j["tokens_per_s"].get<double>() > 0);
   CHECK(j["allocated_mib"].get<double>() > 0);
+}
+
+TEST_CASE("recipe options: warmup_ratio, train_on_eos, mixtures, val_split, loss and noise fields are checked",
+          "[trainer]") {
+  const std::string ok = "tokenizer: t.model\nmodel: {init: {model_type: llama}}\ndata: {train: [a, b]}\n";
+  const TrainConfig d = TrainConfig::parse(ok, "c.yaml");
+  CHECK(d.data.tmpl == "auto");  // the model's chat_template where it has one, else alpaca
+  CHECK(d.data.train_on_eos == "all");
+  CHECK(d.loss == "token");
+  CHECK(d.neftune_alpha == 0.0f);
+  CHECK(d.residual_dropout == 0.0f);
+  CHECK_THROWS_WITH(TrainConfig::parse(ok + "schedule: {warmup_ratio: 1.5}\n", "c.yaml"),
+                    Catch::Contains("'schedule.warmup_ratio' must be in [0, 1)"));
+  CHECK_THROWS_WITH(TrainConfig::parse(ok + "schedule: {warmup_ratio: 0.1, warmup_steps: 3}\n", "c.yaml"),
+                    Catch::Contains("cannot both be set"));
+  CHECK_THROWS_WITH(TrainConfig::parse(ok, "c.yaml", {"data.train_on_eos=first"}),
+                    Catch::Contains("'data.train_on_eos' must be all, last or none (got 'first')"));
+  CHECK_THROWS_WITH(TrainConfig::parse(ok, "c.yaml", {"data.weights=[1]"}),
+                    Catch::Contains("1 weights for 2 files"));
+  CHECK_THROWS_WITH(TrainConfig::parse(ok, "c.yaml", {"data.weights=[1, -2]"}), Catch::Contains("'data.weights' must be >= 0"));
+  CHECK_THROWS_WITH(TrainConfig::parse(ok, "c.yaml", {"data.weights=[1, x]"}), Catch::Contains("must hold numbers, got 'x'"));
+  CHECK_THROWS_WITH(TrainConfig::parse(ok, "c.yaml", {"data.val_split=0.1", "data.eval=[e]"}),
+                    Catch::Contains("'data.val_split' and data.eval cannot both be set"));
+  CHECK_THROWS_WITH(TrainConfig::parse(ok, "c.yaml", {"loss=sample"}), Catch::Contains("'loss' must be token or sequence"));
+  CHECK_THROWS_WITH(TrainConfig::parse(ok, "c.yaml", {"residual_dropout=1"}), Catch::Contains("'residual_dropout' must be in [0, 1)"));
+  CHECK_THROWS_WITH(TrainConfig::parse(ok, "c.yaml", {"residual_dropout_schedule=cosine"}),
+                    Catch::Contains("must be linear or constant"));
+  CHECK_THROWS_WITH(TrainConfig::parse(ok, "c.yaml", {"neftune_alpha=-5"}), Catch::Contains("'neftune_alpha' must be >= 0"));
+  const TrainConfig all = TrainConfig::parse(ok, "c.yaml", {"data.weights=[0.5, 2]", "data.val_split=0.1", "loss=sequence",
+                                                           "residual_dropout=0.3", "neftune_alpha=5", "data.train_on_eos=last",
+                                                           "schedule.warmup_ratio=0.03"});
+  CHECK(TrainConfig::parse(all.to_yaml(), "resolved").to_yaml() == all.to_yaml());
+  CHECK(all.data.weights == std::vector<double>{0.5, 2.0});
+
+  // Warm-up as a ratio: ceil(ratio * steps), as Hugging Face's get_warmup_steps.
+  TrainConfig c;
+  c.lr = 1.0f, c.schedule.warmup_ratio = 0.25;  // 14 steps: ceil(3.5) = 4, the schedule tested above
+  CHECK(warmup_steps(c, 14) == 4);
+  CHECK(learning_rate(c, 0, 14) == Approx(0.25));
+  CHECK(learning_rate(c, 4, 14) == Approx(1.0));
+  c.schedule.warmup_ratio = 0.03;
+  CHECK(warmup_steps(c, 1219) == 37);
+  CHECK(warmup_steps(c, 10) == 1);
+
+  // LIMA's residual dropout: linear from 0 at the bottom layer to p at the top; constant: p everywhere.
+  c.residual_dropout = 0.3f;
+  CHECK(residual_dropout_per_layer(c, 4) == std::vector<float>{0.0f, 0.1f, 0.2f, 0.3f});
+  CHECK(residual_dropout_per_layer(c, 1) == std::vector<float>{0.3f});
+  c.residual_dropout_schedule = "constant";
+  CHECK(residual_dropout_per_layer(c, 3) == std::vector<float>{0.3f, 0.3f, 0.3f});
+  c.residual_dropout = 0;
+  CHECK(residual_dropout_per_layer(c, 3).empty());
+}
+
+TEST_CASE("resume with residual dropout and NEFTune on is bitwise; the noise changes training", "[trainer]") {
+  const fs::path dir = temp_dir("resume-noise");
+  const fs::path data = write_data(dir);
+  const std::string cfg = base_config(dir, data) + "residual_dropout: 0.3\nresidual_dropout_schedule: constant\n"
+                                                   "neftune_alpha: 5.0\n";
+  train(TrainConfig::parse(cfg, "a", {"out_dir=" + (dir / "a").string()}), false);
+  const TrainConfig c = TrainConfig::parse(cfg, "b", {"out_dir=" + (dir / "b").string(), "save_every=2", "keep_last=5"});
+  train(c, false);
+  fs::remove_all(dir / "b/checkpoints" / checkpoint_name(4));
+  train(c, true);
+  CHECK(losses(dir / "a/metrics.jsonl") == losses(dir / "b/metrics.jsonl"));
+  CHECK(weights(dir / "a/checkpoints" / checkpoint_name(4)) == weights(dir / "b/checkpoints" / checkpoint_name(4)));
+  // The same run without the noise trains to other weights (the noise is really applied).
+  train(TrainConfig::parse(base_config(dir, data), "clean", {"out_dir=" + (dir / "clean").string()}), false);
+  CHECK(losses(dir / "clean/metrics.jsonl") != losses(dir / "a/metrics.jsonl"));
+}
+
+TEST_CASE("a validation split, a weighted mixture and epoch-based steps", "[trainer]") {
+  // mixture_indices: weight 2.5 over the 8 records left after holding out 2 of 10.
+  const auto [train_idx, val_idx] = mixture_indices(10, 2.5, 0.2, 7, 0);
+  CHECK(val_idx.size() == 2);
+  CHECK(train_idx.size() == 8 * 2 + 4);
+  for (int64_t v : val_idx) CHECK(std::count(train_idx.begin(), train_idx.end(), v) == 0);
+  std::vector<int> copies(10, 0);
+  for (int64_t t : train_idx) ++copies[t];
+  int thrice = 0;
+  for (int i = 0; i < 10; ++i) {
+    const bool held = std::count(val_idx.begin(), val_idx.end(), i) > 0;
+    CHECK((held ? copies[i] == 0 : (copies[i] == 2 || copies[i] == 3)));
+    thrice += copies[i] == 3;
+  }
+  CHECK(thrice == 4);
+  CHECK(mixture_indices(10, 2.5, 0.2, 7, 0) == std::make_pair(train_idx, val_idx));  // deterministic
+  CHECK(mixture_indices(10, 0.0, 0.0, 7, 0).first.empty());
+  CHECK(mixture_indices(10, 0.5, 0.0, 7, 1).first.size() == 5);
+
+  const fs::path dir = temp_dir("val-split");
+  const fs::path data = write_data(dir);  // 40 records
+  const fs::path second = dir / "second.jsonl";
+  std::ofstream(second) << R"({"instruction": "Say one.", "input": "", "output": "one"})" "\n"
+                        << R"({"instruction": "Say two.", "input": "", "output": "two"})" "\n";
+  // 0.1 of each file held out (4 of 40, 0 of 2), the second file weighted 3: 36 + 6 samples train.
+  const std::string cfg = base_config(dir, data);
+  const TrainConfig c = TrainConfig::parse(cfg, "v", {"out_dir=" + (dir / "v").string(), "data.train=[" + data.string() +
+                                           ", " + second.string() + "]", "data.weights=[1, 3]", "data.val_split=0.1",
+                                           "max_steps=0", "epochs=1", "data.pack=none"});
+  const TrainSummary s = train(c, false);
+  CHECK(s.last_eval_loss > 0);  // evaluated on the held-out records
+  nlohmann::json report;
+  for (const auto& e : fs::recursive_directory_iterator(dir / "v" / "data"))
+    if (e.path().filename() == "report.json") report = nlohmann::json::parse(read_text(e.path()));
+  CHECK(report["validation_samples"] == 4);
+  CHECK(report["samples_kept"] == 36 + 6);
+  // An epoch-based run: 42 rows (pack none: one sample a row), 4 rows a step: ceil(42 / 4) = 11.
+  CHECK(s.steps == 11);
+}
+
+TEST_CASE("per-sequence loss averaging: the mean of the samples' mean token losses", "[trainer]") {
+  const fs::path dir = temp_dir("per-seq");
+  const fs::path data = write_data(dir);
+  const std::string cfg = base_config(dir, data);
+  // lr 0: the weights stay, so both runs see the same model and data; the losses differ only by
+  // their averaging.
+  const auto run = [&](const std::string& name, const std::string& loss) {
+    train(TrainConfig::parse(cfg, name, {"out_dir=" + (dir / name).string(), "loss=" + loss, "max_steps=1",
+                                         "optimizer.lr=1e-30", "schedule.warmup_steps=0"}), false);
+    return losses(dir / name / "metrics.jsonl").at(0);
+  };
+  const double token = run("token", "token"), sequence = run("sequence", "sequence");
+  CHECK(std::isfinite(sequence));
+  CHECK(sequence != token);
+  CHECK(std::abs(sequence - token) < 0.5 * token);  // the same model: the same scale of loss
 }
