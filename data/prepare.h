@@ -59,6 +59,10 @@ struct PrepareReport {
 // Progress: input bytes done, input bytes in all, tokens so far.
 using PrepareProgress = std::function<void(int64_t bytes_done, int64_t bytes_total, int64_t tokens)>;
 
+// Renders one conversation into `out`, applying the long-sample policy; false (and counted into
+// `report`) when the sample is left out.
+bool render_sample(const Conversation& c, const ChatFormatter& formatter, const PrepareOptions& options,
+                   PrepareReport& report, Sample& out);
 // Renders conversations to samples, applying the long-sample policy; counts into `report`.
 std::vector<Sample> render_samples(std::span<const Conversation> conversations, const ChatFormatter& formatter,
                                    const PrepareOptions& options, PrepareReport& report);
