@@ -4,12 +4,14 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <span>
 
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "engine/base/error.h"
+#include "engine/base/io.h"
 
 namespace ift {
 
@@ -54,22 +56,20 @@ Layout layout(uint64_t n_rows, uint64_t n_samples, uint64_t n_tokens) {
   return l;
 }
 
-// Writes and hashes; any failure throws with the path.
+// Writes and hashes.
 class HashingWriter {
  public:
-  HashingWriter(std::FILE* f, const std::filesystem::path& path) : f_(f), path_(path) {}
+  explicit HashingWriter(AtomicFile& out) : out_(out) {}
   template <class T>
-  void write(const std::vector<T>& v) {
+  void write(std::span<const T> v) {
     if (v.empty()) return;
-    const size_t bytes = v.size() * sizeof(T);
-    IFT_CHECK(std::fwrite(v.data(), 1, bytes, f_) == bytes, path_.string(), ": write failed (disk full?)");
-    hash_ = fnv1a64(v.data(), bytes, hash_);
+    out_.write(v.data(), v.size_bytes());
+    hash_ = fnv1a64(v.data(), v.size_bytes(), hash_);
   }
   uint64_t hash() const { return hash_; }
 
  private:
-  std::FILE* f_;
-  const std::filesystem::path& path_;
+  AtomicFile& out_;
   uint64_t hash_ = 0xcbf29ce484222325ull;
 };
 
@@ -77,11 +77,11 @@ class HashingWriter {
 
 void write_packed_file(const std::filesystem::path& path, const PackedMeta& meta,
                        const std::vector<std::vector<int32_t>>& rows, const std::vector<Sample>& samples) {
+  // The index first; the tokens are then written straight from the samples, never gathered into
+  // a second copy of the whole dataset.
   std::vector<uint64_t> row_sample_begin{0}, row_token_begin{0};
   std::vector<uint32_t> sample_len;
-  std::vector<int32_t> tokens;
-  std::vector<uint8_t> trained;
-  uint64_t n_trained = 0;
+  uint64_t n_tokens = 0, n_trained = 0;
   for (const auto& row : rows) {
     uint64_t row_tokens = 0;
     for (int32_t s : row) {
@@ -90,18 +90,17 @@ void write_packed_file(const std::filesystem::path& path, const PackedMeta& meta
       const Sample& sm = samples[s];
       IFT_CHECK(sm.tokens.size() == sm.trained.size() && !sm.tokens.empty(), "sample ", s, " is empty or inconsistent");
       sample_len.push_back(static_cast<uint32_t>(sm.tokens.size()));
-      tokens.insert(tokens.end(), sm.tokens.begin(), sm.tokens.end());
-      trained.insert(trained.end(), sm.trained.begin(), sm.trained.end());
+      for (int32_t t : sm.tokens)
+        IFT_CHECK(t >= 0 && t < meta.vocab_size, "token id ", t, " is outside the vocabulary (", meta.vocab_size, ")");
       for (uint8_t t : sm.trained) n_trained += t;
       row_tokens += sm.tokens.size();
     }
     IFT_CHECK(row_tokens <= static_cast<uint64_t>(meta.seq_len), "a packed row holds ", row_tokens,
               " tokens, more than seq_len ", meta.seq_len);
+    n_tokens += row_tokens;
     row_sample_begin.push_back(sample_len.size());
-    row_token_begin.push_back(tokens.size());
+    row_token_begin.push_back(n_tokens);
   }
-  for (int32_t t : tokens)
-    IFT_CHECK(t >= 0 && t < meta.vocab_size, "token id ", t, " is outside the vocabulary (", meta.vocab_size, ")");
 
   PackedHeader h{};
   std::memcpy(h.magic, kPackedMagic, sizeof h.magic);
@@ -112,38 +111,25 @@ void write_packed_file(const std::filesystem::path& path, const PackedMeta& meta
   h.pad_id = meta.pad_id;
   h.n_rows = rows.size();
   h.n_samples = sample_len.size();
-  h.n_tokens = tokens.size();
+  h.n_tokens = n_tokens;
   h.n_trained = n_trained;
   h.tokenizer_hash = meta.tokenizer_hash;
   std::strncpy(h.tokenizer_id, meta.tokenizer_id.c_str(), sizeof h.tokenizer_id - 1);
 
-  // Temp file beside the target (same filesystem, so rename is atomic), then fsync and rename.
-  const std::filesystem::path tmp = path.string() + ".tmp." + std::to_string(::getpid());
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  IFT_CHECK(f, tmp.string(), ": cannot create (", std::strerror(errno), ")");
-  try {
-    IFT_CHECK(std::fwrite(&h, sizeof h, 1, f) == 1, tmp.string(), ": write failed");
-    HashingWriter w(f, tmp);
-    w.write(row_sample_begin);
-    w.write(row_token_begin);
-    w.write(sample_len);
-    w.write(tokens);
-    w.write(trained);
-    h.checksum = w.hash();
-    IFT_CHECK(std::fseek(f, 0, SEEK_SET) == 0 && std::fwrite(&h, sizeof h, 1, f) == 1, tmp.string(),
-              ": write failed");
-    IFT_CHECK(std::fflush(f) == 0 && ::fsync(::fileno(f)) == 0, tmp.string(), ": flush failed (disk full?)");
-    IFT_CHECK(std::fclose(f) == 0, tmp.string(), ": close failed");
-    f = nullptr;
-    std::error_code ec;
-    std::filesystem::rename(tmp, path, ec);
-    IFT_CHECK(!ec, "cannot rename ", tmp.string(), " to ", path.string(), ": ", ec.message());
-  } catch (...) {
-    if (f) std::fclose(f);
-    std::error_code ec;
-    std::filesystem::remove(tmp, ec);
-    throw;
-  }
+  // A temporary file beside the target, renamed into place once complete (engine/base/io.h).
+  AtomicFile out(path);
+  out.write(&h, sizeof h);  // the checksum is filled in last
+  HashingWriter w(out);
+  w.write(std::span<const uint64_t>(row_sample_begin));
+  w.write(std::span<const uint64_t>(row_token_begin));
+  w.write(std::span<const uint32_t>(sample_len));
+  for (const auto& row : rows)
+    for (int32_t s : row) w.write(std::span<const int32_t>(samples[s].tokens));
+  for (const auto& row : rows)
+    for (int32_t s : row) w.write(std::span<const uint8_t>(samples[s].trained));
+  h.checksum = w.hash();
+  out.write_at(0, &h, sizeof h);
+  out.commit();
 }
 
 PackedFile::PackedFile(const std::filesystem::path& path, bool verify) : path_(path) {
@@ -168,6 +154,12 @@ PackedFile::PackedFile(const std::filesystem::path& path, bool verify) : path_(p
               ", this build reads version ", kPackedVersion, " (run ift prepare again)");
     IFT_CHECK(header_->header_bytes == sizeof(PackedHeader), p, ": header size ", header_->header_bytes,
               " is not ", sizeof(PackedHeader));
+    // Counts a file of this size cannot hold are refused before they enter any arithmetic (a hostile
+    // n_rows near 2^61 would wrap the section offsets around to plausible values).
+    const uint64_t body = size_ - sizeof(PackedHeader);
+    IFT_CHECK(header_->n_rows < body / 16 && header_->n_samples <= body / 4 && header_->n_tokens <= body / 5, p,
+              ": header counts (", header_->n_rows, " rows, ", header_->n_samples, " samples, ", header_->n_tokens,
+              " tokens) do not fit in its ", size_, " bytes (truncated or corrupt)");
     const Layout l = layout(header_->n_rows, header_->n_samples, header_->n_tokens);
     IFT_CHECK(l.end == size_, p, ": file is ", size_, " bytes, its header describes ", l.end,
               " (truncated or corrupt)");
@@ -183,6 +175,20 @@ PackedFile::PackedFile(const std::filesystem::path& path, bool verify) : path_(p
     IFT_CHECK(row_sample_begin_[header_->n_rows] == header_->n_samples &&
                   row_token_begin_[header_->n_rows] == header_->n_tokens,
               p, ": row index does not match the header (corrupt)");
+    // The row index is trusted by every row access below: check it whole, once (a checksum does not
+    // protect against a file made to be hostile).
+    IFT_CHECK(row_sample_begin_[0] == 0 && row_token_begin_[0] == 0, p, ": row index does not start at 0 (corrupt)");
+    for (uint64_t r = 0; r < header_->n_rows; ++r) {
+      const uint64_t s0 = row_sample_begin_[r], s1 = row_sample_begin_[r + 1];
+      const uint64_t t0 = row_token_begin_[r], t1 = row_token_begin_[r + 1];
+      IFT_CHECK(s0 <= s1 && s1 <= header_->n_samples && t0 <= t1 && t1 <= header_->n_tokens &&
+                    t1 - t0 <= header_->seq_len,
+                p, ": row ", r, " of the index is out of order or out of range (corrupt)");
+      uint64_t sum = 0;
+      for (uint64_t i = s0; i < s1; ++i) sum += sample_len_[i];
+      IFT_CHECK(sum == t1 - t0, p, ": row ", r, ": sample lengths sum to ", sum, ", the row holds ", t1 - t0,
+                " tokens (corrupt)");
+    }
   } catch (...) {
     ::munmap(map_, size_);
     throw;

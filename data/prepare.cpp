@@ -70,33 +70,41 @@ std::string PrepareReport::json(const PrepareOptions& o, const std::string& toke
   return j.dump(2);
 }
 
+bool render_sample(const Conversation& c, const ChatFormatter& formatter, const PrepareOptions& o,
+                   PrepareReport& report, Sample& out) {
+  Sample s = formatter.render(c, o.mask, o.train_on_eos);
+  const auto n = static_cast<int64_t>(s.tokens.size());
+  if (n > o.seq_len) {
+    if (o.on_long == OnLong::error)
+      fail(c.where, ": sample has ", n, " tokens, more than --seq-len ", o.seq_len,
+           " (--on-long drop|truncate to go on without it)");
+    if (o.on_long == OnLong::drop) {
+      ++report.dropped["too_long"];
+      return false;
+    }
+    s.tokens.resize(o.seq_len);
+    s.trained.resize(o.seq_len);
+    ++report.truncated;
+  }
+  bool any_trained = false;
+  for (uint8_t t : s.trained) any_trained |= t != 0;
+  if (!any_trained) {  // e.g. truncation cut the whole output away: nothing to learn
+    ++report.dropped["no_trained_tokens"];
+    return false;
+  }
+  s.tokens.shrink_to_fit();  // kept until the file is written: no slack per sample
+  s.trained.shrink_to_fit();
+  out = std::move(s);
+  return true;
+}
+
 std::vector<Sample> render_samples(std::span<const Conversation> conversations, const ChatFormatter& formatter,
                                    const PrepareOptions& o, PrepareReport& report) {
   std::vector<Sample> out;
   out.reserve(conversations.size());
-  for (const Conversation& c : conversations) {
-    Sample s = formatter.render(c, o.mask, o.train_on_eos);
-    const auto n = static_cast<int64_t>(s.tokens.size());
-    if (n > o.seq_len) {
-      if (o.on_long == OnLong::error)
-        fail(c.where, ": sample has ", n, " tokens, more than --seq-len ", o.seq_len,
-             " (--on-long drop|truncate to go on without it)");
-      if (o.on_long == OnLong::drop) {
-        ++report.dropped["too_long"];
-        continue;
-      }
-      s.tokens.resize(o.seq_len);
-      s.trained.resize(o.seq_len);
-      ++report.truncated;
-    }
-    bool any_trained = false;
-    for (uint8_t t : s.trained) any_trained |= t != 0;
-    if (!any_trained) {  // e.g. truncation cut the whole output away: nothing to learn
-      ++report.dropped["no_trained_tokens"];
-      continue;
-    }
-    out.push_back(std::move(s));
-  }
+  Sample s;
+  for (const Conversation& c : conversations)
+    if (render_sample(c, formatter, o, report, s)) out.push_back(std::move(s));
   return out;
 }
 
@@ -151,44 +159,47 @@ PrepareReport prepare_dataset(const PrepareOptions& o, const Tokenizer& tokenize
 
   PrepareReport report;
   report.template_name = formatter.tmpl().name;
+  // Streaming: each record is rendered as soon as it is read, and only its tokens are kept (the
+  // packed file's content); the text of a file is never held in memory as a whole. A mixture weight
+  // or a validation split picks from a file's rendered records once the file is read (drops are
+  // counted once per record read, copies are not counted again).
+  const bool mixing = !o.weights.empty() || o.val_fraction > 0;
   std::vector<Sample> samples, validation;
   for (size_t file = 0; file < o.data.size(); ++file) {
     const auto& f = o.data[file];
     ReadStats stats;
-    std::vector<Conversation> conversations = read_conversations(f, o.format, o.on_bad, stats);
-    if (!o.weights.empty() || o.val_fraction > 0) {
-      const auto [train_idx, val_idx] = mixture_indices(static_cast<int64_t>(conversations.size()),
+    std::vector<Sample> rendered;  // mixing: every good record's sample, an empty one where it was dropped
+    Sample s;
+    for_each_conversation(
+        f, o.format, o.on_bad, stats,
+        [&](Conversation&& c) {
+          const bool kept = render_sample(c, formatter, o, report, s);
+          if (mixing) {
+            rendered.push_back(kept ? std::move(s) : Sample{});
+          } else if (kept) {
+            report.tokens += static_cast<int64_t>(s.tokens.size());
+            samples.push_back(std::move(s));
+          }
+        },
+        [&](int64_t file_bytes_read) {
+          if (progress) progress(bytes_done + file_bytes_read, bytes_total, report.tokens);
+        });
+    if (mixing) {
+      const auto [train_idx, val_idx] = mixture_indices(static_cast<int64_t>(rendered.size()),
                                                         o.weights.empty() ? 1.0 : o.weights[file], o.val_fraction,
                                                         o.seed, static_cast<int>(file));
-      std::vector<Conversation> held;
-      for (int64_t i : val_idx) held.push_back(conversations[i]);
-      if (!held.empty()) {
-        PrepareReport ignored;  // the held-out records are counted once, as read, by this file's stats
-        for (Sample& s : render_samples(held, formatter, o, ignored)) validation.push_back(std::move(s));
-      }
-      std::vector<Conversation> mixed;
-      mixed.reserve(train_idx.size());
-      for (int64_t i : train_idx) mixed.push_back(conversations[i]);
-      conversations = std::move(mixed);
+      for (int64_t i : val_idx)
+        if (!rendered[i].tokens.empty()) validation.push_back(rendered[i]);
+      for (int64_t i : train_idx)
+        if (!rendered[i].tokens.empty()) {
+          report.tokens += static_cast<int64_t>(rendered[i].tokens.size());
+          samples.push_back(rendered[i]);
+        }
     }
     report.samples_read += stats.records;
     if (stats.bad > 0) report.dropped["bad_input"] += stats.bad;
     for (const auto& [reason, n] : stats.bad_by_reason) report.bad_input_by_reason[reason] += n;
-    // Render in chunks so the progress bar moves within a large file.
-    const size_t chunk = 4096;
-    const int64_t file_bytes = static_cast<int64_t>(std::filesystem::file_size(f));
-    for (size_t begin = 0; begin < conversations.size(); begin += chunk) {
-      const size_t end = std::min(conversations.size(), begin + chunk);
-      const std::span<const Conversation> part(conversations.data() + begin, end - begin);
-      for (Sample& s : render_samples(part, formatter, o, report)) {
-        report.tokens += static_cast<int64_t>(s.tokens.size());
-        samples.push_back(std::move(s));
-      }
-      if (progress)
-        progress(bytes_done + file_bytes * static_cast<int64_t>(end) / static_cast<int64_t>(conversations.size()),
-                 bytes_total, report.tokens);
-    }
-    bytes_done += file_bytes;
+    bytes_done += static_cast<int64_t>(std::filesystem::file_size(f));
   }
   IFT_CHECK(!samples.empty(), "no sample left to write (", report.samples_read, " read; see the drop counts)");
 

@@ -75,6 +75,10 @@ using PrepareProgress = std::function<void(int64_t bytes_done, int64_t bytes_tot
 std::pair<std::vector<int64_t>, std::vector<int64_t>> mixture_indices(int64_t n, double weight, double val_fraction,
                                                                       uint64_t seed, int file_index);
 
+// Renders one conversation into `out`, applying the long-sample policy; false (and counted into
+// `report`) when the sample is left out.
+bool render_sample(const Conversation& c, const ChatFormatter& formatter, const PrepareOptions& options,
+                   PrepareReport& report, Sample& out);
 // Renders conversations to samples, applying the long-sample policy; counts into `report`.
 std::vector<Sample> render_samples(std::span<const Conversation> conversations, const ChatFormatter& formatter,
                                    const PrepareOptions& options, PrepareReport& report);

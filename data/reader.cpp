@@ -1,7 +1,7 @@
 #include "data/reader.h"
 
 #include <fstream>
-#include <sstream>
+#include <functional>
 
 #include <nlohmann/json.hpp>
 
@@ -125,35 +125,80 @@ Conversation read_record(std::string_view text, Format format) {
   bad("unknown_format", "unknown format");
 }
 
-// One record's text and the line it starts on.
-struct RawRecord {
-  std::string_view text;
-  int64_t line;
+// The bytes of a file (read in 1 MiB chunks) or of text in memory, one character at a time, so a
+// file of any size is scanned in constant memory.
+class CharSource {
+ public:
+  explicit CharSource(std::string_view text) : view_(text) {}
+  explicit CharSource(std::istream& in) : in_(&in), chunk_(size_t(1) << 20, '\0') {}
+
+  // The next character, or -1 at the end.
+  int peek() { return pos_ < view_.size() || refill() ? static_cast<unsigned char>(view_[pos_]) : -1; }
+  int get() {
+    const int c = peek();
+    if (c >= 0) ++pos_;
+    return c;
+  }
+  // Whether the next bytes are `s` (|s| <= 3: the byte-order mark); consumes them if so.
+  bool skip_prefix(std::string_view s) {
+    peek();  // the first chunk holds any prefix but of a file shorter than it
+    if (!view_.substr(pos_).starts_with(s)) return false;
+    pos_ += s.size();
+    return true;
+  }
+  int64_t consumed() const { return done_ + static_cast<int64_t>(pos_); }
+
+ private:
+  bool refill() {
+    if (!in_) return false;
+    done_ += static_cast<int64_t>(view_.size());
+    in_->read(chunk_.data(), static_cast<std::streamsize>(chunk_.size()));
+    view_ = std::string_view(chunk_.data(), static_cast<size_t>(in_->gcount()));
+    pos_ = 0;
+    return !view_.empty();
+  }
+
+  std::istream* in_ = nullptr;
+  std::string chunk_;
+  std::string_view view_;
+  size_t pos_ = 0;
+  int64_t done_ = 0;
 };
 
+bool is_space(int c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+void trim_right(std::string& s) {
+  while (!s.empty() && is_space(s.back())) s.pop_back();
+}
+
 // The elements of a top-level JSON array, split without parsing them, so each can be parsed (and
-// reported, or skipped) on its own with its own line number. `pos` is just past the '['.
-std::vector<RawRecord> split_array(std::string_view s, size_t pos, int64_t line, const std::string& name) {
-  std::vector<RawRecord> out;
+// reported, or skipped) on its own with its own line number. `src` is just past the '['.
+void split_array(CharSource& src, int64_t line, const std::string& name,
+                 const std::function<void(std::string_view, int64_t)>& emit) {
   auto skip_ws = [&] {
-    while (pos < s.size() && (s[pos] == ' ' || s[pos] == '\t' || s[pos] == '\n' || s[pos] == '\r')) {
-      if (s[pos] == '\n') ++line;
-      ++pos;
-    }
+    while (is_space(src.peek()))
+      if (src.get() == '\n') ++line;
   };
+  std::string record;
+  bool first = true;
   for (;;) {
     skip_ws();
-    IFT_CHECK(pos < s.size(), name, ":", line, ": the JSON array is not closed (missing ']')");
-    if (s[pos] == ']' && out.empty()) break;
-    const size_t start = pos;
+    IFT_CHECK(src.peek() >= 0, name, ":", line, ": the JSON array is not closed (missing ']')");
+    if (src.peek() == ']' && first) {
+      src.get();
+      break;
+    }
+    first = false;
     const int64_t start_line = line;
     int depth = 0;
-    bool in_string = false;
-    for (; pos < s.size(); ++pos) {
-      const char ch = s[pos];
+    bool in_string = false, escaped = false;
+    int ch = -1;
+    record.clear();
+    while ((ch = src.peek()) >= 0) {
       if (ch == '\n') ++line;
       if (in_string) {
-        if (ch == '\\') ++pos;  // an escaped character never ends the string
+        if (escaped) escaped = false;         // an escaped character never ends the string
+        else if (ch == '\\') escaped = true;
         else if (ch == '"') in_string = false;
       } else if (ch == '"') {
         in_string = true;
@@ -165,35 +210,69 @@ std::vector<RawRecord> split_array(std::string_view s, size_t pos, int64_t line,
       } else if (ch == ',' && depth == 0) {
         break;
       }
+      record.push_back(static_cast<char>(src.get()));
     }
-    IFT_CHECK(pos < s.size(), name, ":", start_line, ": the JSON array is not closed (missing ']')");
-    size_t end = pos;
-    while (end > start && (s[end - 1] == ' ' || s[end - 1] == '\t' || s[end - 1] == '\n' || s[end - 1] == '\r')) --end;
-    out.push_back({s.substr(start, end - start), start_line});
-    if (s[pos] == ']') break;
-    IFT_CHECK(s[pos] == ',', name, ":", line, ": unexpected '", s[pos], "' in the JSON array");
-    ++pos;
+    IFT_CHECK(ch >= 0, name, ":", start_line, ": the JSON array is not closed (missing ']')");
+    trim_right(record);
+    emit(record, start_line);
+    src.get();
+    if (ch == ']') break;
   }
-  ++pos;
   skip_ws();
-  IFT_CHECK(pos == s.size(), name, ":", line, ": unexpected text after the end of the JSON array");
-  return out;
+  IFT_CHECK(src.peek() < 0, name, ":", line, ": unexpected text after the end of the JSON array");
 }
 
-std::vector<RawRecord> split_lines(std::string_view s) {
-  std::vector<RawRecord> out;
-  int64_t line = 1;
-  size_t pos = 0;
-  while (pos < s.size()) {
-    size_t end = s.find('\n', pos);
-    if (end == std::string_view::npos) end = s.size();
-    std::string_view text = s.substr(pos, end - pos);
-    if (!text.empty() && text.back() == '\r') text.remove_suffix(1);
-    if (text.find_first_not_of(" \t") != std::string_view::npos) out.push_back({text, line});
-    pos = end + 1;
+// JSONL: every line that is not blank is a record.
+void split_lines(CharSource& src, int64_t line, std::string pending,
+                 const std::function<void(std::string_view, int64_t)>& emit) {
+  std::string text = std::move(pending);
+  for (;;) {
+    const int ch = src.get();
+    if (ch >= 0 && ch != '\n') {
+      text.push_back(static_cast<char>(ch));
+      continue;
+    }
+    if (!text.empty() && text.back() == '\r') text.pop_back();
+    if (text.find_first_not_of(" \t") != std::string::npos) emit(text, line);
+    if (ch < 0) return;
+    text.clear();
     ++line;
   }
-  return out;
+}
+
+// Splits the records of `src` (a JSON array, or JSONL) and reads each into a Conversation.
+void read_records(CharSource& src, const std::string& name, Format format, OnBad on_bad, ReadStats& stats,
+                  const std::function<void(Conversation&&)>& fn) {
+  auto emit = [&](std::string_view text, int64_t line) {
+    ++stats.records;
+    const std::string where = name + ":" + std::to_string(line);
+    Conversation c;
+    try {
+      c = read_record(text, format);
+    } catch (const BadRecord& b) {
+      if (on_bad == OnBad::error) fail(where, ": ", b.what, " (--on-bad skip skips such records)");
+      ++stats.bad;
+      ++stats.bad_by_reason[b.reason];
+      return;
+    }
+    c.where = where;
+    fn(std::move(c));
+  };
+  // Skip a UTF-8 byte-order mark; then '[' means one JSON array, anything else JSONL.
+  src.skip_prefix("\xEF\xBB\xBF");
+  int64_t line = 1;
+  std::string on_line;  // the blanks before the first record, kept on its line (JSON column numbers)
+  while (is_space(src.peek())) {
+    const int ch = src.get();
+    on_line.push_back(static_cast<char>(ch));
+    if (ch == '\n') ++line, on_line.clear();
+  }
+  if (src.peek() == '[') {
+    src.get();
+    split_array(src, line, name, emit);
+  } else {
+    split_lines(src, line, std::move(on_line), emit);
+  }
 }
 
 }  // namespace
@@ -216,45 +295,33 @@ const char* format_name(Format f) {
   return "?";
 }
 
+void for_each_conversation(const std::filesystem::path& path, Format format, OnBad on_bad, ReadStats& stats,
+                           const std::function<void(Conversation&&)>& fn, const std::function<void(int64_t)>& bytes_read) {
+  std::ifstream in(path, std::ios::binary);
+  IFT_CHECK(in, path.string(), ": cannot open");
+  CharSource src(in);
+  int64_t records = 0;
+  read_records(src, path.string(), format, on_bad, stats, [&](Conversation&& c) {
+    fn(std::move(c));
+    if (bytes_read && ++records % 4096 == 0) bytes_read(src.consumed());
+  });
+  IFT_CHECK(!in.bad(), path.string(), ": read failed");
+  if (bytes_read) bytes_read(src.consumed());
+}
+
 std::vector<Conversation> read_conversations_text(std::string_view text, const std::string& name, Format format,
                                                   OnBad on_bad, ReadStats& stats) {
-  // Skip a UTF-8 byte-order mark; then '[' means one JSON array, anything else JSONL.
-  const size_t bom = text.starts_with("\xEF\xBB\xBF") ? 3 : 0;
-  size_t pos = bom;
-  int64_t line = 1;
-  while (pos < text.size() && (text[pos] == ' ' || text[pos] == '\t' || text[pos] == '\n' || text[pos] == '\r')) {
-    if (text[pos] == '\n') ++line;
-    ++pos;
-  }
-  const std::vector<RawRecord> raw = pos < text.size() && text[pos] == '['
-                                         ? split_array(text, pos + 1, line, name)
-                                         : split_lines(text.substr(bom));
+  CharSource src(text);
   std::vector<Conversation> out;
-  out.reserve(raw.size());
-  for (const RawRecord& r : raw) {
-    ++stats.records;
-    const std::string where = name + ":" + std::to_string(r.line);
-    try {
-      Conversation c = read_record(r.text, format);
-      c.where = where;
-      out.push_back(std::move(c));
-    } catch (const BadRecord& b) {
-      if (on_bad == OnBad::error) fail(where, ": ", b.what, " (--on-bad skip skips such records)");
-      ++stats.bad;
-      ++stats.bad_by_reason[b.reason];
-    }
-  }
+  read_records(src, name, format, on_bad, stats, [&](Conversation&& c) { out.push_back(std::move(c)); });
   return out;
 }
 
 std::vector<Conversation> read_conversations(const std::filesystem::path& path, Format format, OnBad on_bad,
                                              ReadStats& stats) {
-  std::ifstream in(path, std::ios::binary);
-  IFT_CHECK(in, path.string(), ": cannot open");
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  IFT_CHECK(!in.bad(), path.string(), ": read failed");
-  return read_conversations_text(buf.str(), path.string(), format, on_bad, stats);
+  std::vector<Conversation> out;
+  for_each_conversation(path, format, on_bad, stats, [&](Conversation&& c) { out.push_back(std::move(c)); });
+  return out;
 }
 
 }  // namespace ift

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <string>
 #include <string_view>
@@ -34,7 +35,14 @@ struct ReadStats {
   std::map<std::string, int64_t> bad_by_reason;  // short reason ("invalid_json", "missing_field", ...) -> count
 };
 
-// Reads one file. `format` auto_detect picks the format of each record from its keys.
+// Reads one file record by record, in constant memory whatever its size (JSONL or a JSON array),
+// calling `fn` on each good record in file order; `bytes_read`, if given, is told how far the
+// reading is now and then (every 4096 records, and at the end).
+void for_each_conversation(const std::filesystem::path& path, Format format, OnBad on_bad, ReadStats& stats,
+                           const std::function<void(Conversation&&)>& fn,
+                           const std::function<void(int64_t)>& bytes_read = {});
+
+// Reads one file into memory. `format` auto_detect picks the format of each record from its keys.
 std::vector<Conversation> read_conversations(const std::filesystem::path& path, Format format, OnBad on_bad,
                                              ReadStats& stats);
 

@@ -4,9 +4,6 @@
 #include <cstdio>
 #include <fstream>
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include "engine/base/error.h"
 #include "engine/base/io.h"
 #include "engine/base/sha256.h"
@@ -16,26 +13,6 @@
 namespace ift {
 
 namespace fs = std::filesystem;
-
-namespace {
-
-void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-  out.close();
-  IFT_CHECK(out, path.string(), ": cannot write");
-}
-
-// Makes the directory's entries durable before the rename publishes it.
-void sync_dir(const fs::path& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-}
-
-}  // namespace
 
 std::string checkpoint_name(int64_t step) {
   char buf[32];
@@ -49,32 +26,38 @@ void write_checkpoint(const fs::path& dir, const CheckpointContents& c) {
   fs::create_directories(parent);
   const fs::path tmp = parent / (".tmp-" + dir.filename().string());
   fs::remove_all(tmp);
-  fs::create_directories(tmp);
-
-  write_text(tmp / "config.json", c.config->to_json().dump(2) + "\n");
-  TensorSet weights;
-  weights.add_params(*c.layout, c.params);
-  write_safetensors(tmp / "model.safetensors", weights.tensors(), DType::F32, {{"format", "pt"}});
-  // Under the names Hugging Face looks for: a sentencepiece model is always tokenizer.model.
-  for (const fs::path& f : c.tokenizer_files)
-    fs::copy_file(f, tmp / (f.extension() == ".model" ? fs::path("tokenizer.model") : f.filename()),
-                  fs::copy_options::overwrite_existing);
-  if (c.optimizer) {
-    const OptimizerState& opt = *c.optimizer;
-    const int64_t n = static_cast<int64_t>(opt.m.size());
-    TensorSet state;
-    state.add("adamw.m", {n}, std::span<const float>(opt.m));
-    state.add("adamw.v", {n}, std::span<const float>(opt.v));
-    write_safetensors(tmp / "optimizer.safetensors", state.tensors(), DType::F32,
-                      {{"steps", std::to_string(opt.steps)}});
+  try {
+    fs::create_directories(tmp);
+    write_text_atomically(tmp / "config.json", c.config->to_json().dump(2) + "\n");
+    TensorSet weights;
+    weights.add_params(*c.layout, c.params);
+    write_safetensors(tmp / "model.safetensors", weights.tensors(), DType::F32, {{"format", "pt"}});
+    // Under the names Hugging Face looks for: a sentencepiece model is always tokenizer.model.
+    for (const fs::path& f : c.tokenizer_files)
+      copy_file_atomically(f, tmp / (f.extension() == ".model" ? fs::path("tokenizer.model") : f.filename()));
+    if (c.optimizer) {
+      const OptimizerState& opt = *c.optimizer;
+      const int64_t n = static_cast<int64_t>(opt.m.size());
+      TensorSet state;
+      state.add("adamw.m", {n}, std::span<const float>(opt.m));
+      state.add("adamw.v", {n}, std::span<const float>(opt.v));
+      write_safetensors(tmp / "optimizer.safetensors", state.tensors(), DType::F32,
+                        {{"steps", std::to_string(opt.steps)}});
+    }
+    if (!c.trainer_state.is_null()) write_text_atomically(tmp / "trainer_state.json", c.trainer_state.dump(2) + "\n");
+    if (!c.config_yaml.empty()) write_text_atomically(tmp / "config.yaml", c.config_yaml);
+    // Last: the sha256 of every file above, checked when the checkpoint is loaded.
+    nlohmann::json sums = nlohmann::json::object();
+    for (const auto& e : fs::directory_iterator(tmp)) sums[e.path().filename().string()] = sha256_file(e.path());
+    write_text_atomically(tmp / kChecksumsFile, sums.dump(2) + "\n");
+    sync_directory(tmp);
+  } catch (const std::exception& e) {
+    // A full disk (ENOSPC), a failing device (EIO): nothing half-written stays behind, and the
+    // checkpoints already under `parent` were never touched.
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    fail("checkpoint ", dir.string(), " not written: ", e.what(), "; the previous checkpoints are intact");
   }
-  if (!c.trainer_state.is_null()) write_text(tmp / "trainer_state.json", c.trainer_state.dump(2) + "\n");
-  if (!c.config_yaml.empty()) write_text(tmp / "config.yaml", c.config_yaml);
-  // Last: the sha256 of every file above, checked when the checkpoint is loaded.
-  nlohmann::json sums = nlohmann::json::object();
-  for (const auto& e : fs::directory_iterator(tmp)) sums[e.path().filename().string()] = sha256_file(e.path());
-  write_text(tmp / kChecksumsFile, sums.dump(2) + "\n");
-  sync_dir(tmp);
 
   if (fs::exists(dir)) {  // replace: move the old one aside first, rename cannot overwrite a directory
     const fs::path old = parent / (".old-" + dir.filename().string());
@@ -85,7 +68,7 @@ void write_checkpoint(const fs::path& dir, const CheckpointContents& c) {
   } else {
     fs::rename(tmp, dir);
   }
-  sync_dir(parent);
+  sync_directory(parent);
 }
 
 void verify_checkpoint(const fs::path& dir) {

@@ -32,6 +32,8 @@ struct CheckpointContents {
 };
 
 // Writes `dir` atomically (dir's parent gets a ".tmp-" sibling first). An existing `dir` is replaced.
+// On a write failure (ENOSPC, EIO, ...) the ".tmp-" directory is removed and ift::Error names the
+// checkpoint and the file that failed; every other checkpoint under dir's parent is left as it was.
 void write_checkpoint(const std::filesystem::path& dir, const CheckpointContents& contents);
 
 // "step-00000042" for step 42: names sort in step order.

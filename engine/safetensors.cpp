@@ -5,7 +5,6 @@
 #include <cerrno>
 #include <cstring>
 #include <limits>
-#include <random>
 #include <set>
 #include <tuple>
 #include <utility>
@@ -18,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/base/error.h"
+#include "engine/base/io.h"
 
 // safetensors data is little-endian; ift reads it by memcpy, which is only right on a little-endian
 // host (every platform ift targets).
@@ -120,17 +120,6 @@ struct Fd {
   Fd(const Fd&) = delete;
   Fd& operator=(const Fd&) = delete;
 };
-
-void write_all(int fd, const void* data, size_t n, const std::filesystem::path& path) {
-  const auto* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    IFT_CHECK(w > 0, path.string(), ": write failed: ", errno_text());
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-}
 
 }  // namespace
 
@@ -437,40 +426,22 @@ void write_safetensors(const std::filesystem::path& path, std::span<const Tensor
   // Spaces (valid JSON whitespace) pad the header so the data section starts 8-byte aligned.
   text.append((8 - text.size() % 8) % 8, ' ');
 
-  // A unique temporary name beside the target, so the final rename stays within one filesystem.
-  const std::filesystem::path dir = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
-  std::random_device entropy;
-  const std::filesystem::path tmp =
-      dir / ("." + path.filename().string() + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(entropy()));
-  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
-  IFT_CHECK(fd.fd >= 0, file, ": cannot create temporary file ", tmp.string(), ": ", errno_text());
-  try {
-    const uint64_t header_len = text.size();
-    write_all(fd.fd, &header_len, 8, path);
-    write_all(fd.fd, text.data(), text.size(), path);
-    // Convert in bounded chunks: a multi-gigabyte checkpoint is never duplicated in memory.
-    constexpr size_t kChunk = 1 << 20;  // values per write
-    std::vector<std::byte> buffer;
-    for (const TensorToWrite* t : order) {
-      for (size_t i = 0; i < t->data.size(); i += kChunk) {
-        const size_t n = std::min(kChunk, t->data.size() - i);
-        buffer.clear();
-        convert_from_f32(dtype, t->data.data() + i, n, buffer);
-        write_all(fd.fd, buffer.data(), buffer.size(), path);
-      }
+  AtomicFile out(path);
+  const uint64_t header_len = text.size();
+  out.write(&header_len, 8);
+  out.write(text);
+  // Convert in bounded chunks: a multi-gigabyte checkpoint is never duplicated in memory.
+  constexpr size_t kChunk = 1 << 20;  // values per write
+  std::vector<std::byte> buffer;
+  for (const TensorToWrite* t : order) {
+    for (size_t i = 0; i < t->data.size(); i += kChunk) {
+      const size_t n = std::min(kChunk, t->data.size() - i);
+      buffer.clear();
+      convert_from_f32(dtype, t->data.data() + i, n, buffer);
+      out.write(buffer.data(), buffer.size());
     }
-    IFT_CHECK(::fsync(fd.fd) == 0, file, ": fsync failed: ", errno_text());
-    const int fd_raw = std::exchange(fd.fd, -1);
-    IFT_CHECK(::close(fd_raw) == 0, file, ": close failed: ", errno_text());
-    IFT_CHECK(::rename(tmp.c_str(), path.c_str()) == 0, file, ": cannot rename ", tmp.string(), " into place: ",
-              errno_text());
-  } catch (...) {
-    ::unlink(tmp.c_str());
-    throw;
   }
-  // The rename itself is durable only once the directory entry is on disk.
-  Fd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dir_fd.fd >= 0) ::fsync(dir_fd.fd);
+  out.commit();
 }
 
 }  // namespace ift

@@ -11,6 +11,7 @@ packages=(
   libsentencepiece-dev sentencepiece  # .model tokenizers
   libpcre2-dev               # byte-level BPE pre-tokenizer regex
   catch2                     # tests (v2)
+  clang libclang-rt-14-dev   # the libFuzzer harnesses (tools/fuzz.sh, docs/testing.md)
 )
 
 missing=()

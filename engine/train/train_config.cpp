@@ -218,6 +218,7 @@ TrainConfig TrainConfig::parse(const std::string& yaml_text, const std::string& 
   c.eval_batches = top.get<int64_t>("eval_batches", c.eval_batches);
   c.save_every = top.get<int64_t>("save_every", c.save_every);
   c.keep_last = top.get<int>("keep_last", c.keep_last);
+  c.on_save_error = top.get<std::string>("on_save_error", c.on_save_error);
   c.sample_prompts = top.strings("sample_prompts");
   c.sample_max_tokens = top.get<int>("sample_max_tokens", c.sample_max_tokens);
   c.max_bad_steps = top.get<int>("max_bad_steps", c.max_bad_steps);
@@ -269,6 +270,8 @@ TrainConfig TrainConfig::parse(const std::string& yaml_text, const std::string& 
   check(c.eval_every >= 0 && c.eval_batches >= 0 && c.save_every >= 0, "eval_every/eval_batches/save_every",
         "must be >= 0");
   check(c.keep_last >= 1, "keep_last", "must be at least 1");
+  check(c.on_save_error == "stop" || c.on_save_error == "continue", "on_save_error", "must be stop or continue (got '",
+        c.on_save_error, "')");
   check(c.sample_max_tokens >= 1, "sample_max_tokens", "must be at least 1");
   check(c.max_bad_steps >= 1, "max_bad_steps", "must be at least 1");
   return c;
@@ -365,6 +368,7 @@ std::string TrainConfig::to_yaml() const {
   e << YAML::Key << "eval_batches" << YAML::Value << eval_batches << YAML::Key << "save_every" << YAML::Value
     << save_every;
   e << YAML::Key << "keep_last" << YAML::Value << keep_last;
+  e << YAML::Key << "on_save_error" << YAML::Value << on_save_error;
   e << YAML::Key << "sample_prompts" << YAML::Value;
   list(sample_prompts);
   e << YAML::Key << "sample_max_tokens" << YAML::Value << sample_max_tokens;
@@ -412,9 +416,10 @@ void flatten(const YAML::Node& n, const std::string& prefix, std::map<std::strin
 }  // namespace
 
 std::vector<std::string> result_changing_differences(const std::string& saved_yaml, const std::string& current_yaml) {
-  static const std::set<std::string> harmless = {"out_dir",     "log_every", "eval_every",       "eval_batches",
-                                                 "save_every",  "keep_last", "sample_prompts",   "sample_max_tokens",
-                                                 "threads",     "max_bad_steps"};
+  static const std::set<std::string> harmless = {"out_dir",       "log_every",      "eval_every",
+                                                 "eval_batches",  "save_every",     "keep_last",
+                                                 "on_save_error", "sample_prompts", "sample_max_tokens",
+                                                 "threads",       "max_bad_steps"};
   std::map<std::string, std::string> a, b;
   flatten(YAML::Load(saved_yaml), "", a);
   flatten(YAML::Load(current_yaml), "", b);

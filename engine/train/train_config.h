@@ -45,6 +45,9 @@
 //   eval_batches: 0               # micro-batches per evaluation; 0: the whole eval set
 //   save_every: 0                 # steps between checkpoints; 0: at the end only
 //   keep_last: 2                  # checkpoints kept
+//   on_save_error: stop           # a checkpoint that cannot be written (disk full, I/O error):
+//                                 #   stop (the error ends the run) | continue (logged, training
+//                                 #   goes on; the final checkpoint must still succeed)
 //   sample_prompts: []            # instructions generated from at each evaluation (samples.jsonl)
 //   sample_max_tokens: 64
 //   max_bad_steps: 5              # consecutive non-finite steps before training stops
@@ -99,6 +102,7 @@ struct TrainConfig {
   float neftune_alpha = 0;
   int64_t log_every = 10, eval_every = 0, eval_batches = 0, save_every = 0;
   int keep_last = 2;
+  std::string on_save_error = "stop";  // stop | continue
   std::vector<std::string> sample_prompts;
   int sample_max_tokens = 64;
   int max_bad_steps = 5;

@@ -384,7 +384,18 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
       run_eval(step, line, progress);
       append_line(metrics, line);
     }
-    if ((c.save_every > 0 && step % c.save_every == 0) || last || stopping) save(step, elapsed());
+    if (last || stopping) {
+      save(step, elapsed());  // the run ends here: without this checkpoint its steps are lost
+    } else if (c.save_every > 0 && step % c.save_every == 0) {
+      try {
+        save(step, elapsed());
+      } catch (const Error& e) {
+        if (c.on_save_error == "stop") throw;
+        ++summary.failed_saves;
+        progress.log(std::string("step ") + std::to_string(step) + ": " + e.what() +
+                     "; training goes on (on_save_error: continue)");
+      }
+    }
     if (stopping && !last) {
       progress.log("interrupted: checkpoint saved at step " + std::to_string(step) + "; continue with --resume");
       summary.interrupted = true;

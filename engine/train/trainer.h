@@ -26,6 +26,7 @@ struct TrainSummary {
   double last_loss = 0;
   double last_eval_loss = -1;  // -1: no evaluation ran
   std::filesystem::path last_checkpoint;
+  int64_t failed_saves = 0;    // checkpoints that could not be written (on_save_error: continue)
   bool interrupted = false;
 };
 

@@ -1,5 +1,7 @@
 #include "data/prepare.h"
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <set>
@@ -9,6 +11,7 @@
 #include "data/loader.h"
 #include "data/packed_file.h"
 #include "engine/base/error.h"
+#include "engine/base/io.h"
 #include "tests/data/byte_tokenizer.h"
 #include "tests/support.h"
 
@@ -251,4 +254,45 @@ TEST_CASE("ift prepare with the llama2 tokenizer: trained tokens are the outputs
   const std::string shown((std::istreambuf_iterator<char>(view)), {});
   CHECK_THAT(shown, Catch::Matchers::Contains("[[Blue is a color.</s>]]") || Catch::Matchers::Contains("[[The sum is 5.</s>]]"));
   CHECK(std::system((inspect + " --rows 3:1 2> /dev/null").c_str()) != 0);
+}
+
+// A full disk while the packed file is written: the seam of engine/base/io.h fails a write of
+// train.pack with ENOSPC (then EIO). Nothing is left under the final name (nor a temporary), and a
+// train.pack of an earlier run stays as it was.
+TEST_CASE("prepare: a full disk leaves no partial train.pack and keeps the previous one", "[prepare]") {
+  const auto dir = test::temp_dir("prepare-enospc");
+  {
+    std::ofstream out(dir / "a.jsonl");
+    for (int i = 0; i < 2000; ++i)
+      out << nlohmann::json{{"instruction", "question " + std::to_string(i)}, {"output", std::string(200 + i % 97, 'a')}}
+                 .dump()
+          << "\n";
+  }
+  ByteTokenizer tok;
+  PrepareOptions o;
+  o.data = {dir / "a.jsonl"};
+  o.seq_len = 1024;
+  for (const int err : {ENOSPC, EIO}) {
+    INFO("errno " << err);
+    const auto out = dir / ("out" + std::to_string(err));
+    for (const int64_t nth : {1, 2}) {  // the first write (header and index), a later one (the tokens)
+      inject_write_failure(nth, err, "train.pack");
+      CHECK_THROWS_WITH(prepare_dataset(o, tok, out),
+                        Catch::Matchers::Contains("train.pack") && Catch::Matchers::Contains(std::strerror(err)));
+      CHECK_FALSE(write_failure_pending());
+      CHECK_FALSE(std::filesystem::exists(out / "train.pack"));
+      CHECK_FALSE(std::filesystem::exists(out / "report.json"));
+      CHECK(std::filesystem::is_empty(out));  // no temporary left either
+    }
+    const PrepareReport first = prepare_dataset(o, tok, out);
+    const auto bytes = std::filesystem::file_size(out / "train.pack");
+    o.seed = 7;  // a different file, whose writing fails
+    inject_write_failure(2, err, "train.pack");
+    CHECK_THROWS_WITH(prepare_dataset(o, tok, out), Catch::Matchers::Contains("train.pack"));
+    o.seed = 0;
+    CHECK(std::filesystem::file_size(out / "train.pack") == bytes);
+    const PackedFile f(out / "train.pack");  // verifies the checksum: the earlier file, whole
+    CHECK(f.n_rows() == first.rows);
+    CHECK(std::distance(std::filesystem::directory_iterator(out), {}) == 2);  // train.pack, report.json
+  }
 }

@@ -4,6 +4,8 @@
 #include <fstream>
 #include <random>
 
+#include <nlohmann/json.hpp>
+
 #include "engine/base/error.h"
 #include "tests/support.h"
 
@@ -157,6 +159,39 @@ TEST_CASE("reading a file names it; a missing file is an error", "[reader]") {
 
 // A bounded mutation fuzzer for the readers: random byte edits of valid inputs must give either
 // conversations or ift::Error, never a crash or another exception. Fixed seed, fixed count.
+// Files are read in 1 MiB chunks (constant memory): records, strings, escapes and line ends that
+// straddle a chunk boundary read exactly as the whole text does, JSONL and JSON array alike.
+TEST_CASE("reading a file streams it: records across chunk boundaries read as in memory", "[reader]") {
+  const auto dir = test::temp_dir("reader-stream");
+  std::mt19937 rng(11);
+  std::string jsonl, array = "\xEF\xBB\xBF  [\n";
+  for (int i = 0; jsonl.size() < (size_t(5) << 19); ++i) {  // ~2.5 MiB: two boundaries at least
+    std::string out(1 + rng() % 3000, 'o');
+    out[rng() % out.size()] = '\n';  // an escaped newline inside a string
+    const std::string rec = nlohmann::json{{"instruction", "q \"" + std::to_string(i) + "\\"}, {"output", out}}.dump();
+    jsonl += rec + (i % 5 ? "\n" : "\r\n\n");
+    array += (i ? ",\n " : " ") + rec;
+  }
+  array += "\n]\n";
+  for (const auto& [name, text] : {std::pair{"a.jsonl", jsonl}, std::pair{"b.json", array}}) {
+    INFO(name);
+    std::ofstream(dir / name, std::ios::binary) << text;
+    ReadStats s1, s2;
+    const auto from_file = read_conversations(dir / name, Format::auto_detect, OnBad::error, s1);
+    const auto from_text = read_conversations_text(text, (dir / name).string(), Format::auto_detect, OnBad::error, s2);
+    REQUIRE(from_file.size() == from_text.size());
+    REQUIRE(from_file.size() > 1000);
+    CHECK(s1.records == s2.records);
+    for (size_t i = 0; i < from_file.size(); ++i) {
+      INFO("record " << i);
+      REQUIRE(from_file[i].where == from_text[i].where);
+      REQUIRE(from_file[i].turns.size() == 2);
+      REQUIRE(from_file[i].turns[1].text == from_text[i].turns[1].text);
+      REQUIRE(from_file[i].turns[0].text == from_text[i].turns[0].text);
+    }
+  }
+}
+
 TEST_CASE("reader fuzz: mutated inputs never crash", "[reader][fuzz]") {
   const std::vector<std::string> seeds = {
       R"([{"instruction": "Add.", "input": "2 and 3", "output": "5", "system": "s"}])",

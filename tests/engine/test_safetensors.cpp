@@ -3,6 +3,9 @@
 #include "engine/safetensors.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <new>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -22,6 +25,19 @@
 using namespace ift;
 using ift::test::fixture;
 using ift::test::temp_dir;
+
+// The largest single allocation since the last reset, for the test that hostile sizes are refused
+// before any allocation (every operator new of this binary goes through here).
+static std::atomic<size_t> g_largest_new{0};
+void* operator new(size_t n) {
+  size_t seen = g_largest_new.load(std::memory_order_relaxed);
+  while (n > seen && !g_largest_new.compare_exchange_weak(seen, n, std::memory_order_relaxed)) {
+  }
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, size_t) noexcept { std::free(p); }
 
 namespace {
 
@@ -489,6 +505,31 @@ TEST_CASE("safetensors rejects malformed files with errors that name the problem
     expect_error([&] { r.read_f32("nope"); }, {file, "'nope'"});
     std::vector<float> small(5);
     expect_error([&] { r.read_f32("w", small); }, {file, "'w'", "6 elements", "holds 5"});
+  }
+}
+
+// Hostile sizes cost nothing: a 10 GB header length and a billion-element shape (4 GB of F32 the
+// file does not hold) are refused from the 8-byte length and the header alone, before any buffer of
+// that size is allocated (the largest allocation stays under 1 MiB).
+TEST_CASE("safetensors: a 10 GB header length or a billion-element shape is refused before any allocation") {
+  const auto dir = temp_dir("st-bounded");
+  const auto path = dir / "hostile.safetensors";
+  auto open = [&] { SafetensorsReader r(path); };
+  const std::string billion = R"({"w":{"dtype":"F32","shape":[1000000000],"data_offsets":[0,4000000000]}})";
+  const std::string billion_2d = R"({"w":{"dtype":"F32","shape":[100000,100000],"data_offsets":[0,64]}})";
+  struct Case {
+    std::string header;
+    uint64_t header_len;
+    std::initializer_list<std::string> parts;
+  };
+  for (const Case& c : {Case{"{}", 10'000'000'000ull, {"header length 10000000000", "exceeds the limit"}},
+                        Case{billion, 0, {"'w'", "truncated", "4000000000 bytes"}},
+                        Case{billion_2d, 0, {"'w'", "byte count mismatch", "40000000000 bytes"}}}) {
+    INFO(c.header);
+    write_raw(path, c.header, 64, c.header_len);
+    g_largest_new = 0;
+    expect_error(open, c.parts);
+    CHECK(g_largest_new.load() < (size_t(1) << 20));
   }
 }
 

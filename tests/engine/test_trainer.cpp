@@ -1,6 +1,7 @@
 // The trainer: config validation, accumulation invariance, bitwise resume, checkpoints that
 // survive a kill mid-write and open as Hugging Face model directories.
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <fstream>
 
@@ -281,6 +282,91 @@ TEST_CASE("resume refuses a changed checkpoint naming the file, and a changed co
   more.max_steps = 5;
   CHECK_THROWS_WITH(train(more, true), Catch::Contains("optimizer.safetensors"));
   CHECK_THROWS_WITH(load_model(last), Catch::Contains("checksums") || Catch::Contains("sha256"));
+}
+
+// A full disk or a failing device during a checkpoint: every write of the checkpoint in turn fails
+// (the seam of engine/base/io.h, errno ENOSPC then EIO, as write(2) reports them).
+TEST_CASE("ENOSPC or EIO at any write of a checkpoint: the error names the file, nothing partial, the previous one intact",
+          "[trainer]") {
+  const fs::path dir = temp_dir("enospc");
+  const fs::path data = write_data(dir);
+  const TrainConfig c = TrainConfig::parse(base_config(dir, data), "e", {"out_dir=" + (dir / "run").string(),
+                                                                         "max_steps=2"});
+  train(c, false);
+  const fs::path root = dir / "run/checkpoints", prev = root / checkpoint_name(2);
+  REQUIRE(list_checkpoints(root) == std::vector<fs::path>{prev});
+  const std::vector<float> prev_weights = weights(prev);
+
+  // The contents of a next checkpoint, from the previous one.
+  const Model<CpuBackend<float>> model = load_model(prev);
+  const std::vector<float> params = model.params_to_host();
+  const OptimizerState opt = load_optimizer_state(prev);
+  CheckpointContents cc;
+  cc.config = &model.config(), cc.layout = &model.layout(), cc.params = params, cc.optimizer = &opt;
+  cc.trainer_state = load_trainer_state(prev);
+  cc.tokenizer_files = {prev / "tokenizer.model"};
+  cc.config_yaml = read_text(prev / "config.yaml");
+  const fs::path next = root / checkpoint_name(3);
+
+  for (const int err : {ENOSPC, EIO}) {
+    int failures = 0;
+    for (int64_t nth = 1;; ++nth) {
+      INFO("errno " << err << ", write " << nth);
+      inject_write_failure(nth, err, checkpoint_name(3));
+      try {
+        write_checkpoint(next, cc);
+      } catch (const Error& e) {
+        ++failures;
+        const std::string msg = e.what();
+        CHECK(msg.find(next.string()) != std::string::npos);       // the checkpoint
+        CHECK(msg.find(std::strerror(err)) != std::string::npos);  // the system's reason
+        CHECK((msg.find(".json") != std::string::npos || msg.find(".safetensors") != std::string::npos ||
+               msg.find(".model") != std::string::npos || msg.find(".yaml") != std::string::npos));  // the file
+        CHECK(msg.find("previous checkpoints are intact") != std::string::npos);
+        CHECK(list_checkpoints(root) == std::vector<fs::path>{prev});
+        for (const auto& e2 : fs::directory_iterator(root)) CHECK(e2.path() == prev);  // no .tmp-, no step-3
+        CHECK_NOTHROW(verify_checkpoint(prev));
+        continue;
+      }
+      // The failure came after the last write: the checkpoint is complete.
+      CHECK(write_failure_pending());
+      inject_write_failure(0, 0);
+      CHECK_NOTHROW(verify_checkpoint(next));
+      fs::remove_all(next);
+      break;
+    }
+    CHECK(failures >= 8);  // every file of the checkpoint was hit at least once
+  }
+  CHECK(weights(prev) == prev_weights);
+}
+
+TEST_CASE("on_save_error: stop ends the run at a failed checkpoint, continue trains on", "[trainer]") {
+  const fs::path dir = temp_dir("save-error");
+  const fs::path data = write_data(dir);
+  const std::string cfg = base_config(dir, data);
+  CHECK_THROWS_WITH(TrainConfig::parse(cfg, "x.yaml", {"on_save_error=retry"}),
+                    Catch::Contains("x.yaml") && Catch::Contains("on_save_error"));
+  for (const std::string mode : {"stop", "continue"}) {
+    INFO("on_save_error: " << mode);
+    const fs::path out = dir / mode;
+    const TrainConfig c = TrainConfig::parse(cfg, mode, {"out_dir=" + out.string(), "max_steps=4", "save_every=1",
+                                                         "keep_last=5", "on_save_error=" + mode});
+    inject_write_failure(1, ENOSPC, checkpoint_name(2));  // the first write of step 2's checkpoint
+    const fs::path root = out / "checkpoints";
+    if (mode == "stop") {
+      CHECK_THROWS_WITH(train(c, false), Catch::Contains(checkpoint_name(2)) && Catch::Contains("No space left"));
+      CHECK(list_checkpoints(root) == std::vector<fs::path>{root / checkpoint_name(1)});
+      CHECK_NOTHROW(verify_checkpoint(root / checkpoint_name(1)));
+    } else {
+      const TrainSummary s = train(c, false);
+      CHECK(s.steps == 4);
+      CHECK(s.failed_saves == 1);
+      CHECK(list_checkpoints(root) == std::vector<fs::path>{root / checkpoint_name(1), root / checkpoint_name(3),
+                                                            root / checkpoint_name(4)});
+    }
+    CHECK_FALSE(write_failure_pending());
+    for (const auto& e : fs::directory_iterator(root)) CHECK_FALSE(e.path().filename().string().starts_with("."));
+  }
 }
 
 // The commands on the emu backend: a trained checkpoint answers the same through `ift generate`
