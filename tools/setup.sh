@@ -11,6 +11,7 @@ packages=(
   libsentencepiece-dev sentencepiece  # .model tokenizers
   libpcre2-dev               # byte-level BPE pre-tokenizer regex
   catch2                     # tests (v2)
+  libopenmpi-dev openmpi-bin # data parallelism on cpu/emu (mpirun), NCCL's bootstrap; the ctest label mpi
 )
 
 missing=()
