@@ -27,6 +27,31 @@
 
 namespace ift::dist {
 
+// One rank's memory plan under data parallelism: `whole` (Model<B>::plan) with the master weights
+// and the AdamW moments cut to the largest rank's slice of each trainable group when zero = 1.
+inline MemoryBytes plan_per_rank(MemoryBytes whole, const std::vector<GroupLayout>& groups, int world, int zero) {
+  if (zero == 0 || world == 1) return whole;
+  int64_t all = 0, mine = 0;
+  for (const GroupLayout& g : groups) {
+    if (!g.trainable) continue;
+    size_t most = 0;
+    for (int r = 0; r < world; ++r) most = std::max(most, slice_of(g.size, r, world).size());
+    all += int64_t(g.size), mine += int64_t(most);
+  }
+  for (MemoryPart p : {MemoryPart::master, MemoryPart::optimizer})
+    if (all > 0) whole[p] = whole[p] / all * mine;  // both parts are whole multiples of the elements
+  return whole;
+}
+
+// Bytes one rank sends per optimizer step (the rank-ordered MPI reductions; NCCL's ring moves the
+// same amount): gradients reduce-scattered and summed, then all-gathered as gradients (zero 0) or
+// as parameters of act_bytes (zero 1), each (world - 1) / world of the trainable elements.
+inline int64_t bytes_per_step(const std::vector<GroupLayout>& groups, int world, int zero, int act_bytes) {
+  int64_t n = 0;
+  for (const GroupLayout& g : groups) n += g.trainable ? int64_t(g.size) : 0;
+  return n * (world - 1) / world * (4 + (zero ? act_bytes : 4));
+}
+
 template <class B>
 class DataParallel {
  public:

@@ -17,6 +17,7 @@
 #include "engine/base/io.h"
 #include "engine/checkpoint.h"
 #include "engine/dist/comm.h"
+#include "engine/dist/data_parallel.h"
 #include "engine/safetensors.h"
 #include "tests/engine/train_support.h"
 #include "tests/support.h"
@@ -253,4 +254,24 @@ TEST_CASE("a killed rank ends the job within 60 s naming the rank, and a config 
   INFO(mlog);
   CHECK((WIFEXITED(st) && WEXITSTATUS(st) != 0));
   CHECK(mlog.find("differs between rank 0 and rank 1") != std::string::npos);
+}
+
+TEST_CASE("ZeRO-1's per-rank plan: master weights and moments cut to the largest slice", "[dist]") {
+  std::vector<GroupLayout> groups(2);
+  groups[0].size = 1000, groups[0].trainable = true;
+  groups[1].size = 500, groups[1].trainable = false;  // frozen: no master, no moments, nothing sent
+  MemoryBytes whole;
+  whole[MemoryPart::parameters] = 1500 * 2, whole[MemoryPart::grads] = 1000 * 4;
+  whole[MemoryPart::master] = 1000 * 4, whole[MemoryPart::optimizer] = 1000 * 8;
+  // 1000 over 4 ranks: 256, 256, 256, 232.
+  const MemoryBytes one = dist::plan_per_rank(whole, groups, 4, 1);
+  CHECK(one[MemoryPart::master] == 256 * 4);
+  CHECK(one[MemoryPart::optimizer] == 256 * 8);
+  CHECK(one[MemoryPart::parameters] == whole[MemoryPart::parameters]);
+  CHECK(one[MemoryPart::grads] == whole[MemoryPart::grads]);
+  CHECK(dist::plan_per_rank(whole, groups, 4, 0).bytes == whole.bytes);
+  // 750 trainable elements leave each rank: gradients twice (fp32), or gradients and bf16 parameters.
+  CHECK(dist::bytes_per_step(groups, 4, 0, 2) == 750 * 8);
+  CHECK(dist::bytes_per_step(groups, 4, 1, 2) == 750 * 6);
+  CHECK(dist::bytes_per_step(groups, 1, 0, 4) == 0);
 }
