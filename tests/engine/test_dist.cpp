@@ -261,13 +261,13 @@ TEST_CASE("ZeRO-1's per-rank plan: master weights and moments cut to the largest
   groups[0].size = 1000, groups[0].trainable = true;
   groups[1].size = 500, groups[1].trainable = false;  // frozen: no master, no moments, nothing sent
   MemoryBytes whole;
-  whole[MemoryPart::parameters] = 1500 * 2, whole[MemoryPart::grads] = 1000 * 4;
+  whole[MemoryPart::params] = 1500 * 2, whole[MemoryPart::grads] = 1000 * 4;
   whole[MemoryPart::master] = 1000 * 4, whole[MemoryPart::optimizer] = 1000 * 8;
   // 1000 over 4 ranks: 256, 256, 256, 232.
   const MemoryBytes one = dist::plan_per_rank(whole, groups, 4, 1);
   CHECK(one[MemoryPart::master] == 256 * 4);
   CHECK(one[MemoryPart::optimizer] == 256 * 8);
-  CHECK(one[MemoryPart::parameters] == whole[MemoryPart::parameters]);
+  CHECK(one[MemoryPart::params] == whole[MemoryPart::params]);
   CHECK(one[MemoryPart::grads] == whole[MemoryPart::grads]);
   CHECK(dist::plan_per_rank(whole, groups, 4, 0).bytes == whole.bytes);
   // 750 trainable elements leave each rank: gradients twice (fp32), or gradients and bf16 parameters.
