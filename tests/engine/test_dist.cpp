@@ -169,6 +169,12 @@ TEST_CASE("mpirun -np 2 trains as one process with grad_accum 2: plain, ZeRO-1, 
       REQUIRE(train(cfg, dir / (tag + "zero"), 2, "--set distributed.zero=1", dir / "zero.log") == 0);
       INFO(read_text(dir / "zero.log"));
       require_same_training(dir / (tag + "np1"), dir / (tag + "zero"), 10);
+      // ZeRO-1 with fp32 master weights sliced (emu, bf16): 3 steps, against one process.
+      const std::string emu = "--set backend=emu --set precision=bf16 --set max_steps=3 ";
+      REQUIRE(train(cfg, dir / "emu-np1", 1, emu + "--set grad_accum=2", dir / "emu1.log") == 0);
+      REQUIRE(train(cfg, dir / "emu-zero", 2, emu + "--set distributed.zero=1", dir / "emuz.log") == 0);
+      INFO(read_text(dir / "emuz.log"));
+      require_same_training(dir / "emu-np1", dir / "emu-zero", 3);
       const auto j = nlohmann::json::parse(read_text(dir / (tag + "np2") / "metrics.jsonl").substr(0, read_text(dir / (tag + "np2") / "metrics.jsonl").find('\n')));
       CHECK(j.at("comm_bytes_per_step").get<int64_t>() > 0);
       continue;
