@@ -1,8 +1,8 @@
 // Data parallelism of one model: the gradient reduction the trainer's hook calls, the optimizer
 // step, and the whole-tensor state checkpoints hold, over a communicator (engine/dist/comm.h).
 //
-// zero = 0: every rank holds the whole optimizer. The gradients are all-reduced (a sum in rank
-// order), so every rank computes the same norm and the same AdamW step, bitwise.
+// zero = 0: every rank holds the whole optimizer. The gradients are all-reduced in buckets (a sum
+// in rank order), so every rank computes the same norm and the same AdamW step, bitwise.
 // zero = 1 (ZeRO stage 1): the AdamW moments and the fp32 master weights are sliced across the
 // ranks, each trainable group's gradients cut by slice_of(group size). The gradients are
 // reduce-scattered (the same ordered sums as the all-reduce), the global norm is the rank-ordered
@@ -128,11 +128,17 @@ class DataParallel {
     t_ = state ? state->steps : 0;
   }
 
-  // The trainer's gradient hook: the group's summed gradients, whole (zero 0) or this rank's slice (zero 1).
+  // The trainer's gradient hook: the group's summed gradients, whole (zero 0) or this rank's slice
+  // (zero 1). Zero 0 reduces in buckets of kBucket elements, so the MPI staging buffer is one
+  // bucket, not the group; the sums are per element, so the bits do not depend on the bucket size.
+  static constexpr size_t kBucket = size_t(8) << 20;  // 32 MiB of fp32
   void reduce_gradients(float* grads, size_t n) {
     if (comm_.world() == 1) return;
-    if (zero_) comm_.reduce_scatter_sum(grads, comm_.even_parts(n), B::kind);
-    else comm_.all_reduce_sum(grads, n, B::kind);
+    if (zero_) {
+      comm_.reduce_scatter_sum(grads, comm_.even_parts(n), B::kind);
+      return;
+    }
+    for (size_t at = 0; at < n; at += kBucket) comm_.all_reduce_sum(grads + at, std::min(kBucket, n - at), B::kind);
   }
 
   // The optimizer step; returns the global gradient norm before clipping (the same on every rank).
