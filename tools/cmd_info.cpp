@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "engine/cpu/blas.h"
+#include "engine/dist/data_parallel.h"
 #include "engine/model.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
@@ -24,6 +25,8 @@ int info(Args args) {
   p.option("--precision", "P", "bf16", "fp32 or bf16 (cpu: fp32)");
   p.flag("--recompute", "recompute norms and the MLP activation in the backward pass");
   p.flag("--no-optimizer", "inference and gradients only: no AdamW moments");
+  p.option("--world", "N", "1", "data-parallel ranks: the plan of one rank");
+  p.option("--zero", "0|1", "0", "ZeRO stage (distributed.zero): 1 slices master weights and AdamW moments across ranks");
   p.flag("--measure", "also build the model with random weights, run one training step and print what it allocated");
   if (!p.parse(args)) return 0;
   const ModelConfig config = model_config_or_preset(p.str("--model"));
@@ -35,16 +38,25 @@ int info(Args args) {
   const ModelOptions options{p.on("--recompute")};
   const bool optimizer = !p.on("--no-optimizer");
   const int N = B * T;
+  const int world = static_cast<int>(p.integer("--world")), zero = static_cast<int>(p.integer("--zero"));
+  IFT_CHECK(world >= 1, "--world must be at least 1");
+  IFT_CHECK(zero == 0 || zero == 1, "--zero must be 0 or 1");
+  IFT_CHECK(world == 1 || !p.on("--measure"), "--measure runs one process: leave out --world");
 
   const cpu::CpuFeatures cpu = cpu::cpu_features();
   std::printf("CPU: %s, %d threads\n%s\n", cpu.brand.empty() ? cpu.vendor.c_str() : cpu.brand.c_str(),
               cpu::threads(), cpu::gemm_kernels_line().c_str());
   return with_backend(kind, precision, [&]<class Back>() {
-    const MemoryBytes plan = Model<Back>::plan(config, N, options, optimizer);
+    const std::vector<GroupLayout> groups = group_layout(ParamLayout::build(config), {});
+    const MemoryBytes plan = dist::plan_per_rank(Model<Back>::plan(config, N, options, optimizer), groups, world, zero);
     std::printf("%s: %s, %d layers, hidden %d, %zu parameters\n", p.str("--model").c_str(), config.model_type.c_str(),
                 config.n_layers, config.hidden, ParamLayout::build(config).parameters);
-    std::printf("plan for B=%d T=%d on %s, %s%s%s:\n%s", B, T, name_of(kind), name_of(precision),
-                options.recompute ? ", recompute" : "", optimizer ? ", AdamW" : ", no optimizer", plan.table().c_str());
+    std::printf("plan for B=%d T=%d on %s, %s%s%s", B, T, name_of(kind), name_of(precision),
+                options.recompute ? ", recompute" : "", optimizer ? ", AdamW" : ", no optimizer");
+    if (world > 1)
+      std::printf(", one rank of %d (ZeRO %d; sends %.1f MiB per step)", world, zero,
+                  double(dist::bytes_per_step(groups, world, zero, int(sizeof(typename Back::act_t)))) / (1 << 20));
+    std::printf(":\n%s", plan.table().c_str());
     if (!p.on("--measure")) return 0;
     Model<Back> model(config, options);
     model.init_random(0);

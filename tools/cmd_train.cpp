@@ -3,6 +3,7 @@
 #include <csignal>
 #include <cstdio>
 
+#include "engine/dist/comm.h"
 #include "engine/train/train_config.h"
 #include "engine/train/trainer.h"
 #include "tools/cli.h"
@@ -33,8 +34,19 @@ int train(Args args) {
   TrainConfig config = TrainConfig::load(p.positionals()[0], p.all("--set"));
   config.resume_anyway = p.on("--resume-anyway");
   for (int sig : {SIGINT, SIGTERM, SIGUSR1}) std::signal(sig, on_stop_signal);
-  const TrainSummary s = ift::train(config, p.on("--resume") || p.on("--resume-anyway"), &g_stop);
+  TrainSummary s;
+  try {
+    s = ift::train(config, p.on("--resume") || p.on("--resume-anyway"), &g_stop);
+  } catch (const std::exception& e) {
+    // One rank's error must end the job: its peers would wait in the next collective.
+    dist::Communicator* comm = dist::existing_communicator();
+    if (!comm || comm->world() == 1) throw;
+    std::fprintf(stderr, "ift train: rank %d of %d: error: %s\n", comm->rank(), comm->world(), e.what());
+    comm->abort(1);
+  }
   for (int sig : {SIGINT, SIGTERM, SIGUSR1}) std::signal(sig, SIG_DFL);
+  const dist::Communicator* comm = dist::existing_communicator();
+  if (comm && comm->rank() != 0) return s.interrupted ? kInterrupted : 0;  // rank 0 reports
   std::printf("%s after %lld steps: loss %.4f", s.interrupted ? "interrupted" : "done",
               static_cast<long long>(s.steps), s.last_loss);
   if (s.last_eval_loss >= 0) std::printf(", eval loss %.4f", s.last_eval_loss);

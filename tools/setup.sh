@@ -12,6 +12,7 @@ packages=(
   libpcre2-dev               # byte-level BPE pre-tokenizer regex
   catch2                     # tests (v2)
   clang libclang-rt-14-dev   # the libFuzzer harnesses (tools/fuzz.sh, docs/testing.md)
+  libopenmpi-dev openmpi-bin # data parallelism on cpu/emu (mpirun), NCCL's bootstrap; the ctest label mpi
 )
 
 missing=()

@@ -20,3 +20,14 @@
     if (ift_status_ != CUBLAS_STATUS_SUCCESS)                                                                \
       ::ift::fail(#call, " failed at ", __FILE__, ":", __LINE__, ": ", cublasLtGetStatusString(ift_status_)); \
   } while (0)
+
+// NCCL (engine/dist/nccl.cpp), where nccl.h has been included before this header.
+#ifdef NCCL_H_
+#define IFT_NCCL_CHECK(call)                                                                                \
+  do {                                                                                                      \
+    const ncclResult_t ift_status_ = (call);                                                                \
+    if (ift_status_ != ncclSuccess)                                                                         \
+      ::ift::fail(#call, " failed at ", __FILE__, ":", __LINE__, ": ", ncclGetErrorString(ift_status_),      \
+                  " (", ncclGetLastError(nullptr), ")");                                                    \
+  } while (0)
+#endif

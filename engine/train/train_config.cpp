@@ -202,6 +202,11 @@ TrainConfig TrainConfig::parse(const std::string& yaml_text, const std::string& 
   c.adamw.max_grad_norm = opt.get<float>("max_grad_norm", 1.0f);
   opt.finish();
 
+  Section dist = top.sub("distributed");
+  c.distributed.zero = dist.get<int>("zero", c.distributed.zero);
+  c.distributed.timeout_s = dist.get<double>("timeout_s", c.distributed.timeout_s);
+  dist.finish();
+
   Section sched = top.sub("schedule");
   c.schedule.warmup_steps = sched.get<int64_t>("warmup_steps", 0);
   c.schedule.decay = sched.get<std::string>("decay", c.schedule.decay);
@@ -237,6 +242,8 @@ TrainConfig TrainConfig::parse(const std::string& yaml_text, const std::string& 
   check(c.backend != "cpu" || c.precision == "fp32", "precision", "must be fp32 on the cpu backend (bf16 runs on emu "
         "or cuda)");
   check(c.threads >= 0, "threads", "must be >= 0");
+  check(c.distributed.zero == 0 || c.distributed.zero == 1, "distributed.zero", "must be 0 or 1");
+  check(c.distributed.timeout_s > 0, "distributed.timeout_s", "must be positive");
   check(c.seq_len >= 2, "seq_len", "must be at least 2");
   check(c.micro_batch >= 1, "micro_batch", "must be at least 1");
   check(c.grad_accum >= 1, "grad_accum", "must be at least 1");
@@ -373,6 +380,9 @@ std::string TrainConfig::to_yaml() const {
   list(sample_prompts);
   e << YAML::Key << "sample_max_tokens" << YAML::Value << sample_max_tokens;
   e << YAML::Key << "max_bad_steps" << YAML::Value << max_bad_steps;
+  e << YAML::Key << "distributed" << YAML::Value << YAML::BeginMap;
+  e << YAML::Key << "zero" << YAML::Value << distributed.zero << YAML::Key << "timeout_s" << YAML::Value
+    << distributed.timeout_s << YAML::EndMap;
   e << YAML::EndMap;
   return std::string(e.c_str()) + "\n";
 }
@@ -419,7 +429,9 @@ std::vector<std::string> result_changing_differences(const std::string& saved_ya
   static const std::set<std::string> harmless = {"out_dir",       "log_every",      "eval_every",
                                                  "eval_batches",  "save_every",     "keep_last",
                                                  "on_save_error", "sample_prompts", "sample_max_tokens",
-                                                 "threads",       "max_bad_steps"};
+                                                 "threads",       "max_bad_steps",
+                                                 // how the ranks share the work, not what is computed
+                                                 "distributed.zero", "distributed.timeout_s"};
   std::map<std::string, std::string> a, b;
   flatten(YAML::Load(saved_yaml), "", a);
   flatten(YAML::Load(current_yaml), "", b);

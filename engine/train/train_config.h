@@ -51,6 +51,9 @@
 //   sample_prompts: []            # instructions generated from at each evaluation (samples.jsonl)
 //   sample_max_tokens: 64
 //   max_bad_steps: 5              # consecutive non-finite steps before training stops
+//   distributed: {zero: 0, timeout_s: 600}   # under mpirun/srun/torchrun (docs/distributed.md):
+//                                 # zero 1 slices AdamW moments and master weights across ranks;
+//                                 # a collective waiting longer than timeout_s ends the rank
 #pragma once
 
 #include <cstdint>
@@ -80,6 +83,11 @@ struct ScheduleConfig {
   float min_lr = 0.0f;
 };
 
+struct DistributedConfig {
+  int zero = 0;             // ZeRO stage: 0 (replicated optimizer) or 1 (sliced moments and masters)
+  double timeout_s = 600;   // the watchdog's limit on one collective
+};
+
 struct TrainConfig {
   std::string out_dir = "runs/ift";
   uint64_t seed = 0;
@@ -106,6 +114,7 @@ struct TrainConfig {
   std::vector<std::string> sample_prompts;
   int sample_max_tokens = 64;
   int max_bad_steps = 5;
+  DistributedConfig distributed;
   // Not a YAML field: a run option of `ift train --resume-anyway` (resume although the checkpoint's
   // config differs in fields that change the result).
   bool resume_anyway = false;

@@ -12,6 +12,8 @@
 #include "data/packed_file.h"
 #include "data/prepare.h"
 #include "engine/checkpoint.h"
+#include "engine/dist/comm.h"
+#include "engine/dist/data_parallel.h"
 #include "engine/base/error.h"
 #include "engine/base/io.h"
 #include "engine/model.h"
@@ -177,7 +179,12 @@ namespace {
 template <class B>
 TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>* stop, const TrainHooks& hooks) {
   const fs::path out(c.out_dir), ckpt_root = fs::path(c.out_dir) / "checkpoints";
-  fs::create_directories(out);
+  // Data parallelism (engine/dist/): one process unless a launcher started several. Rank 0 alone
+  // writes files and prints; every rank reads the data and the checkpoint.
+  dist::Communicator& comm = dist::process_communicator(B::kind, c.distributed.timeout_s);
+  const bool lead = comm.rank() == 0;
+  comm.check_same(fnv1a64(c.to_yaml().data(), c.to_yaml().size()), "the training configuration (config file and --set)");
+  if (lead) fs::create_directories(out);
   const fs::path metrics = out / "metrics.jsonl", samples = out / "samples.jsonl";
 
   const std::unique_ptr<Tokenizer> tok = load_tokenizer(c.tokenizer);
@@ -185,9 +192,16 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
   IFT_CHECK(tok->vocab_size() <= mc.vocab_size, "the tokenizer (", c.tokenizer, ") has ", tok->vocab_size(),
             " tokens, more than the model's vocab_size ", mc.vocab_size);
   Model<B> model(mc, ModelOptions{c.recompute});
-  model.enable_optimizer(c.adamw);
+  dist::DataParallel<B> dp(comm, model, c.distributed.zero, c.adamw);  // enables the optimizer (sliced: at start)
 
-  const fs::path train_dir = resolve_data(c.data.train, c, *tok, "train");
+  // Raw files are prepared once, by rank 0; the others then find them prepared.
+  auto resolve_shared = [&](const std::vector<std::string>& entries, const std::string& which) {
+    fs::path dir;
+    if (lead) dir = resolve_data(entries, c, *tok, which);
+    comm.barrier();
+    return lead ? dir : resolve_data(entries, c, *tok, which);
+  };
+  const fs::path train_dir = resolve_shared(c.data.train, "train");
   const PackedFile train_file(train_dir / "train.pack");
   IFT_CHECK(train_file.seq_len() == c.seq_len, train_dir.string(), ": rows of ", train_file.seq_len(),
             " tokens, the config's seq_len is ", c.seq_len);
@@ -195,11 +209,13 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
             ": prepared with another tokenizer (", train_file.header().tokenizer_id, ")");
   IFT_CHECK(train_file.n_rows() > 0, train_dir.string(), ": no rows to train on");
   std::unique_ptr<PackedFile> eval_file;
-  if (!c.data.eval.empty()) eval_file = std::make_unique<PackedFile>(resolve_data(c.data.eval, c, *tok, "eval") / "train.pack");
+  if (!c.data.eval.empty()) eval_file = std::make_unique<PackedFile>(resolve_shared(c.data.eval, "eval") / "train.pack");
   if (c.data.val_split > 0) eval_file = std::make_unique<PackedFile>(train_dir / "eval.pack");
-  Loader loader(train_file, c.micro_batch, c.seed);
+  // The global step is world x micro_batch x grad_accum consecutive rows of one stream, whatever the
+  // world size; rank r takes rows r*B..(r+1)*B-1 of every world*B (data/loader.h).
+  Loader loader(train_file, c.micro_batch, c.seed, comm.rank(), comm.world());
 
-  const int64_t rows_per_step = int64_t(c.micro_batch) * c.grad_accum;
+  const int64_t rows_per_step = int64_t(c.micro_batch) * c.grad_accum * comm.world();
   const int64_t total_steps = c.max_steps > 0 ? c.max_steps
       : std::max<int64_t>(1, static_cast<int64_t>(std::ceil(c.epochs * train_file.n_rows() / rows_per_step)));
 
@@ -214,8 +230,12 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
   if (resume) {
     const fs::path last = checkpoints.back();
     verify_checkpoint(last);
+    const json st = load_trainer_state(last);
     if (fs::exists(last / "config.yaml") && !c.resume_anyway) {
-      const std::vector<std::string> diff = result_changing_differences(read_text(last / "config.yaml"), c.to_yaml());
+      std::vector<std::string> diff = result_changing_differences(read_text(last / "config.yaml"), c.to_yaml());
+      // Another world size with grad_accum changed to keep the rows per step is the same training.
+      if (diff == std::vector<std::string>{"grad_accum"} && st.value("rows_per_step", int64_t(-1)) == rows_per_step)
+        diff.clear();
       if (!diff.empty()) {
         std::string fields;
         for (const std::string& f : diff) fields += (fields.empty() ? "" : ", ") + f;
@@ -224,46 +244,53 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
       }
     }
     model.load_params(read_weights(last / "model.safetensors", model.layout()));
-    model.set_optimizer_state(load_optimizer_state(last));
-    const json st = load_trainer_state(last);
+    const OptimizerState opt = load_optimizer_state(last);
+    dp.start(&opt);
     step = st.at("step").get<int64_t>();
     tokens_seen = st.at("tokens_seen").get<int64_t>();
     summary.skipped_steps = st.at("skipped_steps").get<int64_t>();
     elapsed_before = st.at("elapsed_s").get<double>();
     loader.restore(LoaderState::from_json(st.at("loader").get<std::string>()));
-    truncate_metrics(metrics, step);
-    std::fprintf(stderr, "resumed from %s (step %lld)\n", last.c_str(), static_cast<long long>(step));
+    if (lead) truncate_metrics(metrics, step);
+    if (lead)
+      std::fprintf(stderr, "resumed from %s (step %lld, saved with %lld rank(s))\n", last.c_str(), static_cast<long long>(step),
+                   static_cast<long long>(st.value("world", int64_t(1))));
   } else {
     if (c.model_path.empty()) model.init_random(c.seed);
     else model.load_params(read_weights(resolve_model_dir(c.model_path) / "model.safetensors", model.layout()));
-    fs::remove(metrics);
-    fs::remove(samples);
+    dp.start(nullptr);
+    if (lead) fs::remove(metrics), fs::remove(samples);
   }
-  {
-    std::ofstream(out / "config.yaml") << c.to_yaml();
-  }
-  std::fprintf(stderr, "model: %s, %zu parameters on %s (%s%s); %lld rows of %d tokens; %lld steps of %lld rows\n",
+  if (lead) std::ofstream(out / "config.yaml") << c.to_yaml();
+  if (lead && comm.world() > 1)
+    std::fprintf(stderr, "data parallel: %d ranks (%s, %s), ZeRO %d: %d x %d x %d rows per step\n", comm.world(),
+                 comm.name(), dist::name_of(dist::detect_launch().kind), c.distributed.zero, comm.world(), c.micro_batch,
+                 c.grad_accum);
+  if (lead) std::fprintf(stderr, "model: %s, %zu parameters on %s (%s%s); %lld rows of %d tokens; %lld steps of %lld rows\n",
                mc.model_type.c_str(), model.layout().parameters, c.backend.c_str(), c.precision.c_str(),
                c.recompute ? ", recompute" : "", static_cast<long long>(train_file.n_rows()), c.seq_len,
                static_cast<long long>(total_steps), static_cast<long long>(rows_per_step));
 
   const std::string yaml = c.to_yaml();
   auto save = [&](int64_t at_step, double elapsed) {
-    const OptimizerState opt = model.optimizer_state();
-    const std::vector<float> params = model.params_to_host();  // the fp32 master weights in bf16
+    const OptimizerState opt = dp.optimizer_state();           // whole tensors (collective under ZeRO)
+    const std::vector<float> params = dp.params_to_host();     // the fp32 master weights in bf16
+    const fs::path dir = ckpt_root / checkpoint_name(at_step);
+    summary.last_checkpoint = dir;
+    if (!lead) return;
     CheckpointContents cc;
     cc.config = &mc, cc.layout = &model.layout(), cc.params = params, cc.optimizer = &opt;
     cc.trainer_state = {{"step", at_step},
                         {"tokens_seen", tokens_seen},
                         {"skipped_steps", summary.skipped_steps},
                         {"elapsed_s", elapsed},
-                        {"loader", loader.state().to_json()}};
+                        {"loader", loader.state().to_json()},
+                        {"world", comm.world()},
+                        {"rows_per_step", rows_per_step}};
     cc.tokenizer_files = tok->files();
     cc.config_yaml = yaml;
-    const fs::path dir = ckpt_root / checkpoint_name(at_step);
     write_checkpoint(dir, cc);
     prune_checkpoints(ckpt_root, c.keep_last);
-    summary.last_checkpoint = dir;
   };
 
   std::unique_ptr<ChatFormatter> formatter;
@@ -272,13 +299,13 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
     model.set_train_noise({});  // evaluation and sampling see the model without dropout or NEFTune
     if (eval_file) {
       summary.last_eval_loss = evaluate(model, *eval_file, c.micro_batch, c.eval_batches).loss;
-      line["eval_loss"] = summary.last_eval_loss;
+      line["eval_loss"] = summary.last_eval_loss;  // every rank evaluates the same rows; rank 0 writes
       char buf[96];
       std::snprintf(buf, sizeof buf, "step %lld: eval loss %.4f", static_cast<long long>(at_step),
                     summary.last_eval_loss);
       progress.log(buf);
     }
-    if (c.sample_prompts.empty()) return;
+    if (c.sample_prompts.empty() || !lead) return;
     // Decoding runs on the training backend, with the weights the forward pass uses.
     for (const std::string& prompt : c.sample_prompts) {
       const std::string output = greedy_answer(model, *tok, *formatter, {"", prompt, "", ""}, c.sample_max_tokens);
@@ -289,7 +316,9 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
   const std::vector<float> dropout_per_layer = residual_dropout_per_layer(c, mc.n_layers);
   const bool noisy = !dropout_per_layer.empty() || c.neftune_alpha > 0;
 
-  Progress progress("train", "tok");
+  static std::FILE* const quiet = std::fopen("/dev/null", "w");
+  Progress progress("train", "tok", lead ? stderr : quiet);
+  int64_t window_bytes_from = comm.bytes_sent();
   const auto t0 = std::chrono::steady_clock::now();
   auto elapsed = [&] { return elapsed_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
   double window_loss = 0;
@@ -306,6 +335,8 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
       trained += b.trained_tokens();
       tokens += int64_t(b.B) * b.T;
     }
+    // Every rank divides by the trained tokens of the whole global step.
+    trained = comm.sum(trained), tokens = comm.sum(tokens);
     model.zero_grads();
     double loss = 0;
     // Per-sequence averaging (Liger-Kernel #329): each sample's summed token loss times 1 / its
@@ -333,13 +364,17 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
         model.backward();
       }
     }
+    loss = comm.sum(loss);  // in rank order: np=2 x accum 1 adds the same two numbers as np=1 x accum 2
     // The gradient hook: the place where data parallelism all-reduces each trainable group's
     // gradients, between the last backward and the step (one process: the hook given, if any).
-    if (hooks.on_gradients)
-      for (auto& g : model.optimizer().groups())
-        if (g.layout.trainable) hooks.on_gradients(g.layout.name, g.grads.data(), g.layout.size, B::kind);
-    // The step: the global gradient norm across the groups, one clip factor, AdamW per group.
-    const double norm = std::isfinite(loss) ? model.step(lr) : NAN;
+    for (auto& g : model.optimizer().groups()) {
+      if (!g.layout.trainable) continue;
+      dp.reduce_gradients(g.grads.data(), g.layout.size);
+      if (hooks.on_gradients) hooks.on_gradients(g.layout.name, g.grads.data(), g.layout.size, B::kind);
+    }
+    // The step: the global gradient norm across the groups, one clip factor, AdamW per group. The
+    // loss is the global one, so every rank takes the same decision.
+    const double norm = std::isfinite(loss) ? dp.step(lr) : NAN;
     ++step;
     tokens_seen += tokens;
     if (!std::isfinite(loss) || !std::isfinite(norm)) {
@@ -360,7 +395,7 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
     window_tokens += tokens;
 
     const bool last = step == total_steps;
-    const bool stopping = stop && stop->load();
+    const bool stopping = comm.any(stop && stop->load());  // a signal on any rank stops every rank
     char note[96];
     std::snprintf(note, sizeof note, "step %lld/%lld  loss %.4f  lr %.2e", static_cast<long long>(step),
                   static_cast<long long>(total_steps), loss, lr);
@@ -376,13 +411,17 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
                    {"tokens_per_s", secs > 0 ? window_tokens / secs : 0.0},
                    {"trained_tokens", trained},
                    {"elapsed_s", elapsed()}};
+      if (comm.world() > 1) {  // what this rank sent per step since the last line
+        line["comm_bytes_per_step"] = (comm.bytes_sent() - window_bytes_from) / std::max<int64_t>(1, window_steps);
+        window_bytes_from = comm.bytes_sent();
+      }
       if ((c.eval_every > 0 && step % c.eval_every == 0) || last) run_eval(step, line, progress);
-      append_line(metrics, line);
+      if (lead) append_line(metrics, line);
       window_loss = 0, window_steps = 0, window_tokens = 0, window_start = std::chrono::steady_clock::now();
     } else if (c.eval_every > 0 && step % c.eval_every == 0) {
       json line = {{"step", step}, {"lr", lr}, {"elapsed_s", elapsed()}};
       run_eval(step, line, progress);
-      append_line(metrics, line);
+      if (lead) append_line(metrics, line);
     }
     if (last || stopping) {
       save(step, elapsed());  // the run ends here: without this checkpoint its steps are lost
@@ -403,6 +442,7 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
     }
   }
   progress.finish();
+  comm.barrier();  // no rank leaves (and ends the job) before rank 0 has written its checkpoint
   summary.steps = step;
   return summary;
 }

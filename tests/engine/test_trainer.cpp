@@ -13,6 +13,7 @@
 #include "engine/safetensors.h"
 #include "engine/train/train_config.h"
 #include "engine/train/trainer.h"
+#include "tests/engine/train_support.h"
 #include "tests/support.h"
 
 using namespace ift;
@@ -43,26 +44,6 @@ std::string base_config(const fs::path& dir, const fs::path& data) {
          "data:\n  train: [" + data.string() + "]\n" +
          "seq_len: 64\nmicro_batch: 2\ngrad_accum: 2\nmax_steps: 4\nlog_every: 1\n"
          "optimizer: {lr: 1.0e-2, weight_decay: 0.1}\nschedule: {warmup_steps: 1, decay: cosine}\n";
-}
-
-std::vector<double> losses(const fs::path& metrics) {
-  std::vector<double> out;
-  std::ifstream in(metrics);
-  for (std::string line; std::getline(in, line);) {
-    const auto j = nlohmann::json::parse(line);
-    if (j.contains("loss")) out.push_back(j["loss"].get<double>());
-  }
-  return out;
-}
-
-std::vector<float> weights(const fs::path& checkpoint) {
-  const SafetensorsReader r(checkpoint / "model.safetensors");
-  std::vector<float> all;
-  for (const TensorInfo& t : r.tensors()) {
-    const std::vector<float> v = r.read_f32(t.name);
-    all.insert(all.end(), v.begin(), v.end());
-  }
-  return all;
 }
 
 }  // namespace
@@ -221,7 +202,6 @@ TEST_CASE("the trainer's gradient hook sits between backward and the step", "[tr
 }
 
 namespace {
-std::string shell_quote(const std::string& s) { return "'" + s + "'"; }
 }  // namespace
 
 // What a cluster does: SIGTERM before a preemption, then the same command line again (requeue).
