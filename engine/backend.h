@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "engine/config.h"
+#include "kernels/args.h"
 
 namespace ift {
 
@@ -88,7 +89,7 @@ concept Backend = requires(B& b, typename B::act_t* a, const typename B::act_t* 
                            const typename B::grad_t* cg, typename B::stat_t* s, const typename B::stat_t* cs,
                            const int32_t* ids, float* f, const float* cf, void* p, const void* cp, size_t n,
                            int i, float x, const AttentionDims& dims, const DecayRuns& runs, const AdamWHyper& h,
-                           const ModelConfig& config) {
+                           const ModelConfig& config, const GemmArgs& gemm) {
   typename B::act_t;
   typename B::grad_t;
   typename B::stat_t;
@@ -119,6 +120,9 @@ concept Backend = requires(B& b, typename B::act_t* a, const typename B::act_t* 
   b.rmsnorm_backward(a, g, ca, ca, ca, ca, cs, i, i);
   b.matmul_forward(a, ca, ca, ca, i, i, i);
   b.matmul_backward(a, g, g, ca, ca, ca, i, i, i);
+  // C (act_t or grad_t) = / += alpha op(A) op(B) with leading dimensions (kernels/args.h GemmArgs)
+  b.gemm(a, ca, ca, gemm);
+  b.gemm(g, ca, ca, gemm);
   b.attention_forward(a, s, ca, dims);
   b.attention_backward(a, ca, ca, ca, cs, dims);
   // decoding: copy a (rows, cols) block between strided row-major buffers; attention of n new

@@ -38,6 +38,13 @@
 //   sample_prompts: []            # instructions generated from at each evaluation (samples.jsonl)
 //   sample_max_tokens: 64
 //   max_bad_steps: 5              # consecutive non-finite steps before training stops
+//   lora:                         # low-rank adapters on the frozen model.path (engine/lora.h)
+//     r: 16                       #   rank; 0 or no block: a full fine-tune
+//     alpha: 32                   #   the adapter output is scaled by alpha / r
+//     dropout: 0.0                #   on the adapter input (only 0 is implemented yet)
+//     targets: [q_proj, v_proj]   #   Hugging Face module names (GPT-2: c_attn, c_proj, c_fc)
+//     rslora: false               #   scale alpha / sqrt(r) instead
+//     quantize: none              #   none (nf4 is not implemented yet)
 #pragma once
 
 #include <cstdint>
@@ -84,6 +91,7 @@ struct TrainConfig {
   std::vector<std::string> sample_prompts;
   int sample_max_tokens = 64;
   int max_bad_steps = 5;
+  LoraConfig lora;  // r == 0: no LoRA
   // Not a YAML field: a run option of `ift train --resume-anyway` (resume although the checkpoint's
   // config differs in fields that change the result).
   bool resume_anyway = false;

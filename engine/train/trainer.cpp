@@ -145,7 +145,8 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
   const ModelConfig mc = model_config(c, *tok);
   IFT_CHECK(tok->vocab_size() <= mc.vocab_size, "the tokenizer (", c.tokenizer, ") has ", tok->vocab_size(),
             " tokens, more than the model's vocab_size ", mc.vocab_size);
-  Model<B> model(mc, ModelOptions{c.recompute});
+  if (c.lora.enabled()) c.lora.check(mc, "config: lora");
+  Model<B> model(mc, ModelOptions{c.recompute, c.lora});
   model.enable_optimizer(c.adamw);
 
   const fs::path train_dir = resolve_data(c.data.train, c, *tok, "train");
@@ -183,7 +184,13 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
              "); resume with the checkpoint's config, or pass --resume-anyway");
       }
     }
-    model.load_params(read_weights(last / "model.safetensors", model.layout()));
+    if (c.lora.enabled()) {  // the frozen base from model.path, the adapters from the checkpoint
+      std::vector<float> w = read_weights(resolve_model_dir(c.model_path) / "model.safetensors", model.layout());
+      read_peft_adapter(last, model.layout(), w);
+      model.load_params(w);
+    } else {
+      model.load_params(read_weights(last / "model.safetensors", model.layout()));
+    }
     model.set_optimizer_state(load_optimizer_state(last));
     const json st = load_trainer_state(last);
     step = st.at("step").get<int64_t>();
@@ -195,7 +202,11 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
     std::fprintf(stderr, "resumed from %s (step %lld)\n", last.c_str(), static_cast<long long>(step));
   } else {
     if (c.model_path.empty()) model.init_random(c.seed);
-    else model.load_params(read_weights(resolve_model_dir(c.model_path) / "model.safetensors", model.layout()));
+    else {
+      std::vector<float> w = read_weights(resolve_model_dir(c.model_path) / "model.safetensors", model.layout());
+      if (c.lora.enabled()) init_lora(model.layout(), w, c.seed);  // PEFT's init: A random, B zero
+      model.load_params(w);
+    }
     fs::remove(metrics);
     fs::remove(samples);
   }
@@ -220,6 +231,8 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
                         {"loader", loader.state().to_json()}};
     cc.tokenizer_files = tok->files();
     cc.config_yaml = yaml;
+    const std::string base = c.model_path.empty() ? "" : fs::absolute(resolve_model_dir(c.model_path)).string();
+    if (c.lora.enabled()) cc.lora = &c.lora, cc.base_path = base;
     const fs::path dir = ckpt_root / checkpoint_name(at_step);
     write_checkpoint(dir, cc);
     prune_checkpoints(ckpt_root, c.keep_last);
