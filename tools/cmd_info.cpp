@@ -67,9 +67,7 @@ int info(Args args) {
       const MemoryBytes full = Model<Back>::plan(config, N, ModelOptions{options.recompute}, optimizer);
       const double gib = 1024.0 * 1024.0 * 1024.0;
       std::printf("LoRA r=%d on %zu modules (%s): %zu adapter parameters; the base frozen (no gradients, master or "
-                  "moments)
-full fine-tune: %.2f GiB, LoRA: %.2f GiB (%.1fx less)
-",
+                  "moments)\nfull fine-tune: %.2f GiB, LoRA: %.2f GiB (%.1fx less)\n",
                   lora.r, layout.adapters.size(), p.str("--lora-targets").empty() ? "all projections" : "targets",
                   layout.total - layout.base_total, full.total() / gib, plan.total() / gib,
                   double(full.total()) / double(plan.total()));
@@ -86,8 +84,7 @@ full fine-tune: %.2f GiB, LoRA: %.2f GiB (%.1fx less)
         const int64_t dense = int64_t(proj) * act, packed = int64_t(nf4_bytes(proj)), scratch = int64_t(largest) * act;
         const int64_t total = plan.total() - dense + packed + scratch;
         std::printf("NF4 base (planned, not run yet): projections %.2f GiB -> %.2f GiB + %.1f MiB dequantize scratch; "
-                    "total %.2f GiB
-", dense / gib, packed / gib, scratch / (1024.0 * 1024.0), total / gib);
+                    "total %.2f GiB\n", dense / gib, packed / gib, scratch / (1024.0 * 1024.0), total / gib);
       }
     }
     if (!p.on("--measure")) return 0;

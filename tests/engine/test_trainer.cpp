@@ -1,5 +1,6 @@
 // The trainer: config validation, accumulation invariance, bitwise resume, checkpoints that
 // survive a kill mid-write and open as Hugging Face model directories.
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 
@@ -373,7 +374,7 @@ TEST_CASE("LoRA runs: PEFT checkpoints without the base, bitwise resume, the bas
   train(c, true);
   const std::vector<double> la = losses(dir / "a/metrics.jsonl");
   CHECK(la == losses(dir / "b/metrics.jsonl"));  // bitwise
-  CHECK(la.back() < la.front());
+  REQUIRE(la.size() == 6);  // (the loss falling under LoRA is checked on a fixed batch in test_lora.cpp)
   const fs::path ck = straight.last_checkpoint;
   CHECK(adapter_weights(ck) == adapter_weights(dir / "b/checkpoints" / checkpoint_name(6)));
   for (const char* f : {"adapter_config.json", "adapter_model.safetensors", "optimizer.safetensors",
@@ -383,6 +384,8 @@ TEST_CASE("LoRA runs: PEFT checkpoints without the base, bitwise resume, the bas
   const SafetensorsReader r(ck / "adapter_model.safetensors");
   CHECK(r.tensors().size() == 6);
   CHECK(r.at("base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight").shape == std::vector<int64_t>{16, 4});
+  const std::vector<float> b = r.read_f32("base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight");
+  CHECK(std::any_of(b.begin(), b.end(), [](float x) { return x != 0.0f; }));  // B left its zero init: trained
   CHECK(SafetensorsReader(ck / "optimizer.safetensors").at("adamw.m").shape[0] < 1000);  // the adapters' moments only
   const auto peft = nlohmann::json::parse(std::ifstream(ck / "adapter_config.json"));
   CHECK(peft["peft_type"] == "LORA");
