@@ -81,7 +81,8 @@ concept Backend = requires(B& b, typename B::act_t* a, const typename B::act_t* 
                            int i, float x, const AttentionArgs& dims, const DecodeAttentionArgs& dec,
                            const DecayRuns& runs, const AdamWHyper& h, const ModelConfig& config,
                            const EmbeddingArgs& emb, const NormArgs& norm, const GluArgs& glu,
-                           const DropoutArgs& drop, const NeftuneArgs& neft) {
+                           const DropoutArgs& drop, const NeftuneArgs& neft,
+                           const GemmArgs& gemm) {
   typename B::act_t;
   typename B::grad_t;
   typename B::stat_t;
@@ -112,6 +113,9 @@ concept Backend = requires(B& b, typename B::act_t* a, const typename B::act_t* 
   b.rmsnorm_backward(a, g, ca, ca, ca, ca, cs, norm);
   b.matmul_forward(a, ca, ca, ca, i, i, i);
   b.matmul_backward(a, g, g, ca, ca, ca, i, i, i);
+  // C (act_t or grad_t) = / += alpha op(A) op(B) with leading dimensions (kernels/args.h GemmArgs)
+  b.gemm(a, ca, ca, gemm);
+  b.gemm(g, ca, ca, gemm);
   b.attention_forward(a, s, ca, dims);
   b.attention_backward(a, ca, ca, ca, cs, dims);
   // decoding: copy a (rows, cols) block between strided row-major buffers; attention of n new

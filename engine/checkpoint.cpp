@@ -7,6 +7,7 @@
 #include "engine/base/error.h"
 #include "engine/base/io.h"
 #include "engine/base/sha256.h"
+#include "engine/lora.h"
 #include "engine/safetensors.h"
 #include "engine/weights.h"
 
@@ -28,21 +29,28 @@ void write_checkpoint(const fs::path& dir, const CheckpointContents& c) {
   fs::remove_all(tmp);
   try {
     fs::create_directories(tmp);
-    write_text_atomically(tmp / "config.json", c.config->to_json().dump(2) + "\n");
-    TensorSet weights;
-    weights.add_params(*c.layout, c.params);
-    write_safetensors(tmp / "model.safetensors", weights.tensors(), DType::F32, {{"format", "pt"}});
+    const bool lora = c.lora && c.lora->enabled();
+    if (lora) {
+      write_peft_adapter(tmp, *c.layout, c.params, *c.lora, *c.config, c.base_path);
+    } else {
+      write_text_atomically(tmp / "config.json", c.config->to_json().dump(2) + "\n");
+      TensorSet weights;
+      weights.add_params(*c.layout, c.params);
+      write_safetensors(tmp / "model.safetensors", weights.tensors(), DType::F32, {{"format", "pt"}});
+    }
     // Under the names Hugging Face looks for: a sentencepiece model is always tokenizer.model.
     for (const fs::path& f : c.tokenizer_files)
       copy_file_atomically(f, tmp / (f.extension() == ".model" ? fs::path("tokenizer.model") : f.filename()));
     if (c.optimizer) {
       const OptimizerState& opt = *c.optimizer;
-      const int64_t n = static_cast<int64_t>(opt.m.size());
+      // A LoRA run's moments are those of the adapters, the end of the flat layout: only they are kept.
+      const size_t first = lora ? c.layout->base_total : 0;
+      const int64_t n = static_cast<int64_t>(opt.m.size() - first);
       TensorSet state;
-      state.add("adamw.m", {n}, std::span<const float>(opt.m));
-      state.add("adamw.v", {n}, std::span<const float>(opt.v));
+      state.add("adamw.m", {n}, std::span<const float>(opt.m).subspan(first));
+      state.add("adamw.v", {n}, std::span<const float>(opt.v).subspan(first));
       write_safetensors(tmp / "optimizer.safetensors", state.tensors(), DType::F32,
-                        {{"steps", std::to_string(opt.steps)}});
+                        {{"steps", std::to_string(opt.steps)}, {"first", std::to_string(first)}});
     }
     if (!c.trainer_state.is_null()) write_text_atomically(tmp / "trainer_state.json", c.trainer_state.dump(2) + "\n");
     if (!c.config_yaml.empty()) write_text_atomically(tmp / "config.yaml", c.config_yaml);
@@ -96,7 +104,7 @@ std::vector<fs::path> list_checkpoints(const fs::path& root) {
   if (!fs::is_directory(root)) return out;
   for (const auto& e : fs::directory_iterator(root))
     if (e.is_directory() && e.path().filename().string().starts_with("step-") &&
-        fs::exists(e.path() / "model.safetensors"))
+        (fs::exists(e.path() / "model.safetensors") || is_adapter_dir(e.path())))
       out.push_back(e.path());
   std::sort(out.begin(), out.end());
   return out;
@@ -112,8 +120,22 @@ void prune_checkpoints(const fs::path& root, int keep) {
   }
 }
 
+bool is_adapter_dir(const fs::path& dir) { return fs::exists(dir / "adapter_model.safetensors"); }
+
+fs::path adapter_base(const fs::path& adapter_dir) {
+  const fs::path f = adapter_dir / "adapter_config.json";
+  std::string base;
+  try {
+    base = nlohmann::json::parse(read_text(f)).value("base_model_name_or_path", "");
+  } catch (const nlohmann::json::exception& e) {
+    fail(f.string(), ": not valid JSON (", e.what(), ")");
+  }
+  IFT_CHECK(!base.empty(), f.string(), ": base_model_name_or_path is empty; pass the base as --model and this as --adapter");
+  return base;
+}
+
 fs::path resolve_model_dir(const fs::path& dir) {
-  if (fs::exists(dir / "model.safetensors")) return dir;
+  if (fs::exists(dir / "model.safetensors") || is_adapter_dir(dir)) return dir;
   const std::vector<fs::path> all = list_checkpoints(dir / "checkpoints");
   IFT_CHECK(!all.empty(), dir.string(), ": neither a model directory (model.safetensors) nor a run with checkpoints");
   return all.back();
@@ -127,6 +149,12 @@ OptimizerState load_optimizer_state(const fs::path& dir) {
   const auto it = r.metadata().find("steps");
   IFT_CHECK(it != r.metadata().end(), r.path().string(), ": metadata 'steps' is missing");
   optimizer.steps = std::stoll(it->second);
+  // A LoRA checkpoint's moments start at flat element `first`: the frozen base's before are zeros.
+  if (const auto f = r.metadata().find("first"); f != r.metadata().end() && std::stoull(f->second) > 0) {
+    const size_t first = std::stoull(f->second);
+    optimizer.m.insert(optimizer.m.begin(), first, 0.0f);
+    optimizer.v.insert(optimizer.v.begin(), first, 0.0f);
+  }
   return optimizer;
 }
 

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/config.h"
+#include "engine/lora_files.h"
 #include "engine/model.h"
 #include "engine/weights.h"
 #include "engine/optimizer.h"
@@ -29,6 +30,10 @@ struct CheckpointContents {
   nlohmann::json trainer_state;                       // step, loader position, counters
   std::vector<std::filesystem::path> tokenizer_files; // copied beside the weights
   std::string config_yaml;                            // the resolved training config
+  // LoRA runs (engine/lora.h): the checkpoint is a PEFT adapter directory (adapter_config.json,
+  // adapter_model.safetensors) instead of a model, with the adapters' moments only; no base copy.
+  const LoraConfig* lora = nullptr;
+  std::string base_path;                              // the frozen base, for adapter_config.json
 };
 
 // Writes `dir` atomically (dir's parent gets a ".tmp-" sibling first). An existing `dir` is replaced.
@@ -49,20 +54,37 @@ void verify_checkpoint(const std::filesystem::path& dir);
 // Deletes all but the newest `keep` checkpoints, and leftovers of interrupted writes.
 void prune_checkpoints(const std::filesystem::path& root, int keep);
 
-// Resolves a model directory or a run: DIR itself when it holds model.safetensors, else the newest
-// checkpoint under DIR/checkpoints. Throws naming DIR when there is neither.
+// Resolves a model directory or a run: DIR itself when it holds model.safetensors (or, a LoRA
+// checkpoint, adapter_model.safetensors), else the newest checkpoint under DIR/checkpoints. Throws
+// naming DIR when there is neither.
 std::filesystem::path resolve_model_dir(const std::filesystem::path& dir);
-// config.json + model.safetensors of resolve_model_dir(dir), as a model on backend B.
+// Whether `dir` is a LoRA checkpoint / PEFT adapter directory (adapter_model.safetensors).
+bool is_adapter_dir(const std::filesystem::path& dir);
+// The base model directory a PEFT adapter names (adapter_config.json's base_model_name_or_path).
+std::filesystem::path adapter_base(const std::filesystem::path& adapter_dir);
+
+// config.json + model.safetensors of resolve_model_dir(dir), as a model on backend B. With an
+// adapter (a PEFT directory, or a LoRA run), the base runs with it unmerged; a LoRA run or
+// checkpoint given as `dir` itself is its base plus that adapter.
 template <class B = CpuBackend<float>>
-Model<B> load_model(const std::filesystem::path& dir) {
-  const std::filesystem::path d = resolve_model_dir(dir);
+Model<B> load_model(const std::filesystem::path& dir, std::filesystem::path adapter = {}) {
+  std::filesystem::path d = resolve_model_dir(dir);
   if (std::filesystem::exists(d / kChecksumsFile)) verify_checkpoint(d);  // written by ift: check it
+  if (adapter.empty() && is_adapter_dir(d)) adapter = d, d = resolve_model_dir(adapter_base(d));
+  if (!adapter.empty()) {
+    adapter = is_adapter_dir(adapter) ? adapter : resolve_model_dir(adapter);
+    BaseWithAdapter m = load_base_with_adapter(d, adapter);
+    Model<B> model(m.config, ModelOptions{false, m.lora});
+    model.load_params(m.flat);
+    return model;
+  }
   Model<B> model(ModelConfig::load(d / "config.json"));
   model.load_params(read_weights(d / "model.safetensors", model.layout()));
   return model;
 }
 
-// The AdamW moments and step count of a checkpoint.
+// The AdamW moments (over the flat layout of `total` elements: a LoRA checkpoint holds only the
+// adapters' range, the rest is zeros) and step count of a checkpoint.
 OptimizerState load_optimizer_state(const std::filesystem::path& dir);
 nlohmann::json load_trainer_state(const std::filesystem::path& dir);
 

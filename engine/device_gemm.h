@@ -1,8 +1,8 @@
 // The GEMM every Device of KernelBackend provides (engine/kernel_backend.inl), and the check of its
 // shape both devices run before computing anything:
 //
-//   gemm<In, Out>(c, ldc, a, lda, b, ldb, bias, M, N, K, trans_a, trans_b, accumulate)
-//       row-major C (M, N) = op(A) (M, K) . op(B) (K, N) [+ C] [+ bias (N)]; In inputs, fp32
+//   gemm<In, Out>(c, ldc, a, lda, b, ldb, bias, M, N, K, trans_a, trans_b, accumulate[, alpha])
+//       row-major C (M, N) = alpha op(A) (M, K) . op(B) (K, N) [+ C] [+ bias (N)]; In inputs, fp32
 //       accumulation, one rounding to Out. op(X) = X^T when trans_x: A is then stored (K, M), B (N, K).
 //       lda, ldb, ldc are the row strides in elements of A, B, C as stored (>= their stored widths),
 //       so a column slice of a wider buffer (a fused QKV or gate/up projection) is multiplied in

@@ -37,7 +37,7 @@ struct EmuDevice {
   // backend runs small models.
   template <class In, class Out>
   void gemm(Out* c, int ldc, const In* a, int lda, const In* b, int ldb, const In* bias, int M, int N, int K,
-            bool trans_a, bool trans_b, bool accumulate) {
+            bool trans_a, bool trans_b, bool accumulate, float alpha = 1.0f) {
     check_gemm_shape(M, N, K, lda, ldb, ldc, trans_a, trans_b);
     const auto f = [](auto x) { return static_cast<float>(x); };
     for (int i = 0; i < M; ++i)
@@ -48,6 +48,7 @@ struct EmuDevice {
           const float y = f(trans_b ? b[size_t(j) * ldb + k] : b[size_t(k) * ldb + j]);
           acc += x * y;
         }
+        if (alpha != 1.0f) acc *= alpha;
         if (bias) acc += f(bias[j]);
         Out& out = c[size_t(i) * ldc + j];
         out = static_cast<Out>(accumulate ? f(out) + acc : acc);

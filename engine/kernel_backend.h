@@ -79,6 +79,9 @@ class KernelBackend {
                         const NormArgs& a);
   void matmul_forward(S* out, const S* inp, const S* w, const S* b, int N, int I, int O);
   void matmul_backward(S* dinp, float* dw, float* db, const S* dout, const S* inp, const S* w, int N, int I, int O);
+  // C (Out: S, or fp32 for parameter gradients) = / += alpha op(A) op(B), S inputs (GemmArgs)
+  template <class Out>
+  void gemm(Out* c, const S* a, const S* b, const GemmArgs& g);
   void attention_forward(S* out, float* lse, const S* qkv, const AttentionArgs& a);
   void attention_backward(S* dqkv, const S* dout, const S* qkv, const S* out, const float* lse,
                           const AttentionArgs& a);

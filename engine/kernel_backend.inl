@@ -5,8 +5,8 @@
 //   allocate(bytes) / release(p)               device memory (256-byte aligned)
 //   upload / download / copy / zero            on the device's stream; upload and download wait for it
 //   stream()                                   what the kernels launch on
-//   gemm<In, Out>(c, ldc, a, lda, b, ldb, bias, M, N, K, trans_a, trans_b, accumulate)
-//       row-major C (M, N) = op(A) (M, K) . op(B) (K, N) [+ C] [+ bias (N)], inputs In, fp32
+//   gemm<In, Out>(c, ldc, a, lda, b, ldb, bias, M, N, K, trans_a, trans_b, accumulate[, alpha])
+//       row-major C (M, N) = alpha op(A) (M, K) . op(B) (K, N) [+ C] [+ bias (N)], inputs In, fp32
 //       accumulation, one rounding to Out; op(X) = X^T when trans_x (X then stored (K, M) / (N, K));
 //       lda, ldb, ldc the row strides in elements of A, B, C as stored (engine/device_gemm.h)
 //   kGemmWorkspaceBytes                        the GEMM's own workspace, allocated once
@@ -202,6 +202,13 @@ void KernelBackend<S, Device>::matmul_backward(S* dinp, float* dw, float* db, co
     const size_t n = bias_backward_scratch_floats(N, O);
     bias_backward(db, dout, N, O, scratch(n), n, device_->stream());
   }
+}
+
+template <class S, class Device>
+template <class Out>
+void KernelBackend<S, Device>::gemm(Out* c, const S* a, const S* b, const GemmArgs& g) {
+  device_->template gemm<S, Out>(c, g.ldc, a, g.lda, b, g.ldb, nullptr, g.M, g.N, g.K, g.trans_a, g.trans_b,
+                                 g.accumulate, g.alpha);
 }
 
 template <class S, class Device>

@@ -12,9 +12,21 @@
 
 namespace ift {
 
+// A LoRA model without explicit groups: the base frozen (no gradients, master or moments), the
+// adapters (named .lora_A/.lora_B.weight, engine/lora.h) the trainable group "lora".
+inline std::vector<ParamGroupSpec> model_groups(const ModelOptions& options, std::vector<ParamGroupSpec> groups) {
+  if (!groups.empty() || !options.lora.enabled()) return groups;
+  const auto adapter = [](const ParamView& v) {
+    return v.name.ends_with(".lora_A.weight") || v.name.ends_with(".lora_B.weight");
+  };
+  groups.push_back({"lora", adapter, true, 1.0f, std::nullopt});
+  groups.push_back({"base", [adapter](const ParamView& v) { return !adapter(v); }, false, 1.0f, std::nullopt});
+  return groups;
+}
+
 template <class B>
 Model<B>::Model(const ModelConfig& config, ModelOptions options, std::vector<ParamGroupSpec> groups)
-    : net_(config, options), opt_(net_, std::move(groups)) {}
+    : net_(config, options), opt_(net_, model_groups(options, std::move(groups))) {}
 
 template <class B>
 Buffer<B, typename B::grad_t>& Model<B>::grads() {
@@ -28,7 +40,8 @@ template <class B>
 MemoryBytes Model<B>::plan(const ModelConfig& config, int N, ModelOptions options, bool optimizer,
                            const std::vector<ParamGroupSpec>& groups) {
   MemoryBytes m = Transformer<B>::plan(config, N, options);
-  const MemoryBytes o = Optimizer<B>::plan(group_layout(ParamLayout::build(config), groups), optimizer);
+  const MemoryBytes o = Optimizer<B>::plan(
+      group_layout(ParamLayout::build(config, options.lora), model_groups(options, groups)), optimizer);
   for (int i = 0; i < kMemoryParts; ++i) m.bytes[i] += o.bytes[i];
   return m;
 }
@@ -50,6 +63,7 @@ void Model<B>::init_random(uint64_t seed, double std) {
       std::fill(t, t + v.numel(), 1.0f - config().norm_weight_offset);
     }
   }
+  if (!layout().adapters.empty()) init_lora(layout(), w, seed);
   load_params(w);
 }
 

@@ -11,6 +11,7 @@ DecayRuns decay_runs(const ParamLayout& layout, const AdamWConfig& config) {
   // The views follow Hugging Face's order, not the flat buffer's (Llama lists the norms last).
   std::vector<const ParamView*> views;
   for (const ParamView& v : layout.views) views.push_back(&v);
+  for (const ParamView& v : layout.adapter_views) views.push_back(&v);
   std::sort(views.begin(), views.end(), [](const ParamView* a, const ParamView* b) { return a->offset < b->offset; });
   DecayRuns runs;
   size_t covered = 0;
@@ -45,7 +46,11 @@ std::vector<GroupLayout> group_layout(const ParamLayout& layout, const std::vect
   auto storage_index = [&](size_t offset) {
     return static_cast<size_t>(&layout.storage_of(offset) - layout.storage.data());
   };
-  for (const ParamView& v : layout.views) {
+  std::vector<const ParamView*> all;
+  for (const ParamView& v : layout.views) all.push_back(&v);
+  for (const ParamView& v : layout.adapter_views) all.push_back(&v);  // LoRA (engine/lora.h)
+  for (const ParamView* view : all) {
+    const ParamView& v = *view;
     size_t g = defaults;
     for (size_t i = 0; i < specs.size(); ++i)
       if (specs[i].selects && specs[i].selects(v)) {

@@ -125,9 +125,12 @@ ParamLayout build_views(const ModelConfig& c) {
 
 }  // namespace
 
-ParamLayout ParamLayout::build(const ModelConfig& c) {
+ParamLayout ParamLayout::build(const ModelConfig& c, const LoraConfig& lora) {
   ParamLayout p = build_views(c);
+  p.base_total = p.total;
+  if (lora.enabled()) add_lora_adapters(p, c, lora);
   for (const ParamView& v : p.views) p.parameters += static_cast<size_t>(v.numel());
+  for (const ParamView& v : p.adapter_views) p.parameters += static_cast<size_t>(v.numel());
   return p;
 }
 
@@ -141,6 +144,8 @@ const StorageTensor& ParamLayout::storage_of(size_t offset) const {
 
 const ParamView* ParamLayout::find(const std::string& name) const {
   for (const ParamView& v : views)
+    if (v.name == name) return &v;
+  for (const ParamView& v : adapter_views)
     if (v.name == name) return &v;
   return nullptr;
 }

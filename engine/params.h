@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "engine/config.h"
+#include "engine/lora.h"
 
 namespace ift {
 
@@ -51,9 +52,16 @@ struct ParamLayout {
   size_t parameters = 0;           // elements of the views: the model's parameter count
   std::vector<ParamView> views;    // every tensor, in the order Hugging Face's named_parameters() lists them
   std::vector<StorageTensor> storage;  // in offset order
+  // LoRA (engine/lora.h): the adapters' storage follows the base's, [base_total, total). Their views
+  // (PEFT's names) are apart from `views`, which stay the base model's (what model.safetensors holds).
+  size_t base_total = 0;               // elements of the base's part of the buffer
+  std::vector<LoraAdapter> adapters;
+  std::vector<ParamView> adapter_views;
+  int lora_r = 0;
+  double lora_scale = 0;
 
-  static ParamLayout build(const ModelConfig& config);
-  const ParamView* find(const std::string& name) const;
+  static ParamLayout build(const ModelConfig& config, const LoraConfig& lora = {});
+  const ParamView* find(const std::string& name) const;  // base and adapter views
   // The storage tensor holding flat element `offset` (an error if none does).
   const StorageTensor& storage_of(size_t offset) const;
 };

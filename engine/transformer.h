@@ -28,6 +28,7 @@
 #include "engine/config.h"
 #include "engine/cpu/backend.h"
 #include "engine/kernel_backend.h"
+#include "engine/lora_path.h"
 #include "engine/params.h"
 
 namespace ift {
@@ -53,6 +54,8 @@ struct ModelOptions {
   // pre-activation) and recompute their outputs in the backward pass, as llm.c does: saves
   // (2 C + F) N values per layer for one extra norm pair and activation per layer.
   bool recompute = false;
+  // Low-rank adapters on a frozen base (engine/lora.h); r == 0: none.
+  LoraConfig lora;
 };
 
 // The training-only noise of the forward passes that follow (set_train_noise): residual dropout and
@@ -197,6 +200,7 @@ class Transformer {
   Buffer<B, act_t> logits_;                 // (N, V); the gradient in place after backward
   act_t *dres_ = nullptr, *dnorm_ = nullptr, *dqkv_ = nullptr, *datt_ = nullptr, *dup_ = nullptr, *dact_ = nullptr;
   Buffer<B, grad_t> frozen_norm_sink_;      // (2 C) where a frozen norm's unused dw/db go (norm ops always write them)
+  LoraPath<B> lora_;                        // the adapters beside the four projections (engine/lora_path.h)
 };
 
 }  // namespace ift

@@ -14,15 +14,17 @@ namespace ift {
 
 template <class B>
 Transformer<B>::Transformer(const ModelConfig& config, ModelOptions options)
-    : backend_(std::make_unique<B>()), config_(config), options_(options), layout_(ParamLayout::build(config)) {
+    : backend_(std::make_unique<B>()), config_(config), options_(options), layout_(ParamLayout::build(config, options.lora)) {
   params = Buffer<B, act_t>(*backend_, layout_.total, MemoryPart::params);
+  lora_.init(layout_);
   backend_->zero(params.data(), layout_.total * sizeof(act_t));
   frozen_norm_sink_ = Buffer<B, grad_t>(*backend_, 2 * size_t(config.hidden), MemoryPart::workspace);
 }
 
 template <class B>
 MemoryBytes Transformer<B>::plan(const ModelConfig& c, int N, ModelOptions options) {
-  const int64_t P = static_cast<int64_t>(ParamLayout::build(c).total), n = N, L = c.n_layers;
+  const ParamLayout layout = ParamLayout::build(c, options.lora);
+  const int64_t P = static_cast<int64_t>(layout.total), n = N, L = c.n_layers;
   const int64_t C = c.hidden, F = c.intermediate, Vp = c.padded_vocab(), H = c.n_heads, QKV = c.qkv_dim();
   const int64_t Q = c.q_dim(), up = c.up_dim(), act = sizeof(act_t), stat = sizeof(stat_t);
   const int64_t means = c.norm_bias() ? 1 : 0;  // RMSNorm keeps no mean
@@ -33,8 +35,10 @@ MemoryBytes Transformer<B>::plan(const ModelConfig& c, int N, ModelOptions optio
   const int64_t kept = options.recompute ? 0 : 2 * C + F;
   const int64_t shared = options.recompute ? C + F : 0;
   m[MemoryPart::activations] = (L * (2 * C + QKV + Q + up + kept) + shared + 2 * C + Vp) * n * act +
-                               (L * (2 * (1 + means) + H) + 1 + means) * n * stat;
-  m[MemoryPart::activation_grads] = (2 * C + QKV + Q + up + F) * n * act;  // the logits' is in place
+                               (L * (2 * (1 + means) + H) + 1 + means) * n * stat +
+                               LoraPath<B>::kept_values(layout, N) * act;
+  m[MemoryPart::activation_grads] = (2 * C + QKV + Q + up + F) * n * act +  // the logits' is in place
+                                    LoraPath<B>::grad_values(layout, N) * act;
   m[MemoryPart::batch] = (3 * n + n + 1) * 4;
   m[MemoryPart::workspace] = static_cast<int64_t>(B::workspace_bytes(c, N)) + 2 * C * int64_t(sizeof(grad_t));
   return m;
@@ -80,6 +84,7 @@ void Transformer<B>::reserve(int N) {
   targets_ = Buffer<B, int32_t>(*backend_, n, MemoryPart::batch);
   positions_ = Buffer<B, int32_t>(*backend_, n, MemoryPart::batch);
   cu_seqlens_ = Buffer<B, int32_t>(*backend_, n + 1, MemoryPart::batch);
+  lora_.reserve(*backend_, N);
   backend_->reserve_workspace(c, N);
   capacity_ = N;
 }
@@ -303,17 +308,21 @@ double Transformer<B>::forward(const BatchView& batch, double loss_norm) {
     const LayerParams& P = layout_.layers[l];
     LayerActs& a = acts_[l];
     backend_->matmul_forward(a.qkv, a.norm1, p(P.qkv_w), p(P.qkv_b), N, C, QKV);
+    lora_.forward(*backend_, params.data(), l, LoraSlot::qkv, a.qkv, QKV, a.norm1, N);
     if (c.positions == PositionKind::rope)  // q and k heads are adjacent in each row: one pass rotates both
       backend_->rope_forward(a.qkv, positions_.data(), N, H + c.n_kv_heads, c.head_dim, QKV, c.rope_theta);
     backend_->attention_forward(a.att, a.lse, a.qkv, dims);
     backend_->matmul_forward(a.mid, a.att, p(P.o_w), p(P.o_b), N, Q, C);
+    lora_.forward(*backend_, params.data(), l, LoraSlot::o, a.mid, C, a.att, N);
     if (const DropoutArgs d = residual_dropout(l, 0); d.p > 0) backend_->dropout(a.mid, a.mid, d);
     residual_norm_forward(a.mid, a.norm2, a.mean2, a.rstd2, a.mid, a.x, P.norm2_w, P.norm2_b, N);
     backend_->matmul_forward(a.up, a.norm2, p(P.up_w), p(P.up_b), N, C, up_width);
+    lora_.forward(*backend_, params.data(), l, LoraSlot::up, a.up, up_width, a.norm2, N);
     mlp_activation(a.act, a.up, N);
     const bool last = l + 1 == c.n_layers;
     act_t* next = last ? xf_ : acts_[l + 1].x;
     backend_->matmul_forward(next, a.act, p(P.down_w), p(P.down_b), N, F, C);
+    lora_.forward(*backend_, params.data(), l, LoraSlot::down, next, C, a.act, N);
     if (const DropoutArgs d = residual_dropout(l, 1); d.p > 0) backend_->dropout(next, next, d);
     if (last)
       residual_norm_forward(next, normf_, meanf_, rstdf_, next, a.mid, layout_.normf_w, layout_.normf_b, N);
@@ -354,21 +363,25 @@ void Transformer<B>::backward(const GradMap<grad_t>& grads) {
     const act_t* ddown = dres_;
     if (const DropoutArgs d = residual_dropout(l, 1); d.p > 0) backend_->dropout(dnorm_, dres_, d), ddown = dnorm_;
     backend_->matmul_backward(dact_, g(P.down_w), g(P.down_b), ddown, a.act, p(P.down_w), N, F, C);
+    lora_.backward(*backend_, params.data(), l, LoraSlot::down, dact_, ddown, C, a.act, N, grads);
     if (c.mlp == MlpKind::gelu)
       backend_->gelu_backward(dup_, a.up, dact_, size_t(N) * F);
     else
       backend_->glu_backward(dup_, a.up, dact_, glu_args(N));
     backend_->matmul_backward(dnorm_, g(P.up_w), g(P.up_b), dup_, a.norm2, p(P.up_w), N, C, up_width);
+    lora_.backward(*backend_, params.data(), l, LoraSlot::up, dnorm_, dup_, up_width, a.norm2, N, grads);
     norm_backward(dres_, dres_, dnorm_, a.mid, P.norm2_w, P.norm2_b, a.mean2, a.rstd2, N, grads);
     // Attention.
     const act_t* dproj = dres_;
     if (const DropoutArgs d = residual_dropout(l, 0); d.p > 0) backend_->dropout(dnorm_, dres_, d), dproj = dnorm_;
     backend_->matmul_backward(datt_, g(P.o_w), g(P.o_b), dproj, a.att, p(P.o_w), N, Q, C);
+    lora_.backward(*backend_, params.data(), l, LoraSlot::o, datt_, dproj, C, a.att, N, grads);
     backend_->attention_backward(dqkv_, datt_, a.qkv, a.att, a.lse, dims);
     if (c.positions == PositionKind::rope)
       backend_->rope_backward(dqkv_, positions_.data(), N, H + c.n_kv_heads, c.head_dim, QKV, c.rope_theta);
     if (options_.recompute) norm_forward(a.norm1, a.mean1, a.rstd1, a.x, P.norm1_w, P.norm1_b, N);
     backend_->matmul_backward(dnorm_, g(P.qkv_w), g(P.qkv_b), dqkv_, a.norm1, p(P.qkv_w), N, C, QKV);
+    lora_.backward(*backend_, params.data(), l, LoraSlot::qkv, dnorm_, dqkv_, QKV, a.norm1, N, grads);
     norm_backward(dres_, dres_, dnorm_, a.x, P.norm1_w, P.norm1_b, a.mean1, a.rstd1, N, grads);
   }
   // The embeddings' gradient is a scatter of dres; a frozen table gets none (wpe goes with wte: a
@@ -420,6 +433,7 @@ std::vector<float> Transformer<B>::decode(std::span<const int32_t> tokens, KVCac
   Buffer<B, act_t> up(be, rows * up_width, MemoryPart::activations), act(be, rows * F, MemoryPart::activations);
   Buffer<B, act_t> y(be, rows * C, MemoryPart::activations);
   Buffer<B, stat_t> mean(be, rows, MemoryPart::activations), rstd(be, rows, MemoryPart::activations);
+  Buffer<B, act_t> lora_t(be, lora_.empty() ? 0 : rows * layout_.lora_r, MemoryPart::activations);
   be.reserve_workspace(c, n);
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
 
@@ -428,6 +442,7 @@ std::vector<float> Transformer<B>::decode(std::span<const int32_t> tokens, KVCac
     const LayerParams& P = layout_.layers[l];
     norm_forward(h.data(), mean.data(), rstd.data(), x.data(), P.norm1_w, P.norm1_b, n);
     be.matmul_forward(qkv.data(), h.data(), p(P.qkv_w), p(P.qkv_b), n, C, QKV);
+    lora_.forward(be, params.data(), l, LoraSlot::qkv, qkv.data(), QKV, h.data(), n, lora_t.data());
     if (c.positions == PositionKind::rope)
       be.rope_forward(qkv.data(), pos.data(), n, H + c.n_kv_heads, c.head_dim, QKV, c.rope_theta);
     act_t* k = cache.k[l].data() + size_t(start) * KV;
@@ -438,11 +453,14 @@ std::vector<float> Transformer<B>::decode(std::span<const int32_t> tokens, KVCac
     dec.n = n, dec.start = start, dec.H = H, dec.KVH = c.n_kv_heads, dec.D = c.head_dim, dec.ldq = QKV, dec.scale = scale;
     be.attention_decode(att.data(), qkv.data(), cache.k[l].data(), cache.v[l].data(), dec);
     be.matmul_forward(y.data(), att.data(), p(P.o_w), p(P.o_b), n, Q, C);
+    lora_.forward(be, params.data(), l, LoraSlot::o, y.data(), C, att.data(), n, lora_t.data());
     be.residual_forward(x.data(), x.data(), y.data(), rows * C);
     norm_forward(h.data(), mean.data(), rstd.data(), x.data(), P.norm2_w, P.norm2_b, n);
     be.matmul_forward(up.data(), h.data(), p(P.up_w), p(P.up_b), n, C, up_width);
+    lora_.forward(be, params.data(), l, LoraSlot::up, up.data(), up_width, h.data(), n, lora_t.data());
     mlp_activation(act.data(), up.data(), n);
     be.matmul_forward(y.data(), act.data(), p(P.down_w), p(P.down_b), n, F, C);
+    lora_.forward(be, params.data(), l, LoraSlot::down, y.data(), C, act.data(), n, lora_t.data());
     be.residual_forward(x.data(), x.data(), y.data(), rows * C);
   }
   cache.length = start + n;

@@ -6,13 +6,13 @@
 
 namespace ift {
 
-namespace {
-
 std::string shape_str(const std::vector<int64_t>& s) {
   std::string out = "[";
   for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
   return out + "]";
 }
+
+namespace {
 
 // Buffers some writers save next to the parameters; they carry no trained state.
 bool ignorable(const std::string& name) {

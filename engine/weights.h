@@ -13,6 +13,9 @@
 
 namespace ift {
 
+// "[2, 3]": a shape as error messages print it.
+std::string shape_str(const std::vector<int64_t>& shape);
+
 // Reads every parameter of `layout` from `file` into `params` (converted to T). GPT-2 names are
 // accepted with or without the "transformer." prefix, and the attention-mask buffers old GPT-2 and
 // Llama files carry are ignored. A tensor that is missing, mis-shaped or unknown is an error naming

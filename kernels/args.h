@@ -110,4 +110,18 @@ struct NeftuneArgs {
 // The site NEFTune draws from, apart from every dropout site.
 inline constexpr uint32_t kNeftuneSite = 0xfffffffeu;
 
+
+// ---- gemm (engine/backend.h `gemm`: the LoRA adapters' products, engine/lora_path.h) ----------
+
+// Row-major C (M, N) = alpha op(A) (M, K) op(B) (K, N) [+ C], the products of engine/device_gemm.h
+// with leading dimensions, so a column slice of a fused buffer (q of qkv, up of gate/up) is read
+// and written in place.
+struct GemmArgs {
+  int M = 0, N = 0, K = 0;                // the product's shape
+  int lda = 0, ldb = 0, ldc = 0;          // row strides (elements) of A, B, C as stored
+  bool trans_a = false, trans_b = false;  // op(X) = X^T: A is then stored (K, M), B (N, K)
+  bool accumulate = false;                // C += alpha op(A) op(B) instead of C =
+  float alpha = 1.0f;                     // scale of the product
+};
+
 }  // namespace ift

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <sstream>
 
 #include "engine/checkpoint.h"
 #include "engine/cpu/blas.h"
@@ -61,6 +62,8 @@ int bench(Args args) {
   p.option("--threads", "K", "0", "OpenMP threads; 0: all cores");
   p.option("--backend", "cpu|emu|cuda", "cpu", "where the step runs");
   p.option("--precision", "fp32|bf16", "fp32", "weights and activations (bf16: emu and cuda)");
+  p.option("--lora-r", "R", "0", "a LoRA step (rank R, alpha 2R, the base frozen) instead of a full one; 0: full");
+  p.option("--lora-targets", "a,b,..", "", "LoRA targets (Hugging Face module names); default: every projection");
   p.flag("--json", "print one JSON line instead of the text (for tools/bench/compare_torch.sh)");
   if (!p.parse(args.subspan(1))) return 0;
   cpu::set_threads(static_cast<int>(p.integer("--threads")));
@@ -75,6 +78,15 @@ int bench(Args args) {
   const ModelConfig c = is_dir ? ModelConfig::load(resolve_model_dir(m) / "config.json") : model_config_or_preset(m);
   IFT_CHECK(!c.learned_positions() || T <= c.max_positions, "--seq-len ", T, " exceeds the model's positions");
 
+  LoraConfig lora;
+  lora.r = static_cast<int>(p.integer("--lora-r"));
+  lora.alpha = 2.0 * lora.r;
+  if (lora.enabled()) {
+    std::stringstream ss(p.str("--lora-targets"));
+    for (std::string t; std::getline(ss, t, ',');) lora.targets.push_back(t);
+    if (lora.targets.empty()) lora.targets = lora_target_names(c);
+    lora.check(c, "--lora");
+  }
   const int N = B * T;
   const RandomBatch random = random_batch(c.vocab_size, B, T);
   const BatchView batch = random.view();
@@ -89,8 +101,14 @@ int bench(Args args) {
   std::vector<double> times;
   double device_mib = 0;
   with_backend(kind, precision, [&]<class Be>() {
-    Model<Be> model = is_dir ? load_model<Be>(m) : Model<Be>(c);
-    if (!is_dir) model.init_random(0);
+    Model<Be> model = is_dir && !lora.enabled() ? load_model<Be>(m) : Model<Be>(c, ModelOptions{false, lora});
+    if (!is_dir) {
+      model.init_random(0);
+    } else if (lora.enabled()) {  // the base's weights, fresh adapters
+      std::vector<float> w = read_weights(resolve_model_dir(m) / "model.safetensors", model.layout());
+      init_lora(model.layout(), w, 0);
+      model.load_params(w);
+    }
     model.enable_optimizer({});
     for (int s = 0; s <= steps; ++s) {
       const auto t = Clock::now();
@@ -112,14 +130,14 @@ int bench(Args args) {
   getrusage(RUSAGE_SELF, &usage);
   const double rss_mb = usage.ru_maxrss / 1024.0;
   if (p.on("--json")) {
-    nlohmann::json j{{"model", m}, {"backend", name_of(kind)}, {"precision", name_of(precision)}, {"batch", B},
+    nlohmann::json j{{"model", m}, {"lora_r", lora.r}, {"backend", name_of(kind)}, {"precision", name_of(precision)}, {"batch", B},
                      {"seq_len", T}, {"median_ms", median * 1e3}, {"tokens_per_s", N / median},
                      {"model_gflop_per_step", flops / 1e9}, {"allocated_mib", device_mib}, {"peak_rss_mb", rss_mb}};
     if (!on_cpu) {
       std::printf("%s\n", j.dump().c_str());
       return 0;
     }
-    std::printf("%s\n", nlohmann::json{{"model", m}, {"backend", "cpu"}, {"batch", B}, {"seq_len", T}, {"threads", omp_get_max_threads()},
+    std::printf("%s\n", nlohmann::json{{"model", m}, {"lora_r", lora.r}, {"backend", "cpu"}, {"batch", B}, {"seq_len", T}, {"threads", omp_get_max_threads()},
                                        {"median_ms", median * 1e3}, {"tokens_per_s", N / median},
                                        {"mfu", achieved / peak}, {"sgemm_peak_gflops", peak / 1e9},
                                        {"mfu_machine", achieved / (machine.gflops * 1e9)},
@@ -129,8 +147,9 @@ int bench(Args args) {
                              .c_str());
     return 0;
   }
-  std::printf("model %s: %zu parameters, B=%d T=%d, backend %s (%s), %d threads\n", m.c_str(), layout.parameters, B,
-              T, name_of(kind), name_of(precision), omp_get_max_threads());
+  std::printf("model %s: %zu parameters, B=%d T=%d, backend %s (%s), %d threads%s\n", m.c_str(), layout.parameters, B,
+              T, name_of(kind), name_of(precision), omp_get_max_threads(),
+              lora.enabled() ? (", LoRA r=" + std::to_string(lora.r) + " (base frozen)").c_str() : "");
   std::printf("step: median %.1f ms over %d steps (min %.1f, max %.1f)\n", median * 1e3, steps, times.front() * 1e3,
               times.back() * 1e3);
   std::printf("throughput: %.0f tokens/s, %.2f GFLOP/s of model FLOPs (%.2f GFLOP per step)\n", N / median,

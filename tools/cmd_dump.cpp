@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/base/error.h"
+#include "engine/lora.h"
+#include "engine/lora_files.h"
 #include "engine/model.h"
 #include "engine/weights.h"
 #include "tools/cli.h"
@@ -103,14 +105,24 @@ int dump(Args args) {
   p.option("--backend", "NAME", "cpu", "backend that runs the batch: cpu, emu (the kernels in the emulator), cuda");
   p.option("--precision", "P", "fp32", "fp32, or bf16 (mixed precision; emu and cuda backends)");
   p.flag("--recompute", "recompute the norms and the MLP activation in the backward pass");
+  p.option("--adapter", "DIR", "", "a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors) run on\n"
+                                   "the base unmerged; gradients are then written for the adapter tensors only");
   if (!p.parse(args)) return 0;
   const BackendKind kind = parse_backend(p.str("--backend"));
   const Precision precision = parse_precision(p.str("--precision"));
 
   const std::filesystem::path dir = p.str("--model");
-  const ModelConfig config = ModelConfig::load(dir / "config.json");
-  const ParamLayout layout = ParamLayout::build(config);
-  const std::vector<float> weights = read_weights(dir / "model.safetensors", layout);
+  LoraConfig lora;
+  ModelConfig config = ModelConfig::load(dir / "config.json");
+  ParamLayout layout;
+  std::vector<float> weights;
+  if (p.str("--adapter").empty()) {
+    layout = ParamLayout::build(config);
+    weights = read_weights(dir / "model.safetensors", layout);
+  } else {
+    BaseWithAdapter m = load_base_with_adapter(dir, p.str("--adapter"));
+    config = m.config, lora = m.lora, layout = std::move(m.layout), weights = std::move(m.flat);
+  }
   const DumpBatch b = read_batch(p.str("--batch"));
   const BatchView view{b.B * b.T, b.tokens, b.targets, b.positions, b.cu_seqlens};
   const int64_t trained = view.trained_tokens();
@@ -119,7 +131,7 @@ int dump(Args args) {
   TensorSet out;
   std::vector<float> grads;  // outlives `out`, which views it
   const double loss = with_backend(kind, precision, [&]<class B>() {
-    Model<B> model(config, ModelOptions{p.on("--recompute")});
+    Model<B> model(config, ModelOptions{p.on("--recompute"), lora});
     model.load_params(weights);
     const double l = model.forward(view, static_cast<double>(trained));
     out.add("logits", {b.B, b.T, config.vocab_size}, model.logits_to_host());  // before backward overwrites them
@@ -127,7 +139,12 @@ int dump(Args args) {
     grads = model.grads_to_host();
     return l;
   });
-  out.add_params(layout, grads, "grad.");
+  if (lora.enabled()) {  // the base is frozen: the adapters' gradients, under PEFT's names
+    for (const ParamView& v : layout.adapter_views)
+      out.add("grad." + v.name, v.shape, std::span<const float>(grads).subspan(v.offset, size_t(v.numel())));
+  } else {
+    out.add_params(layout, grads, "grad.");
+  }
   out.add("loss", {}, std::vector<float>{static_cast<float>(loss)});
   write_safetensors(p.str("--out"), out.tensors(), DType::F32,
                     {{"format", "ift-dump"}, {"backend", name_of(kind)}, {"precision", name_of(precision)}});

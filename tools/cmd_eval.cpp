@@ -84,12 +84,13 @@ int eval(Args args) {
   p.option("--out", "FILE.json", "", "also write the results as JSON");
   p.option("--backend", "cpu|emu|cuda", "cpu", "where the model runs (decoding included)");
   p.option("--precision", "fp32|bf16", "fp32", "weights and activations (bf16: emu and cuda)");
+  p.option("--adapter", "DIR", "", "a PEFT LoRA adapter (or a LoRA run) run unmerged on the --model base");
   if (!p.parse(args)) return 0;
   IFT_CHECK(p.given("--data") != p.given("--tasks"), "give exactly one of --data and --tasks");
   const std::filesystem::path dir = resolve_model_dir(p.str("--model"));
   const auto tok = load_tokenizer(p.str("--tokenizer").empty() ? dir : std::filesystem::path(p.str("--tokenizer")));
   return with_backend(parse_backend(p.str("--backend")), parse_precision(p.str("--precision")), [&]<class B>() {
-    Model<B> model = load_model<B>(dir);
+    Model<B> model = load_model<B>(dir, p.str("--adapter"));
     return p.given("--data") ? eval_loss(p, model, *tok) : eval_tasks(p, model, *tok);
   });
 }

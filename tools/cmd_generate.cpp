@@ -28,6 +28,7 @@ void declare_sampling(cli::Parser& p) {
   p.option("--seed", "S", "0", "sampling seed");
   p.option("--backend", "cpu|emu|cuda", "cpu", "where the model runs (KV-cache decoding on that backend)");
   p.option("--precision", "fp32|bf16", "fp32", "weights and activations (bf16: emu and cuda)");
+  p.option("--adapter", "DIR", "", "a PEFT LoRA adapter (or a LoRA run) run unmerged on the --model base");
 }
 
 // A model of whichever backend --backend names, behind one generate call.
@@ -36,7 +37,7 @@ using Generator = std::function<std::vector<int32_t>(std::span<const int32_t>, c
 
 Generator open_generator(const std::filesystem::path& dir, const cli::Parser& p) {
   return with_backend(parse_backend(p.str("--backend")), parse_precision(p.str("--precision")), [&]<class B>() {
-    auto model = std::make_shared<Model<B>>(load_model<B>(dir));
+    auto model = std::make_shared<Model<B>>(load_model<B>(dir, p.str("--adapter")));
     return Generator([model](std::span<const int32_t> prompt, const SamplingOptions& o,
                              const std::function<void(int32_t)>& on_token) {
       return ift::generate(*model, prompt, o, on_token);

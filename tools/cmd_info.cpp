@@ -3,11 +3,14 @@
 // kernels' workspace), from the shapes alone; --measure also builds the model, runs one training
 // step and prints what was actually allocated beside it. It also says which GEMM kernels the cpu
 // backend runs on this machine, and why (engine/cpu/blas.h).
+#include <algorithm>
 #include <cstdio>
+#include <sstream>
 
 #include "engine/cpu/blas.h"
 #include "engine/dist/data_parallel.h"
 #include "engine/model.h"
+#include "engine/nf4.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
 #include "tools/presets.h"
@@ -27,6 +30,10 @@ int info(Args args) {
   p.flag("--no-optimizer", "inference and gradients only: no AdamW moments");
   p.option("--world", "N", "1", "data-parallel ranks: the plan of one rank");
   p.option("--zero", "0|1", "0", "ZeRO stage (distributed.zero): 1 slices master weights and AdamW moments across ranks");
+  p.option("--lora-r", "R", "0", "LoRA of rank R on a frozen base (alpha 2R); 0: a full fine-tune");
+  p.option("--lora-targets", "a,b,..", "", "LoRA targets (Hugging Face module names); default: every projection");
+  p.flag("--nf4", "with --lora-r: also the parameters with the base's projections in NF4 (QLoRA; planned figure only:\n"
+                  "the model does not run an NF4 base yet)");
   p.flag("--measure", "also build the model with random weights, run one training step and print what it allocated");
   if (!p.parse(args)) return 0;
   const ModelConfig config = model_config_or_preset(p.str("--model"));
@@ -35,7 +42,17 @@ int info(Args args) {
   IFT_CHECK(int64_t(B) * T < (int64_t(1) << 31), "--batch x --seq-len must stay below 2^31 tokens");
   const BackendKind kind = parse_backend(p.str("--backend"));
   const Precision precision = parse_precision(p.str("--precision"));
-  const ModelOptions options{p.on("--recompute")};
+  LoraConfig lora;
+  lora.r = static_cast<int>(p.integer("--lora-r"));
+  lora.alpha = 2.0 * lora.r;
+  if (lora.enabled()) {
+    std::stringstream ss(p.str("--lora-targets"));
+    for (std::string t; std::getline(ss, t, ',');) lora.targets.push_back(t);
+    if (lora.targets.empty()) lora.targets = lora_target_names(config);
+    lora.check(config, "--lora");
+  }
+  IFT_CHECK(!p.on("--nf4") || lora.enabled(), "--nf4 needs --lora-r (an NF4 base is frozen)");
+  const ModelOptions options{p.on("--recompute"), lora};
   const bool optimizer = !p.on("--no-optimizer");
   const int N = B * T;
   const int world = static_cast<int>(p.integer("--world")), zero = static_cast<int>(p.integer("--zero"));
@@ -57,9 +74,34 @@ int info(Args args) {
       std::printf(", one rank of %d (ZeRO %d; sends %.1f MiB per step)", world, zero,
                   double(dist::bytes_per_step(groups, world, zero, int(sizeof(typename Back::act_t)))) / (1 << 20));
     std::printf(":\n%s", plan.table().c_str());
+    if (lora.enabled()) {
+      const ParamLayout layout = ParamLayout::build(config, lora);
+      const MemoryBytes full = Model<Back>::plan(config, N, ModelOptions{options.recompute}, optimizer);
+      const double gib = 1024.0 * 1024.0 * 1024.0;
+      std::printf("LoRA r=%d on %zu modules (%s): %zu adapter parameters; the base frozen (no gradients, master or "
+                  "moments)\nfull fine-tune: %.2f GiB, LoRA: %.2f GiB (%.1fx less)\n",
+                  lora.r, layout.adapters.size(), p.str("--lora-targets").empty() ? "all projections" : "targets",
+                  layout.total - layout.base_total, full.total() / gib, plan.total() / gib,
+                  double(full.total()) / double(plan.total()));
+      if (p.on("--nf4")) {
+        // The projections of every layer in NF4, one bf16 scratch of the largest for its GEMM; the
+        // embeddings, norms and classifier stay as they are.
+        size_t proj = 0, largest = 0;
+        for (const LayerParams& L : layout.layers)
+          for (size_t w : {L.qkv_w, L.o_w, L.up_w, L.down_w}) {
+            const size_t n = layout.storage_of(w).numel;
+            proj += n, largest = std::max(largest, n);
+          }
+        const int64_t act = sizeof(typename Back::act_t);
+        const int64_t dense = int64_t(proj) * act, packed = int64_t(nf4_bytes(proj)), scratch = int64_t(largest) * act;
+        const int64_t total = plan.total() - dense + packed + scratch;
+        std::printf("NF4 base (planned, not run yet): projections %.2f GiB -> %.2f GiB + %.1f MiB dequantize scratch; "
+                    "total %.2f GiB\n", dense / gib, packed / gib, scratch / (1024.0 * 1024.0), total / gib);
+      }
+    }
     if (!p.on("--measure")) return 0;
     Model<Back> model(config, options);
-    model.init_random(0);
+    model.init_random(0);  // the adapters too (B zero)
     if (optimizer) model.enable_optimizer({});
     const RandomBatch random = random_batch(config.vocab_size, B, T);
     const BatchView batch = random.view();

@@ -13,6 +13,7 @@ int bench_kernels(Args args);  // `ift bench kernels` (tools/cmd_bench_kernels.c
 int chat(Args args);
 int dump(Args args);
 int eval(Args args);
+int export_model(Args args);  // `ift export` (tools/cmd_export.cpp)
 int generate(Args args);
 int info(Args args);
 int inspect(Args args);

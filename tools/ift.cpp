@@ -22,6 +22,7 @@ constexpr Command kCommands[] = {
     {"report", ift::cmd::report, "write RUN_DIR/report.html: curves, task scores, samples, config"},
     {"chat", ift::cmd::chat, "talk with a model, turn after turn"},
     {"bench", ift::cmd::bench, "`ift bench train`: training steps, tokens/s, MFU; `ift bench kernels`: GPU kernel times"},
+    {"export", ift::cmd::export_model, "write a LoRA run as a merged Hugging Face model directory (--merge)"},
     {"dump", ift::cmd::dump, "run one batch through a model; write loss, logits and all gradients"},
     {"info", ift::cmd::info, "the memory plan of a model for a batch shape, part by part, on a backend"},
     {"inspect", ift::cmd::inspect, "show prepared rows: JSON (HF labels, positions, sample lengths) or marked text"},

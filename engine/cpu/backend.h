@@ -9,6 +9,8 @@
 #include "engine/backend.h"
 #include "engine/cpu/ops.h"
 #include "engine/base/error.h"
+#include "engine/cpu/blas.h"
+#include "engine/device_gemm.h"
 
 namespace ift {
 
@@ -80,6 +82,10 @@ class CpuBackend {
   }
   void matmul_backward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w, int N, int I, int O) {
     cpu::matmul_backward(dinp, dw, db, dout, inp, w, N, I, O);
+  }
+  void gemm(T* c, const T* a, const T* b, const GemmArgs& g) {
+    check_gemm_shape(g.M, g.N, g.K, g.lda, g.ldb, g.ldc, g.trans_a, g.trans_b);
+    cpu::gemm(g.trans_a, g.trans_b, g.M, g.N, g.K, T(g.alpha), a, g.lda, b, g.ldb, T(g.accumulate ? 1 : 0), c, g.ldc);
   }
   void attention_forward(T* out, T* lse, const T* qkv, const AttentionArgs& a) {
     cpu::attention_forward(out, lse, qkv, qkv + a.H * a.D, qkv + (a.H + a.KVH) * a.D, a);

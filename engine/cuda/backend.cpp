@@ -141,7 +141,7 @@ struct CudaDevice {
   // column-major (c, r) one with the same leading dimension.
   template <class In, class Out>
   void gemm(Out* c, int ldc, const In* a, int lda, const In* b, int ldb, const In* bias, int M, int N, int K,
-            bool trans_a, bool trans_b, bool accumulate) {
+            bool trans_a, bool trans_b, bool accumulate, float alpha = 1.0f) {
     throw_release_error();
     check_gemm_shape(M, N, K, lda, ldb, ldc, trans_a, trans_b);
     // cuBLASLt's bias takes D's type by default: the engine adds a bias only where In is Out.
@@ -155,7 +155,7 @@ struct CudaDevice {
     if (bias)
       IFT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op.get(), CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
                                                       sizeof bias));
-    const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    const float beta = accumulate ? 1.0f : 0.0f;
     IFT_CUBLAS_CHECK(cublasLtMatmul(lt_.get(), plan.op.get(), &alpha, b, plan.lt_a.get(), a, plan.lt_b.get(), &beta,
                                     c, plan.lt_c.get(), c, plan.lt_c.get(), &plan.algo, gemm_workspace,
                                     gemm_workspace_bytes, stream()));

@@ -227,6 +227,16 @@ TrainConfig TrainConfig::parse(const std::string& yaml_text, const std::string& 
   c.sample_prompts = top.strings("sample_prompts");
   c.sample_max_tokens = top.get<int>("sample_max_tokens", c.sample_max_tokens);
   c.max_bad_steps = top.get<int>("max_bad_steps", c.max_bad_steps);
+  if (top.has("lora")) {
+    Section lora = top.sub("lora");
+    c.lora.r = lora.get<int>("r", 8);
+    c.lora.alpha = lora.get<double>("alpha", 16.0);
+    c.lora.dropout = lora.get<double>("dropout", 0.0);
+    c.lora.targets = lora.strings("targets");
+    c.lora.rslora = lora.get<bool>("rslora", false);
+    c.lora.quantize = lora.get<std::string>("quantize", "none");
+    lora.finish();
+  }
   top.finish();
 
   // Values no run could use.
@@ -281,6 +291,9 @@ TrainConfig TrainConfig::parse(const std::string& yaml_text, const std::string& 
         c.on_save_error, "')");
   check(c.sample_max_tokens >= 1, "sample_max_tokens", "must be at least 1");
   check(c.max_bad_steps >= 1, "max_bad_steps", "must be at least 1");
+  check(!c.lora.enabled() || !c.model_path.empty(), "lora", "needs model.path (the frozen base to adapt)");
+  check(c.lora.r >= 0, "lora.r", "must be >= 0");
+  // The targets are checked against the model's family when the model is known (the trainer).
   return c;
 }
 
@@ -379,6 +392,14 @@ std::string TrainConfig::to_yaml() const {
   e << YAML::Key << "sample_prompts" << YAML::Value;
   list(sample_prompts);
   e << YAML::Key << "sample_max_tokens" << YAML::Value << sample_max_tokens;
+  if (lora.enabled()) {
+    e << YAML::Key << "lora" << YAML::Value << YAML::BeginMap;
+    e << YAML::Key << "r" << YAML::Value << lora.r << YAML::Key << "alpha" << YAML::Value << lora.alpha;
+    e << YAML::Key << "dropout" << YAML::Value << lora.dropout << YAML::Key << "targets" << YAML::Value;
+    list(lora.targets);
+    e << YAML::Key << "rslora" << YAML::Value << lora.rslora << YAML::Key << "quantize" << YAML::Value
+      << lora.quantize << YAML::EndMap;
+  }
   e << YAML::Key << "max_bad_steps" << YAML::Value << max_bad_steps;
   e << YAML::Key << "distributed" << YAML::Value << YAML::BeginMap;
   e << YAML::Key << "zero" << YAML::Value << distributed.zero << YAML::Key << "timeout_s" << YAML::Value

@@ -54,6 +54,13 @@
 //   distributed: {zero: 0, timeout_s: 600}   # under mpirun/srun/torchrun (docs/distributed.md):
 //                                 # zero 1 slices AdamW moments and master weights across ranks;
 //                                 # a collective waiting longer than timeout_s ends the rank
+//   lora:                         # low-rank adapters on the frozen model.path (engine/lora.h)
+//     r: 16                       #   rank; 0 or no block: a full fine-tune
+//     alpha: 32                   #   the adapter output is scaled by alpha / r
+//     dropout: 0.0                #   on the adapter input (only 0 is implemented yet)
+//     targets: [q_proj, v_proj]   #   Hugging Face module names (GPT-2: c_attn, c_proj, c_fc)
+//     rslora: false               #   scale alpha / sqrt(r) instead
+//     quantize: none              #   none (nf4 is not implemented yet)
 #pragma once
 
 #include <cstdint>
@@ -115,6 +122,7 @@ struct TrainConfig {
   int sample_max_tokens = 64;
   int max_bad_steps = 5;
   DistributedConfig distributed;
+  LoraConfig lora;  // r == 0: no LoRA
   // Not a YAML field: a run option of `ift train --resume-anyway` (resume although the checkpoint's
   // config differs in fields that change the result).
   bool resume_anyway = false;

@@ -191,7 +191,8 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
   const ModelConfig mc = model_config(c, *tok);
   IFT_CHECK(tok->vocab_size() <= mc.vocab_size, "the tokenizer (", c.tokenizer, ") has ", tok->vocab_size(),
             " tokens, more than the model's vocab_size ", mc.vocab_size);
-  Model<B> model(mc, ModelOptions{c.recompute});
+  if (c.lora.enabled()) c.lora.check(mc, "config: lora");
+  Model<B> model(mc, ModelOptions{c.recompute, c.lora});
   dist::DataParallel<B> dp(comm, model, c.distributed.zero, c.adamw);  // enables the optimizer (sliced: at start)
 
   // Raw files are prepared once, by rank 0; the others then find them prepared.
@@ -243,7 +244,13 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
              "); resume with the checkpoint's config, or pass --resume-anyway");
       }
     }
-    model.load_params(read_weights(last / "model.safetensors", model.layout()));
+    if (c.lora.enabled()) {  // the frozen base from model.path, the adapters from the checkpoint
+      std::vector<float> w = read_weights(resolve_model_dir(c.model_path) / "model.safetensors", model.layout());
+      read_peft_adapter(last, model.layout(), w);
+      model.load_params(w);
+    } else {
+      model.load_params(read_weights(last / "model.safetensors", model.layout()));
+    }
     const OptimizerState opt = load_optimizer_state(last);
     dp.start(&opt);
     step = st.at("step").get<int64_t>();
@@ -257,7 +264,11 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
                    static_cast<long long>(st.value("world", int64_t(1))));
   } else {
     if (c.model_path.empty()) model.init_random(c.seed);
-    else model.load_params(read_weights(resolve_model_dir(c.model_path) / "model.safetensors", model.layout()));
+    else {
+      std::vector<float> w = read_weights(resolve_model_dir(c.model_path) / "model.safetensors", model.layout());
+      if (c.lora.enabled()) init_lora(model.layout(), w, c.seed);  // PEFT's init: A random, B zero
+      model.load_params(w);
+    }
     dp.start(nullptr);
     if (lead) fs::remove(metrics), fs::remove(samples);
   }
@@ -289,6 +300,8 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
                         {"rows_per_step", rows_per_step}};
     cc.tokenizer_files = tok->files();
     cc.config_yaml = yaml;
+    const std::string base = c.model_path.empty() ? "" : fs::absolute(resolve_model_dir(c.model_path)).string();
+    if (c.lora.enabled()) cc.lora = &c.lora, cc.base_path = base;
     write_checkpoint(dir, cc);
     prune_checkpoints(ckpt_root, c.keep_last);
   };

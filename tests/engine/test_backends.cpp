@@ -317,6 +317,13 @@ TEST_CASE("the memory plan is what the model allocates, on every backend and opt
       check_plan<EmuBackend<float>>(tiny(family), options);
       check_plan<EmuBackend<bf16>>(tiny(family), options);
     }
+    // LoRA: the adapters' parameters, gradients and moments, their kept products, no base gradients.
+    LoraConfig lora;
+    lora.r = 4, lora.targets = family == "gpt2" ? std::vector<std::string>{"c_attn", "c_proj"}
+                                                : std::vector<std::string>{"k_proj", "o_proj", "up_proj"};
+    INFO(family << ", lora");
+    check_plan<CpuBackend<float>>(tiny(family), ModelOptions{false, lora});
+    check_plan<EmuBackend<bf16>>(tiny(family), ModelOptions{true, lora});
   }
   // Recomputation keeps (2 C + F) N values per layer fewer and shares one (C + F) N pair.
   const ModelConfig c = tiny("llama");

@@ -518,4 +518,84 @@ TEST_CASE("per-sequence loss averaging: the mean of the samples' mean token loss
   CHECK(std::isfinite(sequence));
   CHECK(sequence != token);
   CHECK(std::abs(sequence - token) < 0.5 * token);  // the same model: the same scale of loss
+namespace {
+
+std::vector<float> adapter_weights(const fs::path& checkpoint) {
+  const SafetensorsReader r(checkpoint / "adapter_model.safetensors");
+  std::vector<float> all;
+  for (const TensorInfo& t : r.tensors()) {
+    const std::vector<float> v = r.read_f32(t.name);
+    all.insert(all.end(), v.begin(), v.end());
+  }
+  return all;
+}
+
+}  // namespace
+
+TEST_CASE("LoRA runs: PEFT checkpoints without the base, bitwise resume, the base untouched, export --merge",
+          "[trainer][lora]") {
+  const fs::path dir = temp_dir("lora-run");
+  const fs::path data = write_data(dir);
+  const std::string cfg = base_config(dir, data);
+  const fs::path base = train(TrainConfig::parse(cfg, "base", {"out_dir=" + (dir / "base").string(), "max_steps=2"}),
+                              false).last_checkpoint;
+  // The same run on the trained model as a frozen base.
+  std::string on_base = cfg;
+  const size_t from = on_base.find("model:\n"), to = on_base.find("data:\n");
+  on_base.replace(from, to - from, "model:\n  path: " + base.string() + "\n");
+  const std::string lora = on_base + "lora: {r: 4, alpha: 8, targets: [q_proj, v_proj, down_proj]}\n";
+  const std::vector<std::string> common = {"optimizer.lr=5.0e-2"};
+  auto set = [&](std::vector<std::string> more) {
+    more.insert(more.begin(), common.begin(), common.end());
+    return more;
+  };
+  CHECK_THROWS_WITH(TrainConfig::parse(cfg + "lora: {r: 4, targets: [q_proj]}\n", "x.yaml"),
+                    Catch::Contains("'lora' needs model.path"));
+  CHECK_THROWS_WITH(train(TrainConfig::parse(on_base + "lora: {r: 4, targets: [c_attn]}\n", "x.yaml",
+                                             set({"out_dir=" + (dir / "x").string()})),
+                          false),
+                    Catch::Contains("'c_attn' is not a LoRA target of llama; the valid names are q_proj"));
+
+  const auto straight = train(TrainConfig::parse(lora, "a", set({"out_dir=" + (dir / "a").string(), "max_steps=6"})),
+                              false);
+  const TrainConfig c = TrainConfig::parse(
+      lora, "b", set({"out_dir=" + (dir / "b").string(), "max_steps=6", "save_every=3", "keep_last=5"}));
+  train(c, false);
+  fs::remove_all(dir / "b/checkpoints" / checkpoint_name(6));
+  train(c, true);
+  const std::vector<double> la = losses(dir / "a/metrics.jsonl");
+  CHECK(la == losses(dir / "b/metrics.jsonl"));  // bitwise
+  REQUIRE(la.size() == 6);  // (the loss falling under LoRA is checked on a fixed batch in test_lora.cpp)
+  const fs::path ck = straight.last_checkpoint;
+  CHECK(adapter_weights(ck) == adapter_weights(dir / "b/checkpoints" / checkpoint_name(6)));
+  for (const char* f : {"adapter_config.json", "adapter_model.safetensors", "optimizer.safetensors",
+                        "trainer_state.json", "config.yaml", "tokenizer.model"})
+    CHECK(fs::exists(ck / f));
+  CHECK_FALSE(fs::exists(ck / "model.safetensors"));  // no copy of the base
+  const SafetensorsReader r(ck / "adapter_model.safetensors");
+  CHECK(r.tensors().size() == 6);
+  CHECK(r.at("base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight").shape == std::vector<int64_t>{16, 4});
+  const std::vector<float> b = r.read_f32("base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight");
+  CHECK(std::any_of(b.begin(), b.end(), [](float x) { return x != 0.0f; }));  // B left its zero init: trained
+  CHECK(SafetensorsReader(ck / "optimizer.safetensors").at("adamw.m").shape[0] < 1000);  // the adapters' moments only
+  const auto peft = nlohmann::json::parse(std::ifstream(ck / "adapter_config.json"));
+  CHECK(peft["peft_type"] == "LORA");
+  CHECK(peft["r"] == 4);
+  CHECK(peft["base_model_name_or_path"] == fs::absolute(base).string());
+  verify_checkpoint(base);  // the base's files are bitwise those it was written with
+
+  // The run opens as base + adapter; its merged export gives the same logits.
+  CpuModel<float> run = load_model(dir / "a");
+  const std::string ift = IFT_BINARY;
+  const std::string cmd = ift + " export --model " + (dir / "a").string() + " --merge --out " +
+                          (dir / "merged").string() + " > /dev/null";
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  CpuModel<float> merged = load_model(dir / "merged");
+  CHECK(merged.layout().adapters.empty());
+  const std::vector<int32_t> tokens = {1, 450, 4996, 17354, 1701, 3732}, targets = {450, 4996, 17354, 1701, 3732, -1};
+  const std::vector<int32_t> positions = {0, 1, 2, 3, 4, 5}, cu = {0, 6};
+  const BatchView view{6, tokens, targets, positions, cu};
+  const double l1 = run.forward(view, 5.0), l2 = merged.forward(view, 5.0);
+  CHECK(l1 == Approx(l2).epsilon(1e-5));
+  require_close_to_max("merged logits", merged.logits_to_host(), run.logits_to_host(), 1e-5);
 }
