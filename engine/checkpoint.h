@@ -52,10 +52,10 @@ void prune_checkpoints(const std::filesystem::path& root, int keep);
 std::filesystem::path resolve_model_dir(const std::filesystem::path& dir);
 // config.json + model.safetensors of resolve_model_dir(dir), as a model on backend B.
 template <class B = CpuBackend<float>>
-Model<B> load_model(const std::filesystem::path& dir) {
+Model<B> load_model(const std::filesystem::path& dir, ModelOptions options = {}) {
   const std::filesystem::path d = resolve_model_dir(dir);
   if (std::filesystem::exists(d / kChecksumsFile)) verify_checkpoint(d);  // written by ift: check it
-  Model<B> model(ModelConfig::load(d / "config.json"));
+  Model<B> model(ModelConfig::load(d / "config.json"), options);
   model.load_params(read_weights(d / "model.safetensors", model.layout()));
   return model;
 }

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <type_traits>
 #include <vector>
@@ -49,7 +50,26 @@ struct ModelOptions {
   // pre-activation) and recompute their outputs in the backward pass, as llm.c does: saves
   // (2 C + F) N values per layer for one extra norm pair and activation per layer.
   bool recompute = false;
+  // Fused linear cross-entropy (FLCE, `loss.fused`): the classifier runs over chunks of the trained
+  // rows, each chunk's logits turned into loss and gradient in place and then into its share of the
+  // input gradient and the classifier's weight gradient, so the (N, V) logits never exist (only a
+  // (chunk, V) buffer). Unset: on when the vocabulary is above kFusedCeVocab.
+  std::optional<bool> fused_ce;
+  int fused_ce_chunk = 0;  // rows per chunk; 0: automatic (fused_ce_chunk_rows)
+
+  static constexpr int kFusedCeVocab = 32768;
+  bool fused(const ModelConfig& c) const { return fused_ce.value_or(c.vocab_size > kFusedCeVocab); }
 };
+
+// Rows per chunk of the fused classifier for a batch of N tokens, 0 when the loss is not fused. The
+// automatic size holds about as many logits as one (N, C) activation (Liger's choice), rounded up to
+// 64 rows and at least 256 so that the chunk's GEMMs stay large.
+inline int fused_ce_chunk_rows(const ModelConfig& c, int N, const ModelOptions& o) {
+  if (!o.fused(c)) return 0;
+  if (o.fused_ce_chunk > 0) return std::min(N, o.fused_ce_chunk);
+  const int64_t Vp = c.padded_vocab(), rows = (int64_t(N) * c.hidden + Vp - 1) / Vp;
+  return static_cast<int>(std::min<int64_t>(N, std::max<int64_t>(256, (rows + 63) / 64 * 64)));
+}
 
 // Where backward() writes the gradient of each storage tensor (ParamLayout::storage): runs of the
 // flat layout, each with its gradient memory. A storage tensor in no run is frozen: its dW is not
@@ -116,7 +136,7 @@ class Transformer {
   // ones get no dW. Overwrites the logits with their gradient.
   void backward(const GradMap<grad_t>& grads);
   // (N, V) of the last forward (the classifier's padding columns dropped), until backward() runs:
-  // as stored (act_t), or widened to fp32.
+  // as stored (act_t), or widened to fp32. An error with the fused cross-entropy, which keeps none.
   std::vector<act_t> logits() const;
   std::vector<float> logits_to_host() const;
 
@@ -141,6 +161,10 @@ class Transformer {
   void norm_backward(act_t* dx, const act_t* dres, const act_t* dout, const act_t* x, size_t w, size_t b,
                      const stat_t* mean, const stat_t* rstd, int N, const GradMap<grad_t>& grads);
   void mlp_activation(act_t* act, const act_t* up, int N) const;
+  // The fused classifier and loss (ModelOptions::fused_ce): the chunks of the trained rows, then the
+  // loss of them (grads null: forward) or also dnorm_ and the classifier's dW (backward).
+  void plan_chunks(std::span<const int32_t> targets);
+  double fused_classifier(const GradMap<grad_t>* grads);
   void check_window(int length, const char* what) const;
   const act_t* p(size_t offset) const { return offset == kNoParam ? nullptr : params.data() + offset; }
   AttentionDims attention_dims() const;
@@ -159,7 +183,9 @@ class Transformer {
   std::vector<LayerActs> acts_;
   act_t *xf_ = nullptr, *normf_ = nullptr;  // (N, C) the final residual, its norm
   stat_t *meanf_ = nullptr, *rstdf_ = nullptr;
-  Buffer<B, act_t> logits_;                 // (N, V); the gradient in place after backward
+  Buffer<B, act_t> logits_;                 // (N, V); the gradient in place after backward; fused: (chunk, V)
+  int chunk_rows_ = 0;                      // rows of logits_ when the loss is fused, else 0
+  std::vector<std::pair<int, int>> chunks_; // fused: row ranges [begin, end) of the last forward's chunks
   act_t *dres_ = nullptr, *dnorm_ = nullptr, *dqkv_ = nullptr, *datt_ = nullptr, *dup_ = nullptr, *dact_ = nullptr;
   Buffer<B, grad_t> frozen_norm_sink_;      // (2 C) where a frozen norm's unused dw/db go (norm ops always write them)
 };

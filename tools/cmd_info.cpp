@@ -22,7 +22,7 @@ int info(Args args) {
   // The plan of a GPU run is what people ask for; emu's is the same less cuBLASLt's workspace.
   p.option("--backend", "NAME", cuda_built() ? "cuda" : "emu", "cpu, emu or cuda (the plan needs no GPU)");
   p.option("--precision", "P", "bf16", "fp32 or bf16 (cpu: fp32)");
-  p.flag("--recompute", "recompute norms and the MLP activation in the backward pass");
+  add_model_option_flags(p);
   p.flag("--no-optimizer", "inference and gradients only: no AdamW moments");
   p.flag("--measure", "also build the model with random weights, run one training step and print what it allocated");
   if (!p.parse(args)) return 0;
@@ -32,7 +32,7 @@ int info(Args args) {
   IFT_CHECK(int64_t(B) * T < (int64_t(1) << 31), "--batch x --seq-len must stay below 2^31 tokens");
   const BackendKind kind = parse_backend(p.str("--backend"));
   const Precision precision = parse_precision(p.str("--precision"));
-  const ModelOptions options{p.on("--recompute")};
+  const ModelOptions options = model_options(p);
   const bool optimizer = !p.on("--no-optimizer");
   const int N = B * T;
 
@@ -45,6 +45,17 @@ int info(Args args) {
                 config.n_layers, config.hidden, ParamLayout::build(config).parameters);
     std::printf("plan for B=%d T=%d on %s, %s%s%s:\n%s", B, T, name_of(kind), name_of(precision),
                 options.recompute ? ", recompute" : "", optimizer ? ", AdamW" : ", no optimizer", plan.table().c_str());
+    // The classifier's output, inside "activations": all N rows, or one chunk with the fused loss.
+    const int64_t Vp = config.padded_vocab(), act = sizeof(typename Back::act_t);
+    const int chunk = fused_ce_chunk_rows(config, N, options);
+    const double full_mib = double(Vp) * N * act / 1048576.0;
+    if (chunk)
+      std::printf("logits: fused cross-entropy, one chunk of %d x %lld (%.1f MiB) instead of the (%d, %lld) logits "
+                  "(%.1f MiB)\n", chunk, static_cast<long long>(Vp), double(Vp) * chunk * act / 1048576.0, N,
+                  static_cast<long long>(Vp), full_mib);
+    else
+      std::printf("logits: (%d, %lld), %.1f MiB of the activations (--fused-ce keeps one chunk of them)\n", N,
+                  static_cast<long long>(Vp), full_mib);
     if (!p.on("--measure")) return 0;
     Model<Back> model(config, options);
     model.init_random(0);

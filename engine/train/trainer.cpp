@@ -145,7 +145,9 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
   const ModelConfig mc = model_config(c, *tok);
   IFT_CHECK(tok->vocab_size() <= mc.vocab_size, "the tokenizer (", c.tokenizer, ") has ", tok->vocab_size(),
             " tokens, more than the model's vocab_size ", mc.vocab_size);
-  Model<B> model(mc, ModelOptions{c.recompute});
+  ModelOptions options;
+  options.recompute = c.recompute, options.fused_ce = c.fused_ce;
+  Model<B> model(mc, options);
   model.enable_optimizer(c.adamw);
 
   const fs::path train_dir = resolve_data(c.data.train, c, *tok, "train");
@@ -202,9 +204,9 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
   {
     std::ofstream(out / "config.yaml") << c.to_yaml();
   }
-  std::fprintf(stderr, "model: %s, %zu parameters on %s (%s%s); %lld rows of %d tokens; %lld steps of %lld rows\n",
+  std::fprintf(stderr, "model: %s, %zu parameters on %s (%s%s%s); %lld rows of %d tokens; %lld steps of %lld rows\n",
                mc.model_type.c_str(), model.layout().parameters, c.backend.c_str(), c.precision.c_str(),
-               c.recompute ? ", recompute" : "", static_cast<long long>(train_file.n_rows()), c.seq_len,
+               c.recompute ? ", recompute" : "", options.fused(mc) ? ", fused cross-entropy" : "", static_cast<long long>(train_file.n_rows()), c.seq_len,
                static_cast<long long>(total_steps), static_cast<long long>(rows_per_step));
 
   const std::string yaml = c.to_yaml();
