@@ -67,18 +67,19 @@ std::filesystem::path adapter_base(const std::filesystem::path& adapter_dir);
 // adapter (a PEFT directory, or a LoRA run), the base runs with it unmerged; a LoRA run or
 // checkpoint given as `dir` itself is its base plus that adapter.
 template <class B = CpuBackend<float>>
-Model<B> load_model(const std::filesystem::path& dir, std::filesystem::path adapter = {}) {
+Model<B> load_model(const std::filesystem::path& dir, ModelOptions options = {}, std::filesystem::path adapter = {}) {
   std::filesystem::path d = resolve_model_dir(dir);
   if (std::filesystem::exists(d / kChecksumsFile)) verify_checkpoint(d);  // written by ift: check it
   if (adapter.empty() && is_adapter_dir(d)) adapter = d, d = resolve_model_dir(adapter_base(d));
   if (!adapter.empty()) {
     adapter = is_adapter_dir(adapter) ? adapter : resolve_model_dir(adapter);
     BaseWithAdapter m = load_base_with_adapter(d, adapter);
-    Model<B> model(m.config, ModelOptions{false, m.lora});
+    options.lora = m.lora;
+    Model<B> model(m.config, options);
     model.load_params(m.flat);
     return model;
   }
-  Model<B> model(ModelConfig::load(d / "config.json"));
+  Model<B> model(ModelConfig::load(d / "config.json"), options);
   model.load_params(read_weights(d / "model.safetensors", model.layout()));
   return model;
 }

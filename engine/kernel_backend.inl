@@ -32,6 +32,9 @@ constexpr size_t kScalarBytes = 256;  // the workspace's first bytes: the loss a
 
 size_t round_up(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
+// Floats of scratch that AdamW's device decay mask of `runs` runs takes: int64 ends, then byte flags.
+size_t decay_mask_floats(size_t runs) { return (runs * (sizeof(int64_t) + 1) + sizeof(float) - 1) / sizeof(float); }
+
 }  // namespace
 }  // namespace kernel_backend_detail
 
@@ -104,6 +107,8 @@ size_t KernelBackend<S, Device>::scratch_bytes(const ModelConfig& c, int N) {
   floats = std::max(floats, rmsnorm_backward_scratch_floats(N, c.hidden));
   for (int O : {c.qkv_dim(), c.hidden, up_width}) floats = std::max(floats, bias_backward_scratch_floats(N, O));
   floats = std::max(floats, sum_of_squares_scratch_floats(params));
+  // AdamW's decay mask: a group's runs never outnumber the storage tensors (each run is one or more)
+  floats = std::max(floats, kernel_backend_detail::decay_mask_floats(ParamLayout::build(c).storage.size() + 1));
   const size_t bytes = std::max(floats * sizeof(float), cross_entropy_scratch_bytes(N, c.vocab_size));
   return kernel_backend_detail::kScalarBytes + kernel_backend_detail::round_up(bytes);
 }
@@ -306,29 +311,34 @@ double KernelBackend<S, Device>::sum_of_squares(const float* g, size_t n) {
   return host;
 }
 
-// One fused launch per run of tensors with the same decay flag (2 L + 3 launches for a Llama, a few
-// microseconds each), so no decay mask has to live in device memory.
+// One launch over the whole buffer: the decay runs go to the device as AdamW's decay mask (ends,
+// then flags), uploaded into the scratch region for this call (a few hundred bytes; the upload waits
+// for the stream, so no earlier op still reads the scratch). Bitwise what one launch per run gave:
+// a run that does not decay has the decay factor 1 either way.
 template <class S, class Device>
 void KernelBackend<S, Device>::adamw(float* master, S* params, const float* grads, float* m, float* v, size_t n,
                                      const DecayRuns& runs, const AdamWHyper& h) {
   if constexpr (!std::is_same_v<S, float>)
     IFT_CHECK(master != nullptr, "kernel backend: bf16 parameters need fp32 master weights");
-  int64_t begin = 0;
-  for (size_t r = 0; r < runs.ends.size(); ++r) {
-    AdamWUpdate u;
-    if constexpr (std::is_same_v<S, float>) {
-      u.master = (master ? master : params) + begin;
-    } else {
-      u.master = master + begin;
-      u.params_bf16 = params + begin;
-    }
-    u.m = m + begin, u.v = v + begin, u.n = runs.ends[r] - begin;
-    u.lr = h.lr, u.beta1 = h.beta1, u.beta2 = h.beta2, u.eps = h.eps, u.grad_scale = h.grad_scale, u.t = h.t;
-    u.weight_decay = runs.decays[r] ? h.weight_decay : 0.0f;
-    adamw_update(u, grads + begin, device_->stream());
-    begin = runs.ends[r];
+  const size_t count = runs.ends.size();
+  IFT_ASSERT(count == runs.decays.size() && (count == 0 ? n == 0 : static_cast<size_t>(runs.ends.back()) == n));
+  if (n == 0) return;
+  auto* ends = reinterpret_cast<int64_t*>(scratch(kernel_backend_detail::decay_mask_floats(count)));
+  auto* decays = reinterpret_cast<uint8_t*>(ends + count);
+  upload(ends, runs.ends.data(), count * sizeof(int64_t));
+  upload(decays, runs.decays.data(), count);
+  AdamWUpdate u;
+  if constexpr (std::is_same_v<S, float>) {
+    u.master = master ? master : params;
+  } else {
+    u.master = master;
+    u.params_bf16 = params;
   }
-  IFT_ASSERT(static_cast<size_t>(begin) == n);
+  u.m = m, u.v = v, u.n = static_cast<int64_t>(n);
+  u.mask.ends = ends, u.mask.decays = decays, u.mask.count = static_cast<int>(count);
+  u.lr = h.lr, u.beta1 = h.beta1, u.beta2 = h.beta2, u.eps = h.eps, u.grad_scale = h.grad_scale, u.t = h.t;
+  u.weight_decay = h.weight_decay;
+  adamw_update(u, grads, device_->stream());
 }
 
 }  // namespace ift

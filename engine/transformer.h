@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <type_traits>
 #include <vector>
@@ -56,6 +57,16 @@ struct ModelOptions {
   bool recompute = false;
   // Low-rank adapters on a frozen base (engine/lora.h); r == 0: none.
   LoraConfig lora;
+
+  // Fused linear cross-entropy (FLCE, `loss.fused`): the classifier runs over chunks of the trained
+  // rows, each chunk's logits turned into loss and gradient in place and then into its share of the
+  // input gradient and the classifier's weight gradient, so the (N, V) logits never exist (only a
+  // (chunk, V) buffer). Unset: on when the vocabulary is above kFusedCeVocab.
+  std::optional<bool> fused_ce;
+  int fused_ce_chunk = 0;  // rows per chunk; 0: automatic (fused_ce_chunk_rows)
+
+  static constexpr int kFusedCeVocab = 32768;
+  bool fused(const ModelConfig& c) const { return fused_ce.value_or(c.vocab_size > kFusedCeVocab); }
 };
 
 // The training-only noise of the forward passes that follow (set_train_noise): residual dropout and
@@ -70,6 +81,16 @@ struct TrainNoise {
                                         // and MLP outputs before they join the residual stream
   float neftune_alpha = 0;              // NEFTune's alpha: embeddings += alpha / sqrt(L d) U(-1, 1); 0 off
 };
+
+// Rows per chunk of the fused classifier for a batch of N tokens, 0 when the loss is not fused. The
+// automatic size holds about as many logits as one (N, C) activation (Liger's choice), rounded up to
+// 64 rows and at least 256 so that the chunk's GEMMs stay large.
+inline int fused_ce_chunk_rows(const ModelConfig& c, int N, const ModelOptions& o) {
+  if (!o.fused(c)) return 0;
+  if (o.fused_ce_chunk > 0) return std::min(N, o.fused_ce_chunk);
+  const int64_t Vp = c.padded_vocab(), rows = (int64_t(N) * c.hidden + Vp - 1) / Vp;
+  return static_cast<int>(std::min<int64_t>(N, std::max<int64_t>(256, (rows + 63) / 64 * 64)));
+}
 
 // Where backward() writes the gradient of each storage tensor (ParamLayout::storage): runs of the
 // flat layout, each with its gradient memory. A storage tensor in no run is frozen: its dW is not
@@ -142,7 +163,7 @@ class Transformer {
   // ones get no dW. Overwrites the logits with their gradient.
   void backward(const GradMap<grad_t>& grads);
   // (N, V) of the last forward (the classifier's padding columns dropped), until backward() runs:
-  // as stored (act_t), or widened to fp32.
+  // as stored (act_t), or widened to fp32. An error with the fused cross-entropy, which keeps none.
   std::vector<act_t> logits() const;
   std::vector<float> logits_to_host() const;
 
@@ -171,14 +192,18 @@ class Transformer {
   NormArgs norm_args(int N) const;
   GluArgs glu_args(int N) const;
   EmbeddingArgs embedding_args(int N) const;
+  // The fused classifier and loss (ModelOptions::fused_ce): the chunks of the trained rows, then the
+  // loss of them (grads null: forward) or also dnorm_ and the classifier's dW (backward).
+  void plan_chunks(std::span<const int32_t> targets);
+  double fused_classifier(const GradMap<grad_t>* grads);
   void check_window(int length, const char* what) const;
   const act_t* p(size_t offset) const { return offset == kNoParam ? nullptr : params.data() + offset; }
   AttentionArgs attention_dims() const;
   // The residual dropout of layer l's sublayer (0 attention, 1 MLP) in the last forward; p = 0: none.
   DropoutArgs residual_dropout(int l, int sublayer) const;
-  // The cross-entropy of the last forward's logits (into dlogits when not null): one call, or one
-  // per segment under segment_weights_.
-  double loss(act_t* dlogits);
+  // The cross-entropy of rows [begin, end) of the last forward, logits starting at `logits` (into
+  // dlogits when not null): one call, or one per segment piece under segment_weights_.
+  double loss_rows(act_t* dlogits, const act_t* logits, int begin, int end);
 
   ModelConfig config_;
   ModelOptions options_;
@@ -197,7 +222,9 @@ class Transformer {
   std::vector<LayerActs> acts_;
   act_t *xf_ = nullptr, *normf_ = nullptr;  // (N, C) the final residual, its norm
   stat_t *meanf_ = nullptr, *rstdf_ = nullptr;
-  Buffer<B, act_t> logits_;                 // (N, V); the gradient in place after backward
+  Buffer<B, act_t> logits_;                 // (N, V); the gradient in place after backward; fused: (chunk, V)
+  int chunk_rows_ = 0;                      // rows of logits_ when the loss is fused, else 0
+  std::vector<std::pair<int, int>> chunks_; // fused: row ranges [begin, end) of the last forward's chunks
   act_t *dres_ = nullptr, *dnorm_ = nullptr, *dqkv_ = nullptr, *datt_ = nullptr, *dup_ = nullptr, *dact_ = nullptr;
   Buffer<B, grad_t> frozen_norm_sink_;      // (2 C) where a frozen norm's unused dw/db go (norm ops always write them)
   LoraPath<B> lora_;                        // the adapters beside the four projections (engine/lora_path.h)

@@ -34,8 +34,10 @@ MemoryBytes Transformer<B>::plan(const ModelConfig& c, int N, ModelOptions optio
   // (N, C) and one (N, F) serve every layer). Statistics: rstd (and mean) of both norms, lse.
   const int64_t kept = options.recompute ? 0 : 2 * C + F;
   const int64_t shared = options.recompute ? C + F : 0;
-  m[MemoryPart::activations] = (L * (2 * C + QKV + Q + up + kept) + shared + 2 * C + Vp) * n * act +
-                               (L * (2 * (1 + means) + H) + 1 + means) * n * stat +
+  // The logits: (N, Vp), or one chunk of them when the loss is fused.
+  const int64_t chunk = fused_ce_chunk_rows(c, N, options), logit_rows = chunk ? chunk : n;
+  m[MemoryPart::activations] = (L * (2 * C + QKV + Q + up + kept) + shared + 2 * C) * n * act +
+                               Vp * logit_rows * act + (L * (2 * (1 + means) + H) + 1 + means) * n * stat +
                                LoraPath<B>::kept_values(layout, N) * act;
   m[MemoryPart::activation_grads] = (2 * C + QKV + Q + up + F) * n * act +  // the logits' is in place
                                     LoraPath<B>::grad_values(layout, N) * act;
@@ -76,7 +78,9 @@ void Transformer<B>::reserve(int N) {
   xf_ = acts(n * C), normf_ = acts(n * C);
   rstdf_ = stats(n);
   meanf_ = means ? stats(n) : nullptr;
-  logits_ = Buffer<B, act_t>(*backend_, n * c.padded_vocab(), MemoryPart::activations);
+  chunk_rows_ = fused_ce_chunk_rows(c, N, options_);
+  logits_ = Buffer<B, act_t>(*backend_, size_t(chunk_rows_ ? chunk_rows_ : N) * c.padded_vocab(),
+                             MemoryPart::activations);
   const auto grad = [&](size_t count) { return acts(count, MemoryPart::activation_grads); };
   dres_ = grad(n * C), dnorm_ = grad(n * C), dqkv_ = grad(n * c.qkv_dim()), datt_ = grad(n * c.q_dim());
   dup_ = grad(n * up), dact_ = grad(n * F);
@@ -120,6 +124,8 @@ std::vector<float> Transformer<B>::params_to_host() const {
 template <class B>
 std::vector<typename B::act_t> Transformer<B>::logits() const {
   IFT_CHECK(N_ > 0, "logits: no forward has run");
+  IFT_CHECK(!chunk_rows_, "logits: the fused cross-entropy (loss.fused, --fused-ce) keeps no (N, V) logits; run "
+                          "with it off to read them");
   const size_t V = size_t(config_.vocab_size), Vp = size_t(config_.padded_vocab());
   std::vector<act_t> out(size_t(N_) * V);  // the padding columns dropped: one strided download per row
   for (size_t n = 0; n < size_t(N_); ++n)
@@ -227,19 +233,23 @@ DropoutArgs Transformer<B>::residual_dropout(int l, int sublayer) const {
   return a;
 }
 
+// The cross-entropy of rows [begin, end), whose logits start at `logits` (into dlogits when not
+// null): one call, or under per-sequence averaging (segment_weights_) one per segment piece, each
+// with its segment's normaliser. The fused classifier calls it per chunk, the unfused once.
 template <class B>
-double Transformer<B>::loss(act_t* dlogits) {
+double Transformer<B>::loss_rows(act_t* dlogits, const act_t* logits, int begin, int end) {
   const int V = config_.vocab_size, Vp = config_.padded_vocab();
   if (segment_weights_.empty())
-    return backend_->cross_entropy(dlogits, logits_.data(), targets_.data(), N_, V, Vp, loss_norm_);
+    return backend_->cross_entropy(dlogits, logits, targets_.data() + begin, end - begin, V, Vp, loss_norm_);
   // A segment of weight 0 holds no trained token: its call only writes its rows' zero gradient.
   double total = 0;
   for (size_t s = 0; s < segment_weights_.size(); ++s) {
-    const int begin = cu_seqlens_host_[s], rows = cu_seqlens_host_[s + 1] - begin;
+    const int r0 = std::max(begin, cu_seqlens_host_[s]), r1 = std::min(end, cu_seqlens_host_[s + 1]);
+    if (r1 <= r0) continue;
     const float w = segment_weights_[s];
-    act_t* d = dlogits ? dlogits + size_t(begin) * Vp : nullptr;
-    total += backend_->cross_entropy(d, logits_.data() + size_t(begin) * Vp, targets_.data() + begin, rows, V, Vp,
-                                     w > 0 ? loss_norm_ / w : loss_norm_);
+    const size_t at = size_t(r0 - begin) * Vp;
+    total += backend_->cross_entropy(dlogits ? dlogits + at : nullptr, logits + at, targets_.data() + r0, r1 - r0, V,
+                                     Vp, w > 0 ? loss_norm_ / w : loss_norm_);
   }
   return total;
 }
@@ -330,8 +340,64 @@ double Transformer<B>::forward(const BatchView& batch, double loss_norm) {
       residual_norm_forward(next, acts_[l + 1].norm1, acts_[l + 1].mean1, acts_[l + 1].rstd1, next, a.mid,
                             layout_.layers[l + 1].norm1_w, layout_.layers[l + 1].norm1_b, N);
   }
+  if (chunk_rows_) {
+    plan_chunks(batch.targets);
+    return fused_classifier(nullptr);
+  }
   backend_->matmul_forward(logits_.data(), normf_, p(layout_.lm_head), nullptr, N, C, c.padded_vocab());
-  return loss(nullptr);
+  return loss_rows(nullptr, logits_.data(), 0, N);
+}
+
+// Chunks of at most chunk_rows_ consecutive rows, each beginning and ending on a trained row: the rows
+// no target trains (prompts, padding) between chunks never reach the classifier. The few untrained
+// rows inside a chunk do (fewer, larger GEMMs), and get a zero gradient from the cross-entropy.
+template <class B>
+void Transformer<B>::plan_chunks(std::span<const int32_t> targets) {
+  chunks_.clear();
+  const int N = static_cast<int>(targets.size());
+  for (int a = 0; a < N;) {
+    if (targets[a] < 0) {
+      ++a;
+      continue;
+    }
+    const int limit = std::min(N, a + chunk_rows_);
+    int end = a + 1;
+    for (int r = end; r < limit; ++r)
+      if (targets[r] >= 0) end = r + 1;
+    chunks_.emplace_back(a, end);
+    a = end;
+  }
+}
+
+// Per chunk: logits = normf . lm_head^T into the chunk buffer, the cross-entropy (its gradient in
+// place when grads is given), then dnorm (written) and the classifier's dW (accumulated, chunk after
+// chunk in row order: deterministic). The rows of no chunk get a zero dnorm. The backward pass runs
+// the chunk's classifier GEMM again (the forward kept no logits): one GEMM of the classifier's three
+// more, in exchange for the (N, V) buffer.
+template <class B>
+double Transformer<B>::fused_classifier(const GradMap<grad_t>* grads) {
+  const ModelConfig& c = config_;
+  const int C = c.hidden, Vp = c.padded_vocab();
+  act_t* chunk = logits_.data();
+  const act_t* w = p(layout_.lm_head);
+  grad_t* dw = grads ? grads->at(layout_.lm_head) : nullptr;
+  const auto zero_rows = [&](int begin, int end) {
+    if (end > begin) backend_->zero(dnorm_ + size_t(begin) * C, size_t(end - begin) * C * sizeof(act_t));
+  };
+  double loss = 0;
+  int written = 0;  // dnorm rows [0, written) are done
+  for (const auto& [a, e] : chunks_) {
+    const int rows = e - a;
+    const act_t* x = normf_ + size_t(a) * C;
+    backend_->matmul_forward(chunk, x, w, nullptr, rows, C, Vp);
+    loss += loss_rows(grads ? chunk : nullptr, chunk, a, e);
+    if (!grads) continue;
+    zero_rows(written, a);
+    backend_->matmul_backward(dnorm_ + size_t(a) * C, dw, nullptr, chunk, x, w, rows, C, Vp);
+    written = e;
+  }
+  if (grads) zero_rows(written, N_);
+  return loss;
 }
 
 template <class B>
@@ -343,12 +409,16 @@ void Transformer<B>::backward(const GradMap<grad_t>& grads) {
   IFT_CHECK(N > 0 && !acts_.empty(), "backward called without a forward");
   const AttentionArgs dims = attention_dims();
 
-  act_t* dlogits = logits_.data();  // the gradient replaces the logits, in place
-  // The cross-entropy gives the padding columns a zero gradient, so the classifier's padding rows
-  // get no gradient and the input gradient none of their values.
-  loss(dlogits);
-  backend_->matmul_backward(dnorm_, g(layout_.lm_head), nullptr, dlogits, normf_, p(layout_.lm_head), N, C,
-                            c.padded_vocab());
+  if (chunk_rows_) {
+    fused_classifier(&grads);
+  } else {
+    act_t* dlogits = logits_.data();  // the gradient replaces the logits, in place
+    // The cross-entropy gives the padding columns a zero gradient, so the classifier's padding rows
+    // get no gradient and the input gradient none of their values.
+    loss_rows(dlogits, logits_.data(), 0, N);
+    backend_->matmul_backward(dnorm_, g(layout_.lm_head), nullptr, dlogits, normf_, p(layout_.lm_head), N, C,
+                              c.padded_vocab());
+  }
   norm_backward(dres_, nullptr, dnorm_, xf_, layout_.normf_w, layout_.normf_b, meanf_, rstdf_, N, grads);
 
   for (int l = c.n_layers - 1; l >= 0; --l) {

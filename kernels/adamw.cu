@@ -20,17 +20,25 @@ constexpr int64_t kAdamWMaxBlocks = 4096;  // beyond this the grid strides
 // The number of stage-1 blocks depends only on n, and every value has a fixed thread and place in
 // the sums, so the result is the same bits on every run and every GPU.
 
-// Stage 1: block b writes the sum of squares of its grid-strided share of x to g_partial[b].
-template <class T>
+// Stage 1: block b writes the sum of squares of its grid-strided share of x to g_partial[b]. K values
+// a thread at a time: the 16-byte pack (one 128-bit load) when x is 16-byte aligned, else 1; the
+// n % K values past the last pack go to the first threads of block 0.
+template <int K, class T>
 static __global__ void sum_of_squares_partial_kernel(float* __restrict__ g_partial,  // (gridDim.x)
                                                      const T* __restrict__ g_x,      // (n)
                                                      int64_t n) {
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x, packs = n / K;
   float r_sum = 0.0f;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    const float x = to_float(g_x[i]);
-    r_sum += x * x;
+  for (int64_t p = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; p < packs; p += stride) {
+    float r[K];
+    load_floats<K>(r, g_x + p * K);
+    for (int k = 0; k < K; ++k) r_sum += r[k] * r[k];
   }
+  if (blockIdx.x == 0)
+    for (int64_t i = packs * K + threadIdx.x; i < n; i += blockDim.x) {
+      const float x = to_float(g_x[i]);
+      r_sum += x * x;
+    }
   r_sum = block_reduce_sum(r_sum);
   if (threadIdx.x == 0) g_partial[blockIdx.x] = r_sum;
 }
@@ -107,7 +115,11 @@ static int sum_of_squares_blocks(int64_t n) {
 template <class T>
 static void launch_sum_of_squares(float* out, const T* x, int64_t n, float* scratch, cudaStream_t stream) {
   const int blocks = sum_of_squares_blocks(n);
-  launch_kernel(sum_of_squares_partial_kernel<T>, blocks, kSsqThreads, 0, stream, scratch, x, n);
+  constexpr int P = Pack128<T>::kSize;
+  if (aligned16(x))
+    launch_kernel(sum_of_squares_partial_kernel<P, T>, blocks, kSsqThreads, 0, stream, scratch, x, n);
+  else
+    launch_kernel(sum_of_squares_partial_kernel<1, T>, blocks, kSsqThreads, 0, stream, scratch, x, n);
   launch_kernel(sum_of_squares_final_kernel, 1, kSsqThreads, 0, stream, out, scratch, blocks);
 }
 

@@ -1,11 +1,16 @@
 // Masked cross-entropy fused with its gradient (kernels/cross_entropy.h). The loss is written (=),
-// the gradient is written (=) over the logits when asked to work in place. Three launches:
-//   1. partial:  grid (N, chunks): each block reduces one vocabulary chunk of one row to an online
-//                (max, sum of exp(x - max)) pair;
-//   2. backward: grid (N, chunks): each block combines its row's pairs, in chunk order, into the
-//                row's logsumexp, writes the gradient of its chunk and, in the block holding the
-//                target, the row's loss (read before the in-place write, by the same thread);
-//   3. loss sum: one block sums the row losses in a fixed order and divides by the normaliser.
+// the gradient is written (=) over the logits when asked to work in place. Two launches:
+//   1. row:      one block per row, two passes over it. Pass 1 reads the row with 128-bit loads (8
+//                bf16 or 4 floats a thread) into an online (max, sum) pair in base 2: the logits are
+//                scaled by log2(e) once, so each value costs one exp2 (the rescale of the running
+//                sum happens once a pack, not once a value); one block reduction gives the row's
+//                log-sum-exp. Pass 2 (skipped for the loss alone) reads the row again and writes
+//                the gradient in place, 128 bits at a time. The target logit is read by thread 0
+//                before the reductions' barriers, so before any in-place write;
+//   2. loss sum: one block sums the row losses in a fixed order and divides by the normaliser.
+// Nothing depends on the schedule: every sum is a fixed per-thread order and a fixed block tree.
+// The earlier kernel (a grid of (row, 4096-column chunk) blocks, three launches, scalar loads) stays
+// as cross_entropy_forward_baseline, which `ift bench kernels` times beside it.
 #include "kernels/common.cuh"
 
 #include <cmath>
@@ -14,8 +19,10 @@
 
 IFT_KERNELS_BEGIN
 
-constexpr int kCeThreads = 256;  // threads of the partial and backward blocks (a multiple of 32)
+constexpr int kCeThreads = 256;  // threads of the baseline's partial and backward blocks (a multiple of 32)
 constexpr int kCeSumThreads = 1024;
+
+// ---- the baseline: (row, chunk) blocks, three launches ------------------------------------------------
 
 // Online (max, sum) of one chunk: sum of exp(x - max) over the chunk, max its largest logit. A
 // thread that saw nothing holds (-inf, 0), which contributes nothing when combined.
@@ -109,19 +116,118 @@ static __global__ void cross_entropy_loss_sum_kernel(float* __restrict__ g_loss,
   if (threadIdx.x == 0) *g_loss = r_sum / normaliser;
 }
 
-// launchers
+// ---- the baseline's launcher ------------------------------------------------------------------------
 
 static int cross_entropy_chunks(int V) { return static_cast<int>((static_cast<int64_t>(V) + kCrossEntropyChunk - 1) / kCrossEntropyChunk); }
 
 template <class T>
-static void launch_cross_entropy(float* loss, T* dlogits, const T* logits, const int32_t* targets, int N, int V, int ld,
-                                 float normaliser, void* scratch, cudaStream_t stream) {
+static void launch_cross_entropy_baseline(float* loss, T* dlogits, const T* logits, const int32_t* targets, int N, int V,
+                                          int ld, float normaliser, void* scratch, cudaStream_t stream) {
   const int chunks = cross_entropy_chunks(V);
   auto* partial = static_cast<float2*>(scratch);
   auto* row_loss = reinterpret_cast<float*>(partial + static_cast<size_t>(N) * chunks);
   launch_kernel(cross_entropy_partial_kernel<T>, dim3(N, chunks), kCeThreads, 0, stream, partial, logits, targets, V, ld, chunks);
   launch_kernel(cross_entropy_backward_kernel<T>, dim3(N, dlogits ? chunks : 1), kCeThreads, 0, stream, dlogits, row_loss,
                 logits, targets, partial, V, ld, chunks, 1.0f / normaliser);
+  launch_kernel(cross_entropy_loss_sum_kernel, 1, kCeSumThreads, 0, stream, loss, row_loss, N, normaliser);
+}
+
+// ---- the row kernel ------------------------------------------------------------------------------
+
+constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
+
+// Adds the K values r (already scaled by log2(e)) to the running pair (m, s): s = sum of 2^(x - m)
+// over what the thread has seen, m its largest scaled logit. A thread that saw only -inf (or
+// nothing) keeps (-inf, 0); a NaN makes s NaN (fmaxf passes over it, exp2 does not).
+template <int K>
+__device__ __forceinline__ void online_add(float& m, float& s, const float (&r)[K]) {
+  float mk = m;
+  for (int k = 0; k < K; ++k) mk = fmaxf(mk, r[k]);
+  if (mk == -INFINITY) return;
+  float add = 0.0f;
+  for (int k = 0; k < K; ++k) add += exp2f(r[k] - mk);
+  s = s * exp2f(m - mk) + add;
+  m = mk;
+}
+
+// One block per row. K: values a thread loads at once (the 16-byte pack, or 1 when the rows are not
+// 16-byte aligned). g_dlogits null: the loss only.
+template <int K, class T>
+static __global__ void cross_entropy_row_kernel(T* g_dlogits,                           // (N, ld) or null; may be g_logits
+                                                float* __restrict__ g_row_loss,         // (N)
+                                                const T* g_logits,                      // (N, ld): V used
+                                                const int32_t* __restrict__ g_targets,  // (N)
+                                                int V, int ld, float inv_normaliser) {
+  const int row = blockIdx.x, t = g_targets[row];
+  const T* g_row = g_logits + static_cast<size_t>(row) * ld;
+  T* g_drow = g_dlogits ? g_dlogits + static_cast<size_t>(row) * ld : nullptr;
+  const int stride = blockDim.x * K, Vk = V / K * K;  // [0, Vk) in packs, [Vk, V) one value a thread
+  if (g_drow)  // the padding: a zero gradient, whatever it held
+    for (int i = V + threadIdx.x; i < ld; i += blockDim.x) g_drow[i] = from_float<T>(0.0f);
+  if (t < 0 || t >= V) {
+    // Not trained: zero loss and gradient. Out of the vocabulary: NaN, so the step is seen to fail.
+    const float fill = t < 0 ? 0.0f : NAN;
+    if (threadIdx.x == 0) g_row_loss[row] = fill;
+    if (g_drow)
+      for (int i = threadIdx.x; i < V; i += blockDim.x) g_drow[i] = from_float<T>(fill);
+    return;
+  }
+  // The target's scaled logit, rounded as pass 1 rounds it (a one-column row then has a loss of
+  // exactly 0), read before any in-place write.
+  const float xs_t = threadIdx.x == 0 ? to_float(g_row[t]) * kLog2e : 0.0f;
+
+  float m = -INFINITY, s = 0.0f;
+  for (int i = threadIdx.x * K; i < Vk; i += stride) {
+    float r[K];
+    load_floats<K>(r, g_row + i);
+    for (int k = 0; k < K; ++k) r[k] *= kLog2e;
+    online_add<K>(m, s, r);
+  }
+  for (int i = Vk + threadIdx.x; i < V; i += blockDim.x) {
+    float r[1] = {to_float(g_row[i]) * kLog2e};
+    online_add<1>(m, s, r);
+  }
+  const float b_max = block_reduce_max(m);
+  const float b_sum = block_reduce_sum(s == 0.0f ? 0.0f : s * exp2f(m - b_max));
+  const float lse2 = b_max + log2f(b_sum);  // log2 of the sum of exp(x)
+  if (threadIdx.x == 0) g_row_loss[row] = (lse2 - xs_t) * kLn2;
+  if (!g_drow) return;
+
+  for (int i = threadIdx.x * K; i < Vk; i += stride) {
+    float r[K];
+    load_floats<K>(r, g_row + i);
+    for (int k = 0; k < K; ++k) {
+      const float p = exp2f(r[k] * kLog2e - lse2);
+      r[k] = (i + k == t ? p - 1.0f : p) * inv_normaliser;
+    }
+    store_floats<K>(g_drow + i, r);
+  }
+  for (int i = Vk + threadIdx.x; i < V; i += blockDim.x) {
+    const float p = exp2f(to_float(g_row[i]) * kLog2e - lse2);
+    g_drow[i] = from_float<T>((i == t ? p - 1.0f : p) * inv_normaliser);
+  }
+}
+
+// Threads of a row block: a function of V and the pack alone (so of nothing the schedule sets),
+// enough that each thread loads about four packs, from one warp to 1024 threads.
+static int cross_entropy_row_threads(int V, int K) {
+  int threads = 32;
+  while (threads < 1024 && int64_t(threads) * K * 4 < V) threads *= 2;
+  return threads;
+}
+
+template <class T>
+static void launch_cross_entropy(float* loss, T* dlogits, const T* logits, const int32_t* targets, int N, int V, int ld,
+                                 float normaliser, void* scratch, cudaStream_t stream) {
+  constexpr int P = Pack128<T>::kSize;
+  auto* row_loss = static_cast<float*>(scratch);
+  const bool packed = ld % P == 0 && aligned16(logits) && (!dlogits || aligned16(dlogits));
+  if (packed)
+    launch_kernel(cross_entropy_row_kernel<P, T>, N, cross_entropy_row_threads(V, P), 0, stream, dlogits, row_loss,
+                  logits, targets, V, ld, 1.0f / normaliser);
+  else
+    launch_kernel(cross_entropy_row_kernel<1, T>, N, cross_entropy_row_threads(V, 1), 0, stream, dlogits, row_loss,
+                  logits, targets, V, ld, 1.0f / normaliser);
   launch_kernel(cross_entropy_loss_sum_kernel, 1, kCeSumThreads, 0, stream, loss, row_loss, N, normaliser);
 }
 
@@ -132,7 +238,8 @@ static bool overlaps(const void* a, size_t a_bytes, const void* b, size_t b_byte
 
 template <class T>
 static void cross_entropy_checked(float* loss, T* dlogits, const T* logits, const int32_t* targets, int N, int V, int ld,
-                                  float normaliser, void* scratch, size_t scratch_bytes, cudaStream_t stream) {
+                                  float normaliser, void* scratch, size_t scratch_bytes, cudaStream_t stream,
+                                  bool baseline) {
   IFT_CHECK(N > 0 && V > 0, "cross_entropy_forward: logits must be (N, V) with N, V > 0, got (", N, ", ", V, ")");
   IFT_CHECK(ld >= V, "cross_entropy_forward: the row stride ld = ", ld, " is smaller than V = ", V);
   IFT_CHECK(cross_entropy_chunks(V) <= 65535, "cross_entropy_forward: V = ", V, " needs more than 65535 chunks of ",
@@ -145,30 +252,50 @@ static void cross_entropy_checked(float* loss, T* dlogits, const T* logits, cons
   IFT_CHECK(scratch != nullptr, "cross_entropy_forward: scratch is null");
   IFT_CHECK(reinterpret_cast<uintptr_t>(scratch) % alignof(float2) == 0, "cross_entropy_forward: scratch must be ",
             alignof(float2), "-byte aligned");
-  const size_t need = cross_entropy_scratch_bytes(N, V);
+  const size_t need = baseline ? cross_entropy_baseline_scratch_bytes(N, V) : cross_entropy_scratch_bytes(N, V);
   IFT_CHECK(scratch_bytes >= need, "cross_entropy_forward: scratch holds ", scratch_bytes, " bytes, (N, V) = (", N, ", ",
-            V, ") needs ", need, " (cross_entropy_scratch_bytes)");
+            V, ") needs ", need, baseline ? " (cross_entropy_baseline_scratch_bytes)" : " (cross_entropy_scratch_bytes)");
   const size_t logit_bytes = static_cast<size_t>(N) * ld * sizeof(T);
   IFT_CHECK(dlogits == nullptr || dlogits == logits || !overlaps(dlogits, logit_bytes, logits, logit_bytes),
             "cross_entropy_forward: dlogits partly overlaps logits (it must be logits itself or apart from it)");
   IFT_CHECK(!overlaps(scratch, need, logits, logit_bytes) && (!dlogits || !overlaps(scratch, need, dlogits, logit_bytes)),
             "cross_entropy_forward: scratch overlaps the logits");
-  launch_cross_entropy(loss, dlogits, logits, targets, N, V, ld, normaliser, scratch, stream);
+  if (baseline)
+    launch_cross_entropy_baseline(loss, dlogits, logits, targets, N, V, ld, normaliser, scratch, stream);
+  else
+    launch_cross_entropy(loss, dlogits, logits, targets, N, V, ld, normaliser, scratch, stream);
 }
 
 size_t cross_entropy_scratch_bytes(int N, int V) {
+  if (N <= 0 || V <= 0) return 0;
+  return static_cast<size_t>(N) * sizeof(float);
+}
+
+size_t cross_entropy_baseline_scratch_bytes(int N, int V) {
   if (N <= 0 || V <= 0) return 0;
   return static_cast<size_t>(N) * cross_entropy_chunks(V) * sizeof(float2) + static_cast<size_t>(N) * sizeof(float);
 }
 
 void cross_entropy_forward(float* loss, float* dlogits, const float* logits, const int32_t* targets, int N, int V,
                            int ld, float normaliser, void* scratch, size_t scratch_bytes, cudaStream_t stream) {
-  cross_entropy_checked(loss, dlogits, logits, targets, N, V, ld, normaliser, scratch, scratch_bytes, stream);
+  cross_entropy_checked(loss, dlogits, logits, targets, N, V, ld, normaliser, scratch, scratch_bytes, stream, false);
 }
 
 void cross_entropy_forward(float* loss, bf16* dlogits, const bf16* logits, const int32_t* targets, int N, int V,
                            int ld, float normaliser, void* scratch, size_t scratch_bytes, cudaStream_t stream) {
-  cross_entropy_checked(loss, dlogits, logits, targets, N, V, ld, normaliser, scratch, scratch_bytes, stream);
+  cross_entropy_checked(loss, dlogits, logits, targets, N, V, ld, normaliser, scratch, scratch_bytes, stream, false);
+}
+
+void cross_entropy_forward_baseline(float* loss, float* dlogits, const float* logits, const int32_t* targets, int N,
+                                    int V, int ld, float normaliser, void* scratch, size_t scratch_bytes,
+                                    cudaStream_t stream) {
+  cross_entropy_checked(loss, dlogits, logits, targets, N, V, ld, normaliser, scratch, scratch_bytes, stream, true);
+}
+
+void cross_entropy_forward_baseline(float* loss, bf16* dlogits, const bf16* logits, const int32_t* targets, int N,
+                                    int V, int ld, float normaliser, void* scratch, size_t scratch_bytes,
+                                    cudaStream_t stream) {
+  cross_entropy_checked(loss, dlogits, logits, targets, N, V, ld, normaliser, scratch, scratch_bytes, stream, true);
 }
 
 IFT_KERNELS_END

@@ -21,13 +21,13 @@
 
 IFT_KERNELS_BEGIN
 
-// Vocabulary entries one thread block handles: a row is split into ceil(V / kCrossEntropyChunk)
-// blocks, so no block has to hold a whole (128k) vocabulary.
+// The baseline (cross_entropy_forward_baseline) splits a row into blocks of this many entries.
 inline constexpr int kCrossEntropyChunk = 4096;
 
-// Bytes of device scratch cross_entropy_forward needs for N rows of V logits: one (max, sum) pair
-// per row and chunk, and one loss per row.
+// Bytes of device scratch cross_entropy_forward needs for N rows of V logits: one loss per row.
 size_t cross_entropy_scratch_bytes(int N, int V);
+// The baseline's: one (max, sum) pair per row and chunk, and one loss per row.
+size_t cross_entropy_baseline_scratch_bytes(int N, int V);
 
 // loss:     (1) device float, written: the summed row losses / normaliser.
 // dlogits:  (N, ld) or null (loss only); may be `logits` itself (in place), must not partly overlap it.
@@ -45,5 +45,14 @@ void cross_entropy_forward(float* loss, float* dlogits, const float* logits, con
 void cross_entropy_forward(float* loss, __nv_bfloat16* dlogits, const __nv_bfloat16* logits, const int32_t* targets,
                            int N, int V, int ld, float normaliser, void* scratch, size_t scratch_bytes,
                            cudaStream_t stream);
+
+// The kernel cross_entropy_forward replaced (three launches over (row, chunk) blocks, scalar loads),
+// same contract and results within fp32 rounding; kept for `ift bench kernels` to time beside it.
+void cross_entropy_forward_baseline(float* loss, float* dlogits, const float* logits, const int32_t* targets, int N,
+                                    int V, int ld, float normaliser, void* scratch, size_t scratch_bytes,
+                                    cudaStream_t stream);
+void cross_entropy_forward_baseline(float* loss, __nv_bfloat16* dlogits, const __nv_bfloat16* logits,
+                                    const int32_t* targets, int N, int V, int ld, float normaliser, void* scratch,
+                                    size_t scratch_bytes, cudaStream_t stream);
 
 IFT_KERNELS_END

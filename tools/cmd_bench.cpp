@@ -47,6 +47,46 @@ double sgemm_peak_flops() {
   return 2.0 * n * n * n / best;
 }
 
+double peak_rss_mib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss / 1024.0;
+}
+
+// The training step with the fused cross-entropy, then without it, in this one process. The peak
+// resident memory only grows, so the fused run goes first: its peak is its own, and the unfused
+// run's is the larger of the two.
+int compare_fused_ce(BackendKind kind, Precision precision, const ModelConfig& c, const BatchView& batch, int steps) {
+  std::printf("model: %s, vocabulary %d, hidden %d, %d layers; N=%d tokens, backend %s (%s), %d threads\n",
+              c.model_type.c_str(), c.vocab_size, c.hidden, c.n_layers, batch.N, name_of(kind), name_of(precision),
+              omp_get_max_threads());
+  std::printf("peak resident memory before the first model: %.0f MiB\n", peak_rss_mib());
+  for (const bool fused : {true, false}) {
+    ModelOptions options;
+    options.fused_ce = fused;
+    std::vector<double> times;
+    double allocated = 0, loss = 0;
+    with_backend(kind, precision, [&]<class Be>() {
+      Model<Be> model(c, options);
+      model.init_random(0);
+      model.enable_optimizer({});
+      for (int s = 0; s <= steps; ++s) {
+        const auto t = Clock::now();
+        model.zero_grads();
+        loss = model.forward(batch, static_cast<double>(batch.trained_tokens()));
+        model.backward();
+        model.step(1e-4f);
+        if (s > 0) times.push_back(seconds_since(t));
+      }
+      allocated = model.allocated().total() / 1048576.0;
+    });
+    std::sort(times.begin(), times.end());
+    std::printf("%-8s step median %.1f ms (%d steps), last loss %.6f, allocated %.1f MiB, peak resident %.0f MiB\n",
+                fused ? "fused" : "unfused", times[times.size() / 2] * 1e3, steps, loss, allocated, peak_rss_mib());
+  }
+  return 0;
+}
+
 }  // namespace
 
 int bench(Args args) {
@@ -65,6 +105,9 @@ int bench(Args args) {
   p.option("--lora-r", "R", "0", "a LoRA step (rank R, alpha 2R, the base frozen) instead of a full one; 0: full");
   p.option("--lora-targets", "a,b,..", "", "LoRA targets (Hugging Face module names); default: every projection");
   p.flag("--json", "print one JSON line instead of the text (for tools/bench/compare_torch.sh)");
+  add_model_option_flags(p);
+  p.flag("--compare-fused-ce", "run the steps twice in this process, fused cross-entropy first, then unfused, and "
+                               "print each one's time, allocation and peak resident memory");
   if (!p.parse(args.subspan(1))) return 0;
   cpu::set_threads(static_cast<int>(p.integer("--threads")));
   const int B = static_cast<int>(p.integer("--batch")), T = static_cast<int>(p.integer("--seq-len"));
@@ -97,11 +140,16 @@ int bench(Args args) {
       matmul_params += double(v.numel());
   const double flops = 6.0 * matmul_params * N + 6.0 * c.n_layers * c.q_dim() * double(B) * T * T / 2.0;
 
+  const ModelOptions options = model_options(p);
+  if (p.on("--compare-fused-ce")) return compare_fused_ce(kind, precision, c, batch, steps);
+
   // The same step on whichever backend: zero_grads, forward, backward, AdamW.
   std::vector<double> times;
   double device_mib = 0;
   with_backend(kind, precision, [&]<class Be>() {
-    Model<Be> model = is_dir && !lora.enabled() ? load_model<Be>(m) : Model<Be>(c, ModelOptions{false, lora});
+    ModelOptions with_lora = options;
+    with_lora.lora = lora;
+    Model<Be> model = is_dir && !lora.enabled() ? load_model<Be>(m, options) : Model<Be>(c, with_lora);
     if (!is_dir) {
       model.init_random(0);
     } else if (lora.enabled()) {  // the base's weights, fresh adapters

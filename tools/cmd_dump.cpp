@@ -12,6 +12,7 @@
 #include "engine/weights.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
+#include "tools/presets.h"
 
 namespace ift::cmd {
 
@@ -100,11 +101,11 @@ int dump(Args args) {
                             "attention never crosses them and positions restart at each).");
   p.option("--model", "DIR", "model directory: config.json + model.safetensors (GPT-2 or Llama layout)", cli::required);
   p.option("--batch", "FILE.json", "{\"input_ids\": [[...]], \"labels\": [[...]], ...}", cli::required);
-  p.option("--out", "FILE.safetensors", "output: loss, logits [B,T,V] and grad.<name> for every parameter",
+  p.option("--out", "FILE.safetensors", "output: loss, logits [B,T,V] (unless the loss is fused) and grad.<name> for every parameter",
            cli::required);
   p.option("--backend", "NAME", "cpu", "backend that runs the batch: cpu, emu (the kernels in the emulator), cuda");
   p.option("--precision", "P", "fp32", "fp32, or bf16 (mixed precision; emu and cuda backends)");
-  p.flag("--recompute", "recompute the norms and the MLP activation in the backward pass");
+  add_model_option_flags(p);
   p.option("--adapter", "DIR", "", "a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors) run on\n"
                                    "the base unmerged; gradients are then written for the adapter tensors only");
   if (!p.parse(args)) return 0;
@@ -131,10 +132,15 @@ int dump(Args args) {
   TensorSet out;
   std::vector<float> grads;  // outlives `out`, which views it
   const double loss = with_backend(kind, precision, [&]<class B>() {
-    Model<B> model(config, ModelOptions{p.on("--recompute"), lora});
+    ModelOptions options = model_options(p);
+    options.lora = lora;
+    Model<B> model(config, options);
     model.load_params(weights);
     const double l = model.forward(view, static_cast<double>(trained));
-    out.add("logits", {b.B, b.T, config.vocab_size}, model.logits_to_host());  // before backward overwrites them
+    if (options.fused(config))  // the fused cross-entropy never holds them
+      std::printf("no logits written: the fused cross-entropy keeps none (--no-fused-ce writes them)\n");
+    else
+      out.add("logits", {b.B, b.T, config.vocab_size}, model.logits_to_host());  // before backward overwrites them
     model.backward();
     grads = model.grads_to_host();
     return l;

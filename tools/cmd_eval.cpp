@@ -90,7 +90,7 @@ int eval(Args args) {
   const std::filesystem::path dir = resolve_model_dir(p.str("--model"));
   const auto tok = load_tokenizer(p.str("--tokenizer").empty() ? dir : std::filesystem::path(p.str("--tokenizer")));
   return with_backend(parse_backend(p.str("--backend")), parse_precision(p.str("--precision")), [&]<class B>() {
-    Model<B> model = load_model<B>(dir, p.str("--adapter"));
+    Model<B> model = load_model<B>(dir, {}, p.str("--adapter"));
     return p.given("--data") ? eval_loss(p, model, *tok) : eval_tasks(p, model, *tok);
   });
 }

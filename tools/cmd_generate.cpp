@@ -37,7 +37,7 @@ using Generator = std::function<std::vector<int32_t>(std::span<const int32_t>, c
 
 Generator open_generator(const std::filesystem::path& dir, const cli::Parser& p) {
   return with_backend(parse_backend(p.str("--backend")), parse_precision(p.str("--precision")), [&]<class B>() {
-    auto model = std::make_shared<Model<B>>(load_model<B>(dir, p.str("--adapter")));
+    auto model = std::make_shared<Model<B>>(load_model<B>(dir, {}, p.str("--adapter")));
     return Generator([model](std::span<const int32_t> prompt, const SamplingOptions& o,
                              const std::function<void(int32_t)>& on_token) {
       return ift::generate(*model, prompt, o, on_token);

@@ -26,7 +26,7 @@ int info(Args args) {
   // The plan of a GPU run is what people ask for; emu's is the same less cuBLASLt's workspace.
   p.option("--backend", "NAME", cuda_built() ? "cuda" : "emu", "cpu, emu or cuda (the plan needs no GPU)");
   p.option("--precision", "P", "bf16", "fp32 or bf16 (cpu: fp32)");
-  p.flag("--recompute", "recompute norms and the MLP activation in the backward pass");
+  add_model_option_flags(p);
   p.flag("--no-optimizer", "inference and gradients only: no AdamW moments");
   p.option("--world", "N", "1", "data-parallel ranks: the plan of one rank");
   p.option("--zero", "0|1", "0", "ZeRO stage (distributed.zero): 1 slices master weights and AdamW moments across ranks");
@@ -52,7 +52,8 @@ int info(Args args) {
     lora.check(config, "--lora");
   }
   IFT_CHECK(!p.on("--nf4") || lora.enabled(), "--nf4 needs --lora-r (an NF4 base is frozen)");
-  const ModelOptions options{p.on("--recompute"), lora};
+  ModelOptions options = model_options(p);
+  options.lora = lora;
   const bool optimizer = !p.on("--no-optimizer");
   const int N = B * T;
   const int world = static_cast<int>(p.integer("--world")), zero = static_cast<int>(p.integer("--zero"));
@@ -74,9 +75,22 @@ int info(Args args) {
       std::printf(", one rank of %d (ZeRO %d; sends %.1f MiB per step)", world, zero,
                   double(dist::bytes_per_step(groups, world, zero, int(sizeof(typename Back::act_t)))) / (1 << 20));
     std::printf(":\n%s", plan.table().c_str());
+    // The classifier's output, inside "activations": all N rows, or one chunk with the fused loss.
+    const int64_t Vp = config.padded_vocab(), act = sizeof(typename Back::act_t);
+    const int chunk = fused_ce_chunk_rows(config, N, options);
+    const double full_mib = double(Vp) * N * act / 1048576.0;
+    if (chunk)
+      std::printf("logits: fused cross-entropy, one chunk of %d x %lld (%.1f MiB) instead of the (%d, %lld) logits "
+                  "(%.1f MiB)\n", chunk, static_cast<long long>(Vp), double(Vp) * chunk * act / 1048576.0, N,
+                  static_cast<long long>(Vp), full_mib);
+    else
+      std::printf("logits: (%d, %lld), %.1f MiB of the activations (--fused-ce keeps one chunk of them)\n", N,
+                  static_cast<long long>(Vp), full_mib);
     if (lora.enabled()) {
       const ParamLayout layout = ParamLayout::build(config, lora);
-      const MemoryBytes full = Model<Back>::plan(config, N, ModelOptions{options.recompute}, optimizer);
+      ModelOptions full_options = options;
+      full_options.lora = {};
+      const MemoryBytes full = Model<Back>::plan(config, N, full_options, optimizer);
       const double gib = 1024.0 * 1024.0 * 1024.0;
       std::printf("LoRA r=%d on %zu modules (%s): %zu adapter parameters; the base frozen (no gradients, master or "
                   "moments)\nfull fine-tune: %.2f GiB, LoRA: %.2f GiB (%.1fx less)\n",

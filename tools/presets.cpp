@@ -29,10 +29,37 @@ ModelConfig model_config_or_preset(const std::string& name) {
   else if (name == "llama2-7b")
     j = {{"model_type", "llama"}, {"vocab_size", 32000}, {"hidden_size", 4096}, {"num_hidden_layers", 32},
          {"num_attention_heads", 32}, {"intermediate_size", 11008}, {"max_position_embeddings", 4096}};
+  else if (name == "llama3-8b")  // Llama-3-8B's shapes (GQA 32/8, the 128k vocabulary)
+    j = {{"model_type", "llama"}, {"vocab_size", 128256}, {"hidden_size", 4096}, {"num_hidden_layers", 32},
+         {"num_attention_heads", 32}, {"num_key_value_heads", 8}, {"intermediate_size", 14336},
+         {"max_position_embeddings", 8192}, {"rope_theta", 500000.0}};
+  else if (name == "llama-128k")  // a small Llama with Llama-3's vocabulary: the logits dominate its memory
+    j = {{"model_type", "llama"}, {"vocab_size", 128256}, {"hidden_size", 256}, {"num_hidden_layers", 2},
+         {"num_attention_heads", 4}, {"intermediate_size", 704}, {"max_position_embeddings", 8192}};
   else
     fail("unknown architecture '", name,
-         "' (gpt2-124m, gpt2-small-6l, llama-demo, tinyllama-1.1b, llama2-7b, or a model directory)");
+         "' (gpt2-124m, gpt2-small-6l, llama-demo, tinyllama-1.1b, llama2-7b, llama3-8b, llama-128k, or a model "
+         "directory)");
   return ModelConfig::from_json(j);
+}
+
+void add_model_option_flags(cli::Parser& p) {
+  p.flag("--recompute", "recompute the norms and the MLP activation in the backward pass");
+  p.flag("--fused-ce", "fused linear cross-entropy: no (N, V) logits (default: on above a 32k vocabulary)");
+  p.flag("--no-fused-ce", "materialise the (N, V) logits (the unfused classifier and loss)");
+  p.option("--fused-ce-chunk", "ROWS", "0", "rows per chunk of the fused cross-entropy; 0: automatic");
+}
+
+ModelOptions model_options(const cli::Parser& p) {
+  IFT_CHECK(!(p.on("--fused-ce") && p.on("--no-fused-ce")), "--fused-ce and --no-fused-ce exclude each other");
+  ModelOptions o;
+  o.recompute = p.on("--recompute");
+  if (p.on("--fused-ce")) o.fused_ce = true;
+  if (p.on("--no-fused-ce")) o.fused_ce = false;
+  const int64_t chunk = p.integer("--fused-ce-chunk");
+  IFT_CHECK(chunk >= 0 && chunk < (int64_t(1) << 31), "--fused-ce-chunk must be a row count >= 0, got ", chunk);
+  o.fused_ce_chunk = static_cast<int>(chunk);
+  return o;
 }
 
 RandomBatch random_batch(int vocab_size, int B, int T, uint32_t seed) {

@@ -8,12 +8,18 @@
 
 #include "engine/config.h"
 #include "engine/model.h"
+#include "tools/cli.h"
 
 namespace ift {
 
 // DIR/config.json when `name` is a directory; else one of gpt2-124m, gpt2-small-6l, llama-demo,
-// tinyllama-1.1b, llama2-7b (ift::Error naming the choices otherwise).
+// tinyllama-1.1b, llama2-7b, llama3-8b, llama-128k (ift::Error naming the choices otherwise).
 ModelConfig model_config_or_preset(const std::string& name);
+
+// The ModelOptions flags of dump, info and bench train: --recompute, --fused-ce / --no-fused-ce
+// (neither: the default, on above a 32k vocabulary) and --fused-ce-chunk ROWS.
+void add_model_option_flags(cli::Parser& p);
+ModelOptions model_options(const cli::Parser& p);
 
 // B rows of T random tokens (fixed seed), each row one sample trained on every next token: the
 // batch the benchmarks and `ift info --measure` time.

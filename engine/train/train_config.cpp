@@ -160,6 +160,10 @@ TrainConfig TrainConfig::parse(const std::string& yaml_text, const std::string& 
   c.recompute = top.get<bool>("recompute", c.recompute);
   c.threads = top.get<int>("threads", c.threads);
 
+  Section loss = top.sub("loss");
+  if (loss.has("fused")) c.fused_ce = loss.get<bool>("fused", false);
+  loss.finish();
+
   Section model = top.sub("model");
   c.model_path = model.get<std::string>("path", "");
   if (model.has("init")) c.model_init = to_json(model.raw("init"), where, "model.init");
@@ -342,6 +346,8 @@ std::string TrainConfig::to_yaml() const {
   e << YAML::Key << "backend" << YAML::Value << backend << YAML::Key << "precision" << YAML::Value << precision;
   e << YAML::Key << "recompute" << YAML::Value << recompute;
   e << YAML::Key << "threads" << YAML::Value << threads;
+  if (fused_ce) e << YAML::Key << "loss" << YAML::Value << YAML::BeginMap << YAML::Key << "fused" << YAML::Value
+                  << *fused_ce << YAML::EndMap;
   e << YAML::Key << "model" << YAML::Value << YAML::BeginMap;
   if (!model_path.empty()) e << YAML::Key << "path" << YAML::Value << model_path;
   if (!model_init.is_null()) {

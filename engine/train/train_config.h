@@ -8,6 +8,8 @@
 //   precision: fp32               # fp32 | bf16 (mixed; emu and cuda)
 //   recompute: false              # recompute norms and the MLP activation in backward
 //   threads: 0                    # OpenMP threads; 0: all cores
+//   loss: {fused: true}           # fused linear cross-entropy (no (N, V) logits); default: on when
+//                                 #   the vocabulary is above 32768
 //   model:
 //     path: DIR                   # a Hugging Face model directory to fine-tune, or
 //     init: {model_type: llama, hidden_size: 128, ...}   # a config.json, as YAML, to train from
@@ -65,6 +67,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -100,6 +103,7 @@ struct TrainConfig {
   uint64_t seed = 0;
   std::string backend = "cpu", precision = "fp32";
   bool recompute = false;
+  std::optional<bool> fused_ce;  // loss.fused; unset: ModelOptions' default (on above a 32k vocabulary)
   int threads = 0;
   std::string model_path;     // fine-tune from here, or
   nlohmann::json model_init;  // initialise this architecture (null when model_path is set)

@@ -58,6 +58,17 @@ Case golden(const std::string& name, int rows, int T, uint64_t seed) {
   return c;
 }
 
+ModelOptions with_lora(ModelOptions o, const LoraConfig& lora) {
+  o.lora = lora;
+  return o;
+}
+
+ModelOptions options_of(bool recompute, bool fused_ce = false, int fused_ce_chunk = 0) {
+  ModelOptions o;
+  o.recompute = recompute, o.fused_ce = fused_ce, o.fused_ce_chunk = fused_ce_chunk;
+  return o;
+}
+
 struct Result {
   double loss = 0;
   std::vector<float> logits, grads;
@@ -126,7 +137,7 @@ TEST_CASE("emu fp32 equals cpu on the golden models; recompute changes nothing",
   const Result emu = run<EmuBackend<float>>(c);
   compare(name + " emu fp32 vs cpu", emu, cpu, 1e-5, 1e-4, 1e-4, ParamLayout::build(c.config));
   // Recomputing the norms and activations runs the same kernels on the same inputs: bitwise equal.
-  const Result again = run<EmuBackend<float>>(c, ModelOptions{true});
+  const Result again = run<EmuBackend<float>>(c, options_of(true));
   CHECK(again.loss == emu.loss);
   CHECK(again.grads == emu.grads);
   CHECK(again.logits == emu.logits);
@@ -310,26 +321,27 @@ void check_plan(const ModelConfig& config, ModelOptions options) {
 
 TEST_CASE("the memory plan is what the model allocates, on every backend and option", "[backends]") {
   for (const std::string family : {"gpt2", "llama"}) {
-    for (const bool recompute : {false, true}) {
-      INFO(family << (recompute ? ", recompute" : ""));
-      const ModelOptions options{recompute};
-      check_plan<CpuBackend<float>>(tiny(family), options);
-      check_plan<EmuBackend<float>>(tiny(family), options);
-      check_plan<EmuBackend<bf16>>(tiny(family), options);
-    }
+    for (const bool recompute : {false, true})
+      for (const bool fused : {false, true}) {  // fused: chunks of 5 logit rows instead of (N, V)
+        INFO(family << (recompute ? ", recompute" : "") << (fused ? ", fused cross-entropy" : ""));
+        const ModelOptions options = options_of(recompute, fused, fused ? 5 : 0);
+        check_plan<CpuBackend<float>>(tiny(family), options);
+        check_plan<EmuBackend<float>>(tiny(family), options);
+        check_plan<EmuBackend<bf16>>(tiny(family), options);
+      }
     // LoRA: the adapters' parameters, gradients and moments, their kept products, no base gradients.
     LoraConfig lora;
     lora.r = 4, lora.targets = family == "gpt2" ? std::vector<std::string>{"c_attn", "c_proj"}
                                                 : std::vector<std::string>{"k_proj", "o_proj", "up_proj"};
     INFO(family << ", lora");
-    check_plan<CpuBackend<float>>(tiny(family), ModelOptions{false, lora});
-    check_plan<EmuBackend<bf16>>(tiny(family), ModelOptions{true, lora});
+    check_plan<CpuBackend<float>>(tiny(family), with_lora(options_of(false), lora));
+    check_plan<EmuBackend<bf16>>(tiny(family), with_lora(options_of(true), lora));
   }
   // Recomputation keeps (2 C + F) N values per layer fewer and shares one (C + F) N pair.
   const ModelConfig c = tiny("llama");
   const int N = 32;
   const int64_t saved = Model<EmuBackend<bf16>>::plan(c, N, {}, true)[MemoryPart::activations] -
-                        Model<EmuBackend<bf16>>::plan(c, N, ModelOptions{true}, true)[MemoryPart::activations];
+                        Model<EmuBackend<bf16>>::plan(c, N, options_of(true), true)[MemoryPart::activations];
   CHECK(saved == (int64_t(c.n_layers) * (2 * c.hidden + c.intermediate) - (c.hidden + c.intermediate)) * N * 2);
 }
 
@@ -517,7 +529,7 @@ TEST_CASE("cuda: ten AdamW steps follow cpu; the memory plan holds", "[backends]
     CHECK(f32.losses[s] == Approx(cpu.losses[s]).epsilon(1e-4));
     CHECK(std::abs(b16.losses[s] - cpu.losses[s]) <= 2e-2 * cpu.losses[0]);
   }
-  check_plan<CudaBackend<bf16>>(tiny(family), ModelOptions{true});
+  check_plan<CudaBackend<bf16>>(tiny(family), options_of(true));
 }
 #endif
 

@@ -68,6 +68,15 @@ TEST_CASE("train config: unknown keys, wrong types and impossible values name th
   // The resolved YAML parses back to the same configuration.
   const TrainConfig back = TrainConfig::parse(c.to_yaml(), "resolved");
   CHECK(back.to_yaml() == c.to_yaml());
+  // loss.fused: unset means the model's default (on above a 32k vocabulary); set, it survives to_yaml.
+  CHECK_FALSE(c.fused_ce.has_value());
+  const TrainConfig fused = TrainConfig::parse(ok + "loss: {fused: false}\n", "c.yaml");
+  REQUIRE(fused.fused_ce.has_value());
+  CHECK(*fused.fused_ce == false);
+  CHECK(TrainConfig::parse(fused.to_yaml(), "resolved").fused_ce == std::optional<bool>(false));
+  CHECK_THROWS_WITH(TrainConfig::parse(ok + "loss: {fused: maybe}\n", "c.yaml"),
+                    Catch::Contains("'loss.fused' must be true or false"));
+  CHECK_THROWS_WITH(TrainConfig::parse(ok + "loss: {chunk: 3}\n", "c.yaml"), Catch::Contains("unknown key 'loss.chunk'"));
 }
 
 TEST_CASE("learning-rate schedule: warm-up, cosine to min_lr, linear, constant", "[trainer]") {

@@ -181,7 +181,7 @@ TEST_CASE("adamw_update: the decay mask decides exactly which parameters decay",
 }
 
 TEST_CASE("sum_of_squares matches cpu::sum_of_squares and is deterministic", "[kernels][adamw]") {
-  for (int64_t n : {0, 1, 97, 1025, 1000003}) {
+  for (int64_t n : {0, 1, 37, 97, 100, 1025, 4097, 1000003}) {
     INFO("n = " << n);
     const KernelVector<float> x = random_vector<float>(n, 70 + n, -3.0, 3.0);
     const KernelVector<__nv_bfloat16> xb = to_storage<bf16>(x);
@@ -199,6 +199,15 @@ TEST_CASE("sum_of_squares matches cpu::sum_of_squares and is deterministic", "[k
     if (n > 0) {
       report("sum_of_squares fp32 n=" + std::to_string(n) + " rel err", std::abs(out - ref) / ref);
       report("sum_of_squares bf16 n=" + std::to_string(n) + " rel err", std::abs(outb - refb) / refb);
+    }
+    // One element in: not 16-byte aligned, so one value a thread instead of 128-bit packs.
+    if (n > 1) {
+      KernelVector<float> off_b(1, -1.0f), offb_b(1, -1.0f);
+      sum_of_squares(off_b.data(), x.data() + 1, n - 1, scratch.data(), scratch.size(), nullptr);
+      sum_of_squares(offb_b.data(), xb.data() + 1, n - 1, scratch.data(), scratch.size(), nullptr);
+      const double ref1 = cpu::sum_of_squares(x.data() + 1, n - 1), refb1 = cpu::sum_of_squares(xbf.data() + 1, n - 1);
+      CHECK(std::abs(off_b[0] - ref1) <= 1e-5 * ref1);
+      CHECK(std::abs(offb_b[0] - refb1) <= 1e-5 * refb1);
     }
   }
 }

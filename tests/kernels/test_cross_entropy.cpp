@@ -191,6 +191,7 @@ TEST_CASE("cross_entropy_forward fp32 matches the CPU reference on awkward sizes
   check_fp32(1, 37, 12, 0, 4.0);
   check_fp32(97, 37, 13, 5, 8.0);   // every 5th row and row 1 ignored
   check_fp32(97, 1, 14, 3, 8.0);
+  check_fp32(5, 100, 18, 2, 8.0);   // a multiple of the float pack: the 128-bit path, one block of 32
   check_fp32(3, 4097, 15, 0, 8.0);  // a chunk of 4096 plus a chunk of one
   check_fp32(2, 8192, 16, 0, 8.0);  // exactly two chunks
   check_fp32(3, 50257, 17, 0, 10.0);
@@ -204,6 +205,7 @@ TEST_CASE("cross_entropy_forward bf16 is within 2x the error of a naive bf16 imp
   check_bf16(1, 37, 31, 0, 4.0);
   check_bf16(97, 37, 32, 4, 8.0);
   check_bf16(3, 4097, 33, 0, 8.0);
+  check_bf16(4, 4096, 36, 0, 8.0);  // a multiple of the bf16 pack: the 128-bit path
   check_bf16(2, 50257, 34, 0, 10.0);
   check_bf16(2, 128256, 35, 0, 10.0);
 }
@@ -261,7 +263,8 @@ TEST_CASE("cross_entropy_forward rejects bad arguments, naming them", "[kernels]
   require_error(call(&loss, d + 1, l, targets.data(), N, V, 1.0f, scratch.data(), bytes), "dlogits partly overlaps");
   require_error(call(&loss, d, l, targets.data(), N, V, 1.0f, d + 8, bytes), "scratch overlaps");
   CHECK(cross_entropy_scratch_bytes(0, V) == 0);
-  CHECK(cross_entropy_scratch_bytes(2, 4097) == 2 * 2 * sizeof(float2) + 2 * sizeof(float));
+  CHECK(cross_entropy_scratch_bytes(2, 4097) == 2 * sizeof(float));  // one loss a row
+  CHECK(cross_entropy_baseline_scratch_bytes(2, 4097) == 2 * 2 * sizeof(float2) + 2 * sizeof(float));
 }
 
 #if IFT_TEST_EMULATED  // the emulator's thread and block schedules
@@ -307,4 +310,63 @@ TEST_CASE("cross-entropy over rows of stride ld > V: padding not read, its gradi
   CHECK_THROWS_WITH(cross_entropy_forward(loss.data(), padded.data(), padded.data(), targets.data(), N, V, V - 1, norm,
                                           scratch.data(), scratch.size() * sizeof(float2), nullptr),
                     Catch::Contains("row stride"));
+}
+
+// The row kernel takes 128-bit packs when the row stride is a multiple of the pack and the rows are
+// 16-byte aligned, else one value a thread: both against the reference, at C = 37, 100 and 4097
+// columns under a padded stride (the packed path with a scalar tail) and a dense one.
+TEST_CASE("cross-entropy: the packed and the scalar path both match the reference", "[kernels][cross_entropy]") {
+  for (const int V : {37, 100, 4097})
+    for (const int pad : {0, 128 - V % 128}) {
+      const int N = 9, ld = V + pad;
+      INFO("V = " << V << ", ld = " << ld);
+      KernelVector<float> logits(size_t(N) * ld, std::numeric_limits<float>::quiet_NaN());
+      const KernelVector<float> dense = random_vector<float>(size_t(N) * V, 80 + V, -7, 7);
+      for (int n = 0; n < N; ++n)
+        std::copy(dense.begin() + size_t(n) * V, dense.begin() + size_t(n + 1) * V, logits.begin() + size_t(n) * ld);
+      const KernelVector<int32_t> targets = make_targets(N, V, 81, 4);
+      const double norm = trained(targets);
+      KernelVector<float> ref(size_t(N) * ld);
+      const double ref_loss = cpu::cross_entropy_forward<float>(ref.data(), logits.data(), targets.data(), N, V, ld, norm);
+      for (const bool bf : {false, true}) {
+        INFO((bf ? "bf16" : "fp32"));
+        KernelVector<float2> scratch(N);
+        KernelVector<float> loss(1, 0.0f), got(logits.size());
+        if (bf) {
+          // bf16: the reference from the same rounded logits, each entry within two bf16 half-ulps (2^-8 relative)
+          KernelVector<bf16> lb = to_storage<bf16>(logits);
+          KernelVector<double> l64(lb.size()), ref64(lb.size());
+          for (size_t i = 0; i < lb.size(); ++i) l64[i] = __bfloat162float(lb[i]);
+          const double loss64 = cpu::cross_entropy_forward<double>(ref64.data(), l64.data(), targets.data(), N, V, ld,
+                                                                   norm);
+          cross_entropy_forward(loss.data(), lb.data(), lb.data(), targets.data(), N, V, ld, float(norm), scratch.data(),
+                                scratch.size() * sizeof(float2), nullptr);
+          for (size_t i = 0; i < lb.size(); ++i) got[i] = __bfloat162float(lb[i]);
+          CHECK(std::abs(loss[0] - loss64) <= 1e-5 * std::abs(loss64));
+          require_close("bf16 dlogits", got, ref64, 1e-6 * max_abs(ref64), 1.0 / 256);
+        } else {
+          KernelVector<float> l = logits;
+          cross_entropy_forward(loss.data(), l.data(), l.data(), targets.data(), N, V, ld, float(norm), scratch.data(),
+                                scratch.size() * sizeof(float2), nullptr);
+          CHECK(std::abs(loss[0] - ref_loss) <= 1e-5 * std::abs(ref_loss));
+          require_close("fp32 dlogits", l, ref, 1e-6 * max_abs(ref), 1e-5);
+        }
+      }
+    }
+}
+
+// The replaced kernel stays callable (ift bench kernels times it beside the new one): same contract.
+TEST_CASE("cross_entropy_forward_baseline still matches the reference", "[kernels][cross_entropy]") {
+  const int N = 6, V = 4099;
+  const KernelVector<float> logits = random_vector<float>(size_t(N) * V, 91, -8, 8);
+  const KernelVector<int32_t> targets = make_targets(N, V, 92, 3);
+  const double norm = trained(targets) + 1.0;
+  KernelVector<float> ref(logits.size());
+  const double ref_loss = cpu::cross_entropy_forward<float>(ref.data(), logits.data(), targets.data(), N, V, V, norm);
+  KernelVector<float2> scratch((cross_entropy_baseline_scratch_bytes(N, V) + 7) / 8);
+  KernelVector<float> loss(1, 0.0f), l = logits;
+  cross_entropy_forward_baseline(loss.data(), l.data(), l.data(), targets.data(), N, V, V, float(norm), scratch.data(),
+                                 scratch.size() * sizeof(float2), nullptr);
+  CHECK(std::abs(loss[0] - ref_loss) <= 1e-5 * std::abs(ref_loss));
+  require_close("baseline dlogits", l, ref, 1e-6 * max_abs(ref), 1e-5);
 }
