@@ -48,8 +48,10 @@ bool write_failure_pending() { return g_fail_countdown.load() > 0; }
 AtomicFile::AtomicFile(std::filesystem::path path) : path_(std::move(path)) {
   const std::filesystem::path dir = path_.has_parent_path() ? path_.parent_path() : std::filesystem::path(".");
   std::random_device entropy;
-  tmp_ = dir / ("." + path_.filename().string() + ".tmp." + std::to_string(::getpid()) + "." +
-                std::to_string(entropy()));
+  std::string name = ".";  // built by appending: GCC 12's -Wrestrict misfires on "." + std::string
+  name += path_.filename().string();
+  name += ".tmp." + std::to_string(::getpid()) + "." + std::to_string(entropy());
+  tmp_ = dir / name;
   fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd_ < 0) fail_io("cannot create the temporary file");
 }
