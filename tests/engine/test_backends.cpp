@@ -538,6 +538,11 @@ TEST_CASE("cuda: ten AdamW steps follow cpu; the memory plan holds", "[backends]
 namespace {
 std::atomic<int64_t> g_news{0};  // operator new calls in this process, counted by the replacement below
 }  // namespace
+namespace ift::test {
+// The largest single operator new since the last reset (test_safetensors.cpp: hostile sizes are
+// refused before any allocation).
+std::atomic<size_t> g_largest_new{0};
+}  // namespace ift::test
 
 // A replacement of the global operator new (and its deletes) for this test binary; GCC's
 // -Wmismatched-new-delete cannot see that malloc/free pair up here.
@@ -545,6 +550,9 @@ std::atomic<int64_t> g_news{0};  // operator new calls in this process, counted 
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 void* operator new(size_t bytes) {
   g_news.fetch_add(1, std::memory_order_relaxed);
+  size_t seen = ift::test::g_largest_new.load(std::memory_order_relaxed);
+  while (bytes > seen && !ift::test::g_largest_new.compare_exchange_weak(seen, bytes, std::memory_order_relaxed)) {
+  }
   if (void* p = std::malloc(bytes ? bytes : 1)) return p;
   throw std::bad_alloc();
 }
