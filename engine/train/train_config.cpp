@@ -162,6 +162,7 @@ TrainConfig TrainConfig::parse(const std::string& yaml_text, const std::string& 
 
   Section loss = top.sub("loss");
   if (loss.has("fused")) c.fused_ce = loss.get<bool>("fused", false);
+  c.loss = loss.get<std::string>("average", c.loss);
   loss.finish();
 
   Section model = top.sub("model");
@@ -217,7 +218,6 @@ TrainConfig TrainConfig::parse(const std::string& yaml_text, const std::string& 
   c.schedule.min_lr = sched.get<float>("min_lr", 0.0f);
   c.schedule.warmup_ratio = sched.get<double>("warmup_ratio", 0.0);
   sched.finish();
-  c.loss = top.get<std::string>("loss", c.loss);
   c.residual_dropout = top.get<float>("residual_dropout", c.residual_dropout);
   c.residual_dropout_schedule = top.get<std::string>("residual_dropout_schedule", c.residual_dropout_schedule);
   c.neftune_alpha = top.get<float>("neftune_alpha", c.neftune_alpha);
@@ -282,7 +282,7 @@ TrainConfig TrainConfig::parse(const std::string& yaml_text, const std::string& 
   for (double w : c.data.weights) check(w >= 0 && std::isfinite(w), "data.weights", "must be >= 0 (got ", w, ")");
   check(c.data.val_split >= 0 && c.data.val_split < 1, "data.val_split", "must be in [0, 1)");
   check(c.data.val_split == 0 || c.data.eval.empty(), "data.val_split", "and data.eval cannot both be set");
-  check(c.loss == "token" || c.loss == "sequence", "loss", "must be token or sequence (got '", c.loss, "')");
+  check(c.loss == "token" || c.loss == "sequence", "loss.average", "must be token or sequence (got '", c.loss, "')");
   check(c.residual_dropout >= 0 && c.residual_dropout < 1, "residual_dropout", "must be in [0, 1)");
   check(c.residual_dropout_schedule == "linear" || c.residual_dropout_schedule == "constant",
         "residual_dropout_schedule", "must be linear or constant (got '", c.residual_dropout_schedule, "')");
@@ -346,8 +346,9 @@ std::string TrainConfig::to_yaml() const {
   e << YAML::Key << "backend" << YAML::Value << backend << YAML::Key << "precision" << YAML::Value << precision;
   e << YAML::Key << "recompute" << YAML::Value << recompute;
   e << YAML::Key << "threads" << YAML::Value << threads;
-  if (fused_ce) e << YAML::Key << "loss" << YAML::Value << YAML::BeginMap << YAML::Key << "fused" << YAML::Value
-                  << *fused_ce << YAML::EndMap;
+  e << YAML::Key << "loss" << YAML::Value << YAML::BeginMap << YAML::Key << "average" << YAML::Value << loss;
+  if (fused_ce) e << YAML::Key << "fused" << YAML::Value << *fused_ce;
+  e << YAML::EndMap;
   e << YAML::Key << "model" << YAML::Value << YAML::BeginMap;
   if (!model_path.empty()) e << YAML::Key << "path" << YAML::Value << model_path;
   if (!model_init.is_null()) {
@@ -385,7 +386,6 @@ std::string TrainConfig::to_yaml() const {
   e << YAML::Key << "warmup_steps" << YAML::Value << schedule.warmup_steps;
   e << YAML::Key << "decay" << YAML::Value << schedule.decay << YAML::Key << "min_lr" << YAML::Value
     << schedule.min_lr << YAML::Key << "warmup_ratio" << YAML::Value << schedule.warmup_ratio << YAML::EndMap;
-  e << YAML::Key << "loss" << YAML::Value << loss;
   e << YAML::Key << "residual_dropout" << YAML::Value << residual_dropout;
   e << YAML::Key << "residual_dropout_schedule" << YAML::Value << residual_dropout_schedule;
   e << YAML::Key << "neftune_alpha" << YAML::Value << neftune_alpha;

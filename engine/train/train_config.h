@@ -36,7 +36,7 @@
 //               decay_embeddings: true, max_grad_norm: 1.0}
 //   schedule: {warmup_steps: 0, decay: cosine, min_lr: 0.0}   # decay: cosine | linear | constant
 //             warmup_ratio: 0.0   # or warm-up as a fraction of the steps: ceil(ratio * steps)
-//   loss: token                   # token: mean over the step's trained tokens | sequence: mean of
+//   loss: {average: token}        # token: mean over the step's trained tokens | sequence: mean of
 //                                 #   each sample's mean token loss
 //   residual_dropout: 0.0         # dropout on each sublayer's output before the residual add,
 //   residual_dropout_schedule: linear   # linear: 0 at the bottom layer rising to the value at the
@@ -115,7 +115,7 @@ struct TrainConfig {
   float lr = 3e-4f;
   AdamWConfig adamw;
   ScheduleConfig schedule;
-  std::string loss = "token";  // token | sequence
+  std::string loss = "token";  // loss.average: token | sequence
   float residual_dropout = 0;  // the top layer's (linear) or every layer's (constant) probability
   std::string residual_dropout_schedule = "linear";  // linear | constant
   float neftune_alpha = 0;

@@ -367,10 +367,14 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
       for (size_t i = 0; i < micro.size(); ++i) {
         const Batch& b = micro[i];
         // Every micro-batch of every step draws its own masks and noise, from the step count alone,
-        // so a resumed run draws exactly what the uninterrupted one drew.
+        // so a resumed run draws exactly what the uninterrupted one drew. The pass is the global
+        // micro-batch's: rank r's micro-batch i holds the rows one process takes as its (i * world
+        // + r)-th, so every world size draws the same masks for the same rows.
         if (noisy) {
           TrainNoise noise;
-          noise.seed = c.seed, noise.pass = uint64_t(step) * uint64_t(c.grad_accum) + i;
+          const uint64_t world = uint64_t(comm.world());
+          noise.seed = c.seed;
+          noise.pass = (uint64_t(step) * uint64_t(c.grad_accum) + i) * world + uint64_t(comm.rank());
           noise.residual_dropout = dropout_per_layer, noise.neftune_alpha = c.neftune_alpha;
           model.set_train_noise(std::move(noise));
         }

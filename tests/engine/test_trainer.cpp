@@ -424,12 +424,12 @@ TEST_CASE("recipe options: warmup_ratio, train_on_eos, mixtures, val_split, loss
   CHECK_THROWS_WITH(TrainConfig::parse(ok, "c.yaml", {"data.weights=[1, x]"}), Catch::Contains("must hold numbers, got 'x'"));
   CHECK_THROWS_WITH(TrainConfig::parse(ok, "c.yaml", {"data.val_split=0.1", "data.eval=[e]"}),
                     Catch::Contains("'data.val_split' and data.eval cannot both be set"));
-  CHECK_THROWS_WITH(TrainConfig::parse(ok, "c.yaml", {"loss=sample"}), Catch::Contains("'loss' must be token or sequence"));
+  CHECK_THROWS_WITH(TrainConfig::parse(ok, "c.yaml", {"loss.average=sample"}), Catch::Contains("'loss.average' must be token or sequence"));
   CHECK_THROWS_WITH(TrainConfig::parse(ok, "c.yaml", {"residual_dropout=1"}), Catch::Contains("'residual_dropout' must be in [0, 1)"));
   CHECK_THROWS_WITH(TrainConfig::parse(ok, "c.yaml", {"residual_dropout_schedule=cosine"}),
                     Catch::Contains("must be linear or constant"));
   CHECK_THROWS_WITH(TrainConfig::parse(ok, "c.yaml", {"neftune_alpha=-5"}), Catch::Contains("'neftune_alpha' must be >= 0"));
-  const TrainConfig all = TrainConfig::parse(ok, "c.yaml", {"data.weights=[0.5, 2]", "data.val_split=0.1", "loss=sequence",
+  const TrainConfig all = TrainConfig::parse(ok, "c.yaml", {"data.weights=[0.5, 2]", "data.val_split=0.1", "loss.average=sequence",
                                                            "residual_dropout=0.3", "neftune_alpha=5", "data.train_on_eos=last",
                                                            "schedule.warmup_ratio=0.03"});
   CHECK(TrainConfig::parse(all.to_yaml(), "resolved").to_yaml() == all.to_yaml());
@@ -519,7 +519,7 @@ TEST_CASE("per-sequence loss averaging: the mean of the samples' mean token loss
   // lr 0: the weights stay, so both runs see the same model and data; the losses differ only by
   // their averaging.
   const auto run = [&](const std::string& name, const std::string& loss) {
-    train(TrainConfig::parse(cfg, name, {"out_dir=" + (dir / name).string(), "loss=" + loss, "max_steps=1",
+    train(TrainConfig::parse(cfg, name, {"out_dir=" + (dir / name).string(), "loss.average=" + loss, "max_steps=1",
                                          "optimizer.lr=1e-30", "schedule.warmup_steps=0"}), false);
     return losses(dir / name / "metrics.jsonl").at(0);
   };
@@ -527,6 +527,8 @@ TEST_CASE("per-sequence loss averaging: the mean of the samples' mean token loss
   CHECK(std::isfinite(sequence));
   CHECK(sequence != token);
   CHECK(std::abs(sequence - token) < 0.5 * token);  // the same model: the same scale of loss
+}
+
 namespace {
 
 std::vector<float> adapter_weights(const fs::path& checkpoint) {
