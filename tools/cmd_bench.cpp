@@ -102,8 +102,7 @@ int bench(Args args) {
   p.option("--threads", "K", "0", "OpenMP threads; 0: all cores");
   p.option("--backend", "cpu|emu|cuda", "cpu", "where the step runs");
   p.option("--precision", "fp32|bf16", "fp32", "weights and activations (bf16: emu and cuda)");
-  p.option("--lora-r", "R", "0", "a LoRA step (rank R, alpha 2R, the base frozen) instead of a full one; 0: full");
-  p.option("--lora-targets", "a,b,..", "", "LoRA targets (Hugging Face module names); default: every projection");
+  add_lora_option_flags(p);
   p.flag("--json", "print one JSON line instead of the text (for tools/bench/compare_torch.sh)");
   add_model_option_flags(p);
   p.flag("--compare-fused-ce", "run the steps twice in this process, fused cross-entropy first, then unfused, and "
@@ -121,15 +120,7 @@ int bench(Args args) {
   const ModelConfig c = is_dir ? ModelConfig::load(resolve_model_dir(m) / "config.json") : model_config_or_preset(m);
   IFT_CHECK(!c.learned_positions() || T <= c.max_positions, "--seq-len ", T, " exceeds the model's positions");
 
-  LoraConfig lora;
-  lora.r = static_cast<int>(p.integer("--lora-r"));
-  lora.alpha = 2.0 * lora.r;
-  if (lora.enabled()) {
-    std::stringstream ss(p.str("--lora-targets"));
-    for (std::string t; std::getline(ss, t, ',');) lora.targets.push_back(t);
-    if (lora.targets.empty()) lora.targets = lora_target_names(c);
-    lora.check(c, "--lora");
-  }
+  const LoraConfig lora = lora_options(p, c);
   const int N = B * T;
   const RandomBatch random = random_batch(c.vocab_size, B, T);
   const BatchView batch = random.view();

@@ -30,8 +30,7 @@ int info(Args args) {
   p.flag("--no-optimizer", "inference and gradients only: no AdamW moments");
   p.option("--world", "N", "1", "data-parallel ranks: the plan of one rank");
   p.option("--zero", "0|1", "0", "ZeRO stage (distributed.zero): 1 slices master weights and AdamW moments across ranks");
-  p.option("--lora-r", "R", "0", "LoRA of rank R on a frozen base (alpha 2R); 0: a full fine-tune");
-  p.option("--lora-targets", "a,b,..", "", "LoRA targets (Hugging Face module names); default: every projection");
+  add_lora_option_flags(p);
   p.flag("--nf4", "with --lora-r: also the parameters with the base's projections in NF4 (QLoRA; planned figure only:\n"
                   "the model does not run an NF4 base yet)");
   p.flag("--measure", "also build the model with random weights, run one training step and print what it allocated");
@@ -42,15 +41,7 @@ int info(Args args) {
   IFT_CHECK(int64_t(B) * T < (int64_t(1) << 31), "--batch x --seq-len must stay below 2^31 tokens");
   const BackendKind kind = parse_backend(p.str("--backend"));
   const Precision precision = parse_precision(p.str("--precision"));
-  LoraConfig lora;
-  lora.r = static_cast<int>(p.integer("--lora-r"));
-  lora.alpha = 2.0 * lora.r;
-  if (lora.enabled()) {
-    std::stringstream ss(p.str("--lora-targets"));
-    for (std::string t; std::getline(ss, t, ',');) lora.targets.push_back(t);
-    if (lora.targets.empty()) lora.targets = lora_target_names(config);
-    lora.check(config, "--lora");
-  }
+  const LoraConfig lora = lora_options(p, config);
   IFT_CHECK(!p.on("--nf4") || lora.enabled(), "--nf4 needs --lora-r (an NF4 base is frozen)");
   ModelOptions options = model_options(p);
   options.lora = lora;

@@ -2,10 +2,12 @@
 
 #include <filesystem>
 #include <random>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "engine/base/error.h"
+#include "engine/lora.h"
 
 namespace ift {
 
@@ -60,6 +62,24 @@ ModelOptions model_options(const cli::Parser& p) {
   IFT_CHECK(chunk >= 0 && chunk < (int64_t(1) << 31), "--fused-ce-chunk must be a row count >= 0, got ", chunk);
   o.fused_ce_chunk = static_cast<int>(chunk);
   return o;
+}
+
+void add_lora_option_flags(cli::Parser& p) {
+  p.option("--lora-r", "R", "0", "LoRA of rank R (alpha 2R) on a frozen base instead of a full fine-tune; 0: full");
+  p.option("--lora-targets", "a,b,..", "", "LoRA targets (Hugging Face module names); default: every projection");
+}
+
+LoraConfig lora_options(const cli::Parser& p, const ModelConfig& config) {
+  LoraConfig lora;
+  lora.r = static_cast<int>(p.integer("--lora-r"));
+  lora.alpha = 2.0 * lora.r;
+  if (lora.enabled()) {
+    std::stringstream ss(p.str("--lora-targets"));
+    for (std::string t; std::getline(ss, t, ',');) lora.targets.push_back(t);
+    if (lora.targets.empty()) lora.targets = lora_target_names(config);
+    lora.check(config, "--lora");
+  }
+  return lora;
 }
 
 RandomBatch random_batch(int vocab_size, int B, int T, uint32_t seed) {

@@ -21,6 +21,11 @@ ModelConfig model_config_or_preset(const std::string& name);
 void add_model_option_flags(cli::Parser& p);
 ModelOptions model_options(const cli::Parser& p);
 
+// The LoRA flags of info and bench train: --lora-r R (alpha 2R; 0: a full fine-tune) and
+// --lora-targets a,b,.. (default: every projection of the family), checked against `config`.
+void add_lora_option_flags(cli::Parser& p);
+LoraConfig lora_options(const cli::Parser& p, const ModelConfig& config);
+
 // B rows of T random tokens (fixed seed), each row one sample trained on every next token: the
 // batch the benchmarks and `ift info --measure` time.
 struct RandomBatch {
