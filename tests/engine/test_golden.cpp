@@ -16,6 +16,29 @@
 using namespace ift;
 using namespace ift::test;
 
+namespace {
+
+// Every grad.<name> of the reference equals ift's within rtol of its largest |value|, and ift writes
+// no gradient the reference lacks. Returns how many gradients the reference holds.
+size_t check_gradients(const std::string& name, const SafetensorsReader& got, const SafetensorsReader& want,
+                       double rtol) {
+  size_t grads = 0, ours = 0;
+  for (const TensorInfo& t : want.tensors()) {
+    if (!t.name.starts_with("grad.")) continue;
+    ++grads;
+    const TensorInfo* g = got.find(t.name);
+    INFO(name << ": " << t.name);
+    REQUIRE(g);
+    CHECK(g->shape == t.shape);
+    require_close_to_max(name + " " + t.name, got.read_f32(t.name), want.read_f32(t.name), rtol);
+  }
+  for (const TensorInfo& t : got.tensors()) ours += t.name.starts_with("grad.");
+  CHECK(ours == grads);
+  return grads;
+}
+
+}  // namespace
+
 TEST_CASE("ift dump equals Hugging Face on the golden models", "[golden]") {
   const std::string name = GENERATE("gpt2", "gpt2_packed", "llama_gqa", "llama_tied", "llama_packed", "qwen2",
                                     "qwen2_tied", "mistral", "phi3", "gemma");
@@ -45,21 +68,8 @@ TEST_CASE("ift dump equals Hugging Face on the golden models", "[golden]") {
     CHECK(got.at("logits").shape == want.at("logits").shape);
     require_close_to_max(name + " logits", got.read_f32("logits"), want.read_f32("logits"), logits_rtol);
   }
-  size_t grads = 0;
-  for (const TensorInfo& t : want.tensors()) {
-    if (!t.name.starts_with("grad.")) continue;
-    ++grads;
-    const TensorInfo* g = got.find(t.name);
-    INFO(name << ": " << t.name);
-    REQUIRE(g);
-    CHECK(g->shape == t.shape);
-    require_close_to_max(name + " " + t.name, got.read_f32(t.name), want.read_f32(t.name), grads_rtol);
-  }
   // Every gradient ift writes is in the reference, and the reference has one for every parameter.
-  size_t ours = 0;
-  for (const TensorInfo& t : got.tensors()) ours += t.name.starts_with("grad.");
-  CHECK(ours == grads);
-  CHECK(grads > 10);
+  CHECK(check_gradients(name, got, want, grads_rtol) > 10);
 }
 
 // LoRA: `ift dump --adapter` on the PEFT cases of tools/golden/make_peft_golden.py (a base, a PEFT
@@ -86,19 +96,7 @@ TEST_CASE("ift dump --adapter equals PEFT on the LoRA golden models", "[golden][
   INFO(name << " " << mode << ": loss " << loss << " vs " << want_loss);
   CHECK(std::abs(loss - want_loss) <= loss_rtol * std::abs(want_loss));
   require_close_to_max(name + " logits", got.read_f32("logits"), want.read_f32("logits"), logits_rtol);
-  size_t grads = 0, ours = 0;
-  for (const TensorInfo& t : want.tensors()) {
-    if (!t.name.starts_with("grad.")) continue;
-    ++grads;
-    const TensorInfo* g = got.find(t.name);
-    INFO(name << ": " << t.name);
-    REQUIRE(g);
-    CHECK(g->shape == t.shape);
-    require_close_to_max(name + " " + t.name, got.read_f32(t.name), want.read_f32(t.name), grads_rtol);
-  }
-  for (const TensorInfo& t : got.tensors()) ours += t.name.starts_with("grad.");
-  CHECK(ours == grads);  // no base gradient is written
-  CHECK(grads >= 8);
+  CHECK(check_gradients(name, got, want, grads_rtol) >= 8);  // adapter gradients only: no base gradient
 }
 
 TEST_CASE("ift dump: bad inputs fail with a message and a non-zero exit", "[golden]") {
