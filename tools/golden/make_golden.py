@@ -224,6 +224,17 @@ def assert_same(what, a, b, atol=2e-6, rtol=1e-4):
 SELECTED = None
 
 
+def save_keeping(model, d, keep):
+    """save_pretrained into d, keeping only the files `keep` (the weights file last); returns the
+    tensor names the weights file holds."""
+    model.save_pretrained(d, safe_serialization=True)
+    for extra in os.listdir(d):
+        if extra not in keep:
+            os.remove(os.path.join(d, extra))
+    with safetensors.safe_open(os.path.join(d, keep[-1]), "pt") as f:
+        return set(f.keys())
+
+
 def save_case(out_dir, case, model, batch, result, tied_names):
     if SELECTED is not None and case not in SELECTED:
         return
@@ -231,14 +242,8 @@ def save_case(out_dir, case, model, batch, result, tied_names):
     d = os.path.join(out_dir, case)
     if os.path.isdir(d):
         shutil.rmtree(d)
-    model.save_pretrained(d, safe_serialization=True)
     # Only config.json and model.safetensors are part of the fixture.
-    for extra in os.listdir(d):
-        if extra not in ("config.json", "model.safetensors"):
-            os.remove(os.path.join(d, extra))
-
-    with safetensors.safe_open(os.path.join(d, "model.safetensors"), "pt") as f:
-        saved = set(f.keys())
+    saved = save_keeping(model, d, ("config.json", "model.safetensors"))
     if saved != set(grads):
         sys.exit(f"{case}: saved names {sorted(saved ^ set(grads))} differ from named_parameters()")
     for name in tied_names:

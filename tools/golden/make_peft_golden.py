@@ -90,12 +90,7 @@ def make_case(out, case, model_class, cfg, seed, T, ignored, lora_kwargs):
             assert p.grad is None, f"{case}: frozen {n} got a gradient"
 
     adapter_dir = os.path.join(d, "adapter")
-    model.save_pretrained(adapter_dir, safe_serialization=True)
-    for extra in os.listdir(adapter_dir):
-        if extra not in ("adapter_config.json", "adapter_model.safetensors"):
-            os.remove(os.path.join(adapter_dir, extra))
-    with safetensors.safe_open(os.path.join(adapter_dir, "adapter_model.safetensors"), "pt") as f:
-        saved = set(f.keys())
+    saved = mg.save_keeping(model, adapter_dir, ("adapter_config.json", "adapter_model.safetensors"))
     if saved != set(grads):
         sys.exit(f"{case}: adapter file names {sorted(saved ^ set(grads))} differ from the trainable parameters")
 
