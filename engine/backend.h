@@ -61,28 +61,16 @@ struct MemoryBytes {
   std::string table() const;  // one line per non-empty part, then the total, in MiB and bytes
 };
 
-// Which parameters decay: the flat buffer cut into runs [ends[i-1], ends[i]), decays[i] 0 or 1.
-struct DecayRuns {
-  std::vector<int64_t> ends;
-  std::vector<uint8_t> decays;
-};
-
-// One AdamW step's hyperparameters (torch.optim.AdamW semantics, see cpu::AdamWStep).
-struct AdamWHyper {
-  float lr = 0, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0, grad_scale = 1;
-  int64_t t = 1;
-};
-
 // The static interface. `b` is a backend, pointers are typed by its act_t/grad_t/stat_t.
 template <class B>
 concept Backend = requires(B& b, typename B::act_t* a, const typename B::act_t* ca, typename B::grad_t* g,
                            const typename B::grad_t* cg, typename B::stat_t* s, const typename B::stat_t* cs,
                            const int32_t* ids, float* f, const float* cf, void* p, const void* cp, size_t n,
                            int i, float x, const AttentionArgs& dims, const DecodeAttentionArgs& dec,
-                           const DecayRuns& runs, const AdamWHyper& h, const ModelConfig& config,
+                           const AdamWArgs& adamw, const ModelConfig& config,
                            const EmbeddingArgs& emb, const NormArgs& norm, const GluArgs& glu,
                            const DropoutArgs& drop, const NeftuneArgs& neft,
-                           const GemmArgs& gemm) {
+                           const GemmArgs& gemm, const MatmulArgs& mm, const CrossEntropyArgs& ce) {
   typename B::act_t;
   typename B::grad_t;
   typename B::stat_t;
@@ -111,8 +99,8 @@ concept Backend = requires(B& b, typename B::act_t* a, const typename B::act_t* 
   b.layernorm_residual_forward(a, a, s, s, ca, ca, ca, ca, norm);
   b.rmsnorm_residual_forward(a, a, s, ca, ca, ca, norm);
   b.rmsnorm_backward(a, g, ca, ca, ca, ca, cs, norm);
-  b.matmul_forward(a, ca, ca, ca, i, i, i);
-  b.matmul_backward(a, g, g, ca, ca, ca, i, i, i);
+  b.matmul_forward(a, ca, ca, ca, mm);
+  b.matmul_backward(a, g, g, ca, ca, ca, mm);
   // C (act_t or grad_t) = / += alpha op(A) op(B) with leading dimensions (kernels/args.h GemmArgs)
   b.gemm(a, ca, ca, gemm);
   b.gemm(g, ca, ca, gemm);
@@ -136,12 +124,13 @@ concept Backend = requires(B& b, typename B::act_t* a, const typename B::act_t* 
   b.neftune_forward(a, ids, neft);
   // loss (returned to the host) and, when dlogits is not null, its gradient, in place allowed
   // over the first V columns of rows of stride ld (the classifier is padded to a multiple of 128)
-  { b.cross_entropy(a, ca, ids, i, i, i, double(x)) } -> std::convertible_to<double>;
-  // optimizer: sum of squares of the gradients (host double), and one AdamW step. With a master
-  // (fp32, not null) the step updates it and writes the rounded act_t params; with a null master
-  // it updates the params in place (act_t float, or double on cpu). Moments are fp32.
+  { b.cross_entropy(a, ca, ids, ce) } -> std::convertible_to<double>;
+  // optimizer: sum of squares of n gradients (host double; an (in, n) reduction, so no struct),
+  // and one AdamW step (master, params, grads, m, v; AdamWArgs: its run arrays in host memory).
+  // With a master (fp32, not null) the step updates it and writes the rounded act_t params; with a
+  // null master it updates the params in place (act_t float, or double on cpu). Moments are fp32.
   { b.sum_of_squares(cg, n) } -> std::convertible_to<double>;
-  b.adamw(f, a, cg, f, f, n, runs, h);
+  b.adamw(f, a, cg, f, f, adamw);
 };
 
 }  // namespace ift

@@ -77,8 +77,8 @@ class KernelBackend {
                                 const NormArgs& a);
   void rmsnorm_backward(S* dx, float* dw, const S* dres, const S* dout, const S* x, const S* w, const float* rstd,
                         const NormArgs& a);
-  void matmul_forward(S* out, const S* inp, const S* w, const S* b, int N, int I, int O);
-  void matmul_backward(S* dinp, float* dw, float* db, const S* dout, const S* inp, const S* w, int N, int I, int O);
+  void matmul_forward(S* out, const S* inp, const S* w, const S* b, const MatmulArgs& a);
+  void matmul_backward(S* dinp, float* dw, float* db, const S* dout, const S* inp, const S* w, const MatmulArgs& a);
   // C (Out: S, or fp32 for parameter gradients) = / += alpha op(A) op(B), S inputs (GemmArgs)
   template <class Out>
   void gemm(Out* c, const S* a, const S* b, const GemmArgs& g);
@@ -96,10 +96,9 @@ class KernelBackend {
   void residual_forward(S* out, const S* a, const S* b, size_t n);
   void dropout(S* out, const S* in, const DropoutArgs& args);
   void neftune_forward(S* x, const int32_t* cu_seqlens, const NeftuneArgs& args);
-  double cross_entropy(S* dlogits, const S* logits, const int32_t* targets, int N, int V, int ld, double normaliser);
+  double cross_entropy(S* dlogits, const S* logits, const int32_t* targets, const CrossEntropyArgs& a);
   double sum_of_squares(const float* g, size_t n);
-  void adamw(float* master, S* params, const float* grads, float* m, float* v, size_t n, const DecayRuns& runs,
-             const AdamWHyper& h);
+  void adamw(float* master, S* params, const float* grads, float* m, float* v, const AdamWArgs& a);
 
  private:
   static size_t scratch_bytes(const ModelConfig& config, int N);

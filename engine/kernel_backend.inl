@@ -193,14 +193,16 @@ void KernelBackend<S, Device>::rmsnorm_backward(S* dx, float* dw, const S* dres,
 
 // out (N, O) = inp (N, I) . w^T + b: one GEMM with the bias in its epilogue.
 template <class S, class Device>
-void KernelBackend<S, Device>::matmul_forward(S* out, const S* inp, const S* w, const S* b, int N, int I, int O) {
+void KernelBackend<S, Device>::matmul_forward(S* out, const S* inp, const S* w, const S* b, const MatmulArgs& a) {
+  const int N = a.N, I = a.I, O = a.O;
   device_->template gemm<S, S>(out, O, inp, I, w, I, b, N, O, I, false, true, false);
 }
 
 // dinp (N, I) = dout . w; dw (O, I) += dout^T . inp into the fp32 gradient; db by the bias kernel.
 template <class S, class Device>
 void KernelBackend<S, Device>::matmul_backward(S* dinp, float* dw, float* db, const S* dout, const S* inp, const S* w,
-                                               int N, int I, int O) {
+                                               const MatmulArgs& a) {
+  const int N = a.N, I = a.I, O = a.O;
   if (dinp) device_->template gemm<S, S>(dinp, I, dout, O, w, I, nullptr, N, I, O, false, false, false);
   if (dw) device_->template gemm<S, float>(dw, I, dout, O, inp, I, nullptr, O, I, N, true, false, true);
   if (db) {
@@ -290,12 +292,12 @@ void KernelBackend<S, Device>::neftune_forward(S* x, const int32_t* cu_seqlens, 
 
 // The loss is summed on the device (fp32, fixed order) and read back: one small synchronous copy.
 template <class S, class Device>
-double KernelBackend<S, Device>::cross_entropy(S* dlogits, const S* logits, const int32_t* targets, int N, int V,
-                                               int ld, double normaliser) {
-  const size_t bytes = cross_entropy_scratch_bytes(N, V);
+double KernelBackend<S, Device>::cross_entropy(S* dlogits, const S* logits, const int32_t* targets,
+                                               const CrossEntropyArgs& a) {
+  const size_t bytes = cross_entropy_scratch_bytes(a.N, a.V);
   float* loss = static_cast<float*>(workspace_);
-  ift::cross_entropy_forward(loss, dlogits, logits, targets, N, V, ld, static_cast<float>(normaliser),
-                             scratch((bytes + sizeof(float) - 1) / sizeof(float)), bytes, device_->stream());
+  ift::cross_entropy_forward(a, loss, dlogits, logits, targets, scratch((bytes + sizeof(float) - 1) / sizeof(float)),
+                             bytes, device_->stream());
   float host = 0;
   download(&host, loss, sizeof(float));
   return host;
@@ -311,34 +313,28 @@ double KernelBackend<S, Device>::sum_of_squares(const float* g, size_t n) {
   return host;
 }
 
-// One launch over the whole buffer: the decay runs go to the device as AdamW's decay mask (ends,
+// One launch over the whole buffer: the decay runs go to the device as the kernel's run arrays (ends,
 // then flags), uploaded into the scratch region for this call (a few hundred bytes; the upload waits
 // for the stream, so no earlier op still reads the scratch). Bitwise what one launch per run gave:
 // a run that does not decay has the decay factor 1 either way.
 template <class S, class Device>
-void KernelBackend<S, Device>::adamw(float* master, S* params, const float* grads, float* m, float* v, size_t n,
-                                     const DecayRuns& runs, const AdamWHyper& h) {
+void KernelBackend<S, Device>::adamw(float* master, S* params, const float* grads, float* m, float* v,
+                                     const AdamWArgs& a) {
   if constexpr (!std::is_same_v<S, float>)
     IFT_CHECK(master != nullptr, "kernel backend: bf16 parameters need fp32 master weights");
-  const size_t count = runs.ends.size();
-  IFT_ASSERT(count == runs.decays.size() && (count == 0 ? n == 0 : static_cast<size_t>(runs.ends.back()) == n));
-  if (n == 0) return;
+  const size_t count = static_cast<size_t>(a.runs);
+  IFT_ASSERT(a.runs >= 0 && (count == 0 ? a.n == 0 : a.run_ends[count - 1] == a.n));
+  if (a.n == 0) return;
   auto* ends = reinterpret_cast<int64_t*>(scratch(kernel_backend_detail::decay_mask_floats(count)));
   auto* decays = reinterpret_cast<uint8_t*>(ends + count);
-  upload(ends, runs.ends.data(), count * sizeof(int64_t));
-  upload(decays, runs.decays.data(), count);
-  AdamWUpdate u;
-  if constexpr (std::is_same_v<S, float>) {
-    u.master = master ? master : params;
-  } else {
-    u.master = master;
-    u.params_bf16 = params;
-  }
-  u.m = m, u.v = v, u.n = static_cast<int64_t>(n);
-  u.mask.ends = ends, u.mask.decays = decays, u.mask.count = static_cast<int>(count);
-  u.lr = h.lr, u.beta1 = h.beta1, u.beta2 = h.beta2, u.eps = h.eps, u.grad_scale = h.grad_scale, u.t = h.t;
-  u.weight_decay = h.weight_decay;
-  adamw_update(u, grads, device_->stream());
+  upload(ends, a.run_ends, count * sizeof(int64_t));
+  upload(decays, a.run_decays, count);
+  AdamWArgs d = a;
+  d.run_ends = ends, d.run_decays = decays;
+  if constexpr (std::is_same_v<S, float>)
+    adamw_update(d, master ? master : params, m, v, nullptr, grads, device_->stream());
+  else
+    adamw_update(d, master, m, v, params, grads, device_->stream());
 }
 
 }  // namespace ift

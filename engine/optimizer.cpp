@@ -33,6 +33,17 @@ DecayRuns decay_runs(const ParamLayout& layout, const AdamWConfig& config) {
   return runs;
 }
 
+AdamWArgs adamw_args(const AdamWConfig& config, float lr, float grad_scale, int64_t t, const DecayRuns& runs) {
+  IFT_ASSERT(runs.ends.size() == runs.decays.size());
+  AdamWArgs a;
+  a.lr = lr, a.beta1 = config.beta1, a.beta2 = config.beta2, a.eps = config.eps;
+  a.weight_decay = config.weight_decay, a.grad_scale = grad_scale, a.t = t;
+  a.n = runs.ends.empty() ? 0 : runs.ends.back();
+  a.runs = static_cast<int>(runs.ends.size());
+  a.run_ends = runs.ends.data(), a.run_decays = runs.decays.data();
+  return a;
+}
+
 }  // namespace ift
 
 namespace ift {

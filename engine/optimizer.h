@@ -33,8 +33,20 @@ struct AdamWConfig {
   float max_grad_norm = 1.0f;    // clip the global norm to this; <= 0 disables clipping (global, not per group)
 };
 
+// Which parameters decay: a buffer cut into runs [ends[i-1], ends[i]), decays[i] 0 or 1. The host
+// arrays an AdamWArgs (kernels/args.h) points to.
+struct DecayRuns {
+  std::vector<int64_t> ends;
+  std::vector<uint8_t> decays;
+};
+
 // The flat buffer cut into maximal runs of tensors with the same decay flag.
 DecayRuns decay_runs(const ParamLayout& layout, const AdamWConfig& config);
+
+// One AdamW step's arguments over the elements of `runs` (n = their last end; the arrays are
+// pointed to, not copied): config's betas, eps and weight decay, the learning rate, the clip
+// factor and the 1-based step t.
+AdamWArgs adamw_args(const AdamWConfig& config, float lr, float grad_scale, int64_t t, const DecayRuns& runs);
 
 // How to form a group: the tensors (Hugging Face names) it selects. Every tensor goes to the first
 // group that selects it; the ones no group selects form a trainable group named "default".

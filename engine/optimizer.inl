@@ -145,15 +145,14 @@ double Optimizer<B>::step(Transformer<B>& net, float lr) {
   for (Group& g : groups_) {
     if (!g.layout.trainable) continue;
     const AdamWConfig& c = g.layout.adamw ? *g.layout.adamw : adamw_;
-    AdamWHyper h;
-    h.lr = lr * g.layout.lr_scale, h.beta1 = c.beta1, h.beta2 = c.beta2, h.eps = c.eps;
-    h.weight_decay = c.weight_decay, h.t = t_, h.grad_scale = clip;
     for (size_t i = 0; i < g.layout.runs.size(); ++i) {
       const GroupLayout::Run& r = g.layout.runs[i];
       float* master = nullptr;
       if constexpr (kHasMaster) master = g.master.data() + r.local;
+      const AdamWArgs args = adamw_args(c, lr * g.layout.lr_scale, clip, t_, g.decay[i]);
+      IFT_ASSERT(size_t(args.n) == r.end - r.begin);
       backend_->adamw(master, net.params.data() + r.begin, g.grads.data() + r.local, g.m.data() + r.local,
-                      g.v.data() + r.local, r.end - r.begin, g.decay[i], h);
+                      g.v.data() + r.local, args);
     }
   }
   return norm;

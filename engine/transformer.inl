@@ -240,7 +240,7 @@ template <class B>
 double Transformer<B>::loss_rows(act_t* dlogits, const act_t* logits, int begin, int end) {
   const int V = config_.vocab_size, Vp = config_.padded_vocab();
   if (segment_weights_.empty())
-    return backend_->cross_entropy(dlogits, logits, targets_.data() + begin, end - begin, V, Vp, loss_norm_);
+    return backend_->cross_entropy(dlogits, logits, targets_.data() + begin, {end - begin, V, Vp, loss_norm_});
   // A segment of weight 0 holds no trained token: its call only writes its rows' zero gradient.
   double total = 0;
   for (size_t s = 0; s < segment_weights_.size(); ++s) {
@@ -248,8 +248,8 @@ double Transformer<B>::loss_rows(act_t* dlogits, const act_t* logits, int begin,
     if (r1 <= r0) continue;
     const float w = segment_weights_[s];
     const size_t at = size_t(r0 - begin) * Vp;
-    total += backend_->cross_entropy(dlogits ? dlogits + at : nullptr, logits + at, targets_.data() + r0, r1 - r0, V,
-                                     Vp, w > 0 ? loss_norm_ / w : loss_norm_);
+    total += backend_->cross_entropy(dlogits ? dlogits + at : nullptr, logits + at, targets_.data() + r0,
+                                     {r1 - r0, V, Vp, w > 0 ? loss_norm_ / w : loss_norm_});
   }
   return total;
 }
@@ -317,21 +317,21 @@ double Transformer<B>::forward(const BatchView& batch, double loss_norm) {
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerParams& P = layout_.layers[l];
     LayerActs& a = acts_[l];
-    backend_->matmul_forward(a.qkv, a.norm1, p(P.qkv_w), p(P.qkv_b), N, C, QKV);
+    backend_->matmul_forward(a.qkv, a.norm1, p(P.qkv_w), p(P.qkv_b), {N, C, QKV});
     lora_.forward(*backend_, params.data(), l, LoraSlot::qkv, a.qkv, QKV, a.norm1, N);
     if (c.positions == PositionKind::rope)  // q and k heads are adjacent in each row: one pass rotates both
       backend_->rope_forward(a.qkv, positions_.data(), N, H + c.n_kv_heads, c.head_dim, QKV, c.rope_theta);
     backend_->attention_forward(a.att, a.lse, a.qkv, dims);
-    backend_->matmul_forward(a.mid, a.att, p(P.o_w), p(P.o_b), N, Q, C);
+    backend_->matmul_forward(a.mid, a.att, p(P.o_w), p(P.o_b), {N, Q, C});
     lora_.forward(*backend_, params.data(), l, LoraSlot::o, a.mid, C, a.att, N);
     if (const DropoutArgs d = residual_dropout(l, 0); d.p > 0) backend_->dropout(a.mid, a.mid, d);
     residual_norm_forward(a.mid, a.norm2, a.mean2, a.rstd2, a.mid, a.x, P.norm2_w, P.norm2_b, N);
-    backend_->matmul_forward(a.up, a.norm2, p(P.up_w), p(P.up_b), N, C, up_width);
+    backend_->matmul_forward(a.up, a.norm2, p(P.up_w), p(P.up_b), {N, C, up_width});
     lora_.forward(*backend_, params.data(), l, LoraSlot::up, a.up, up_width, a.norm2, N);
     mlp_activation(a.act, a.up, N);
     const bool last = l + 1 == c.n_layers;
     act_t* next = last ? xf_ : acts_[l + 1].x;
-    backend_->matmul_forward(next, a.act, p(P.down_w), p(P.down_b), N, F, C);
+    backend_->matmul_forward(next, a.act, p(P.down_w), p(P.down_b), {N, F, C});
     lora_.forward(*backend_, params.data(), l, LoraSlot::down, next, C, a.act, N);
     if (const DropoutArgs d = residual_dropout(l, 1); d.p > 0) backend_->dropout(next, next, d);
     if (last)
@@ -344,7 +344,7 @@ double Transformer<B>::forward(const BatchView& batch, double loss_norm) {
     plan_chunks(batch.targets);
     return fused_classifier(nullptr);
   }
-  backend_->matmul_forward(logits_.data(), normf_, p(layout_.lm_head), nullptr, N, C, c.padded_vocab());
+  backend_->matmul_forward(logits_.data(), normf_, p(layout_.lm_head), nullptr, {N, C, c.padded_vocab()});
   return loss_rows(nullptr, logits_.data(), 0, N);
 }
 
@@ -389,11 +389,11 @@ double Transformer<B>::fused_classifier(const GradMap<grad_t>* grads) {
   for (const auto& [a, e] : chunks_) {
     const int rows = e - a;
     const act_t* x = normf_ + size_t(a) * C;
-    backend_->matmul_forward(chunk, x, w, nullptr, rows, C, Vp);
+    backend_->matmul_forward(chunk, x, w, nullptr, {rows, C, Vp});
     loss += loss_rows(grads ? chunk : nullptr, chunk, a, e);
     if (!grads) continue;
     zero_rows(written, a);
-    backend_->matmul_backward(dnorm_ + size_t(a) * C, dw, nullptr, chunk, x, w, rows, C, Vp);
+    backend_->matmul_backward(dnorm_ + size_t(a) * C, dw, nullptr, chunk, x, w, {rows, C, Vp});
     written = e;
   }
   if (grads) zero_rows(written, N_);
@@ -416,8 +416,8 @@ void Transformer<B>::backward(const GradMap<grad_t>& grads) {
     // The cross-entropy gives the padding columns a zero gradient, so the classifier's padding rows
     // get no gradient and the input gradient none of their values.
     loss_rows(dlogits, logits_.data(), 0, N);
-    backend_->matmul_backward(dnorm_, g(layout_.lm_head), nullptr, dlogits, normf_, p(layout_.lm_head), N, C,
-                              c.padded_vocab());
+    backend_->matmul_backward(dnorm_, g(layout_.lm_head), nullptr, dlogits, normf_, p(layout_.lm_head),
+                              {N, C, c.padded_vocab()});
   }
   norm_backward(dres_, nullptr, dnorm_, xf_, layout_.normf_w, layout_.normf_b, meanf_, rstdf_, N, grads);
 
@@ -432,25 +432,25 @@ void Transformer<B>::backward(const GradMap<grad_t>& grads) {
     // residual dropout, the down projection sees dres under forward's mask (dnorm_ is free here).
     const act_t* ddown = dres_;
     if (const DropoutArgs d = residual_dropout(l, 1); d.p > 0) backend_->dropout(dnorm_, dres_, d), ddown = dnorm_;
-    backend_->matmul_backward(dact_, g(P.down_w), g(P.down_b), ddown, a.act, p(P.down_w), N, F, C);
+    backend_->matmul_backward(dact_, g(P.down_w), g(P.down_b), ddown, a.act, p(P.down_w), {N, F, C});
     lora_.backward(*backend_, params.data(), l, LoraSlot::down, dact_, ddown, C, a.act, N, grads);
     if (c.mlp == MlpKind::gelu)
       backend_->gelu_backward(dup_, a.up, dact_, size_t(N) * F);
     else
       backend_->glu_backward(dup_, a.up, dact_, glu_args(N));
-    backend_->matmul_backward(dnorm_, g(P.up_w), g(P.up_b), dup_, a.norm2, p(P.up_w), N, C, up_width);
+    backend_->matmul_backward(dnorm_, g(P.up_w), g(P.up_b), dup_, a.norm2, p(P.up_w), {N, C, up_width});
     lora_.backward(*backend_, params.data(), l, LoraSlot::up, dnorm_, dup_, up_width, a.norm2, N, grads);
     norm_backward(dres_, dres_, dnorm_, a.mid, P.norm2_w, P.norm2_b, a.mean2, a.rstd2, N, grads);
     // Attention.
     const act_t* dproj = dres_;
     if (const DropoutArgs d = residual_dropout(l, 0); d.p > 0) backend_->dropout(dnorm_, dres_, d), dproj = dnorm_;
-    backend_->matmul_backward(datt_, g(P.o_w), g(P.o_b), dproj, a.att, p(P.o_w), N, Q, C);
+    backend_->matmul_backward(datt_, g(P.o_w), g(P.o_b), dproj, a.att, p(P.o_w), {N, Q, C});
     lora_.backward(*backend_, params.data(), l, LoraSlot::o, datt_, dproj, C, a.att, N, grads);
     backend_->attention_backward(dqkv_, datt_, a.qkv, a.att, a.lse, dims);
     if (c.positions == PositionKind::rope)
       backend_->rope_backward(dqkv_, positions_.data(), N, H + c.n_kv_heads, c.head_dim, QKV, c.rope_theta);
     if (options_.recompute) norm_forward(a.norm1, a.mean1, a.rstd1, a.x, P.norm1_w, P.norm1_b, N);
-    backend_->matmul_backward(dnorm_, g(P.qkv_w), g(P.qkv_b), dqkv_, a.norm1, p(P.qkv_w), N, C, QKV);
+    backend_->matmul_backward(dnorm_, g(P.qkv_w), g(P.qkv_b), dqkv_, a.norm1, p(P.qkv_w), {N, C, QKV});
     lora_.backward(*backend_, params.data(), l, LoraSlot::qkv, dnorm_, dqkv_, QKV, a.norm1, N, grads);
     norm_backward(dres_, dres_, dnorm_, a.x, P.norm1_w, P.norm1_b, a.mean1, a.rstd1, N, grads);
   }
@@ -511,7 +511,7 @@ std::vector<float> Transformer<B>::decode(std::span<const int32_t> tokens, KVCac
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerParams& P = layout_.layers[l];
     norm_forward(h.data(), mean.data(), rstd.data(), x.data(), P.norm1_w, P.norm1_b, n);
-    be.matmul_forward(qkv.data(), h.data(), p(P.qkv_w), p(P.qkv_b), n, C, QKV);
+    be.matmul_forward(qkv.data(), h.data(), p(P.qkv_w), p(P.qkv_b), {n, C, QKV});
     lora_.forward(be, params.data(), l, LoraSlot::qkv, qkv.data(), QKV, h.data(), n, lora_t.data());
     if (c.positions == PositionKind::rope)
       be.rope_forward(qkv.data(), pos.data(), n, H + c.n_kv_heads, c.head_dim, QKV, c.rope_theta);
@@ -522,14 +522,14 @@ std::vector<float> Transformer<B>::decode(std::span<const int32_t> tokens, KVCac
     DecodeAttentionArgs dec;
     dec.n = n, dec.start = start, dec.H = H, dec.KVH = c.n_kv_heads, dec.D = c.head_dim, dec.ldq = QKV, dec.scale = scale;
     be.attention_decode(att.data(), qkv.data(), cache.k[l].data(), cache.v[l].data(), dec);
-    be.matmul_forward(y.data(), att.data(), p(P.o_w), p(P.o_b), n, Q, C);
+    be.matmul_forward(y.data(), att.data(), p(P.o_w), p(P.o_b), {n, Q, C});
     lora_.forward(be, params.data(), l, LoraSlot::o, y.data(), C, att.data(), n, lora_t.data());
     be.residual_forward(x.data(), x.data(), y.data(), rows * C);
     norm_forward(h.data(), mean.data(), rstd.data(), x.data(), P.norm2_w, P.norm2_b, n);
-    be.matmul_forward(up.data(), h.data(), p(P.up_w), p(P.up_b), n, C, up_width);
+    be.matmul_forward(up.data(), h.data(), p(P.up_w), p(P.up_b), {n, C, up_width});
     lora_.forward(be, params.data(), l, LoraSlot::up, up.data(), up_width, h.data(), n, lora_t.data());
     mlp_activation(act.data(), up.data(), n);
-    be.matmul_forward(y.data(), act.data(), p(P.down_w), p(P.down_b), n, F, C);
+    be.matmul_forward(y.data(), act.data(), p(P.down_w), p(P.down_b), {n, F, C});
     lora_.forward(be, params.data(), l, LoraSlot::down, y.data(), C, act.data(), n, lora_t.data());
     be.residual_forward(x.data(), x.data(), y.data(), rows * C);
   }
@@ -538,7 +538,7 @@ std::vector<float> Transformer<B>::decode(std::span<const int32_t> tokens, KVCac
   const act_t* last = x.data() + (rows - 1) * C;
   norm_forward(h.data(), mean.data(), rstd.data(), last, layout_.normf_w, layout_.normf_b, 1);
   Buffer<B, act_t> logits(be, size_t(c.padded_vocab()), MemoryPart::activations);
-  be.matmul_forward(logits.data(), h.data(), p(layout_.lm_head), nullptr, 1, C, c.padded_vocab());
+  be.matmul_forward(logits.data(), h.data(), p(layout_.lm_head), nullptr, {1, C, c.padded_vocab()});
   std::vector<act_t> raw(V);  // the vocabulary's columns; the padding is never sampled
   be.download(raw.data(), logits.data(), raw.size() * sizeof(act_t));
   return std::vector<float>(raw.begin(), raw.end());

@@ -54,18 +54,10 @@ static __global__ void sum_of_squares_final_kernel(float* __restrict__ g_out, co
 
 // ---- AdamW ---------------------------------------------------------------------------------------
 
-struct AdamWKernelParams {
-  float* master;             // (n) fp32 master weights
-  float* m;                  // (n) first moments
-  float* v;                  // (n) second moments
-  bf16* params_bf16;         // (n) or null: the rounded copy of the updated master
-  const int64_t* seg_ends;   // (seg_count) exclusive ends of the decay segments
-  const uint8_t* seg_decays; // (seg_count) 1 where the segment decays
-  int seg_count;             // 0: every element decays
-  int64_t n;                 // elements
-  float lr, beta1, beta2, eps, grad_scale;
-  float decay_factor;        // 1 - lr * weight_decay, for the elements that decay
-  float bias1, bias2;        // 1 - beta1^t, 1 - beta2^t
+// What the launcher derives once from AdamWArgs, in double as cpu::adamw_update does, rounded once.
+struct AdamWFactors {
+  float decay;         // 1 - lr * weight_decay, for the elements that decay
+  float bias1, bias2;  // 1 - beta1^t, 1 - beta2^t
 };
 
 // The segment holding element i, searching from `from` (a thread's indices only grow, so its last
@@ -85,23 +77,28 @@ __device__ __forceinline__ int adamw_segment(const int64_t* __restrict__ g_ends,
 }
 
 template <class G>
-static __global__ void adamw_kernel(AdamWKernelParams p, const G* __restrict__ g_grad /* (n) */) {
+static __global__ void adamw_kernel(AdamWArgs a, AdamWFactors f,
+                                    float* __restrict__ g_master,     // (n) fp32 master weights
+                                    float* __restrict__ g_m,          // (n) first moments
+                                    float* __restrict__ g_v,          // (n) second moments
+                                    bf16* __restrict__ g_params_bf16, // (n) or null: the rounded copy of the master
+                                    const G* __restrict__ g_grad) {   // (n)
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   int r_seg = 0;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < p.n; i += stride) {
-    float decay = p.decay_factor;
-    if (p.seg_count > 0) {
-      r_seg = adamw_segment(p.seg_ends, p.seg_count, r_seg, i);
-      if (!p.seg_decays[r_seg]) decay = 1.0f;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < a.n; i += stride) {
+    float decay = f.decay;
+    if (a.runs > 0) {
+      r_seg = adamw_segment(a.run_ends, a.runs, r_seg, i);
+      if (!a.run_decays[r_seg]) decay = 1.0f;
     }
-    const float g = to_float(g_grad[i]) * p.grad_scale;
-    const float m = p.beta1 * p.m[i] + (1.0f - p.beta1) * g;
-    const float v = p.beta2 * p.v[i] + (1.0f - p.beta2) * g * g;
-    p.m[i] = m;
-    p.v[i] = v;
-    const float w = p.master[i] * decay - p.lr * (m / p.bias1) / (sqrtf(v / p.bias2) + p.eps);
-    p.master[i] = w;
-    if (p.params_bf16) p.params_bf16[i] = from_float<bf16>(w);
+    const float g = to_float(g_grad[i]) * a.grad_scale;
+    const float m = a.beta1 * g_m[i] + (1.0f - a.beta1) * g;
+    const float v = a.beta2 * g_v[i] + (1.0f - a.beta2) * g * g;
+    g_m[i] = m;
+    g_v[i] = v;
+    const float w = g_master[i] * decay - a.lr * (m / f.bias1) / (sqrtf(v / f.bias2) + a.eps);
+    g_master[i] = w;
+    if (g_params_bf16) g_params_bf16[i] = from_float<bf16>(w);
   }
 }
 
@@ -136,46 +133,44 @@ static void sum_of_squares_checked(float* out, const T* x, int64_t n, float* scr
 }
 
 template <class G>
-static void launch_adamw(const AdamWKernelParams& p, const G* grads, cudaStream_t stream) {
-  const int blocks = static_cast<int>(std::min<int64_t>((p.n + kAdamWThreads - 1) / kAdamWThreads, kAdamWMaxBlocks));
-  launch_kernel(adamw_kernel<G>, blocks, kAdamWThreads, 0, stream, p, grads);
+static void launch_adamw(const AdamWArgs& a, const AdamWFactors& f, float* master, float* m, float* v,
+                         bf16* params_bf16, const G* grads, cudaStream_t stream) {
+  const int blocks = static_cast<int>(std::min<int64_t>((a.n + kAdamWThreads - 1) / kAdamWThreads, kAdamWMaxBlocks));
+  launch_kernel(adamw_kernel<G>, blocks, kAdamWThreads, 0, stream, a, f, master, m, v, params_bf16, grads);
 }
 
 template <class G>
-static void adamw_checked(const AdamWUpdate& u, const G* grads, cudaStream_t stream) {
-  IFT_CHECK(u.n >= 0, "adamw_update: n must not be negative, got ", u.n);
-  IFT_CHECK(u.n == 0 || u.master != nullptr, "adamw_update: master is null");
-  IFT_CHECK(u.n == 0 || u.m != nullptr, "adamw_update: m is null");
-  IFT_CHECK(u.n == 0 || u.v != nullptr, "adamw_update: v is null");
-  IFT_CHECK(u.n == 0 || grads != nullptr, "adamw_update: grads is null");
-  IFT_CHECK(u.t >= 1, "adamw_update: step t must be >= 1 (1-based, for bias correction), got ", u.t);
-  IFT_CHECK(u.beta1 >= 0.0f && u.beta1 < 1.0f, "adamw_update: beta1 must be in [0, 1), got ", u.beta1);
-  IFT_CHECK(u.beta2 >= 0.0f && u.beta2 < 1.0f, "adamw_update: beta2 must be in [0, 1), got ", u.beta2);
-  IFT_CHECK(u.eps >= 0.0f && std::isfinite(u.eps), "adamw_update: eps must be finite and >= 0, got ", u.eps);
-  IFT_CHECK(u.lr >= 0.0f && std::isfinite(u.lr), "adamw_update: lr must be finite and >= 0, got ", u.lr);
-  IFT_CHECK(u.weight_decay >= 0.0f && std::isfinite(u.weight_decay),
-            "adamw_update: weight_decay must be finite and >= 0, got ", u.weight_decay);
-  IFT_CHECK(std::isfinite(u.grad_scale), "adamw_update: grad_scale must be finite, got ", u.grad_scale,
+static void adamw_checked(const AdamWArgs& a, float* master, float* m, float* v, bf16* params_bf16, const G* grads,
+                          cudaStream_t stream) {
+  IFT_CHECK(a.n >= 0, "adamw_update: n must not be negative, got ", a.n);
+  IFT_CHECK(a.n == 0 || master != nullptr, "adamw_update: master is null");
+  IFT_CHECK(a.n == 0 || m != nullptr, "adamw_update: m is null");
+  IFT_CHECK(a.n == 0 || v != nullptr, "adamw_update: v is null");
+  IFT_CHECK(a.n == 0 || grads != nullptr, "adamw_update: grads is null");
+  IFT_CHECK(a.t >= 1, "adamw_update: step t must be >= 1 (1-based, for bias correction), got ", a.t);
+  IFT_CHECK(a.beta1 >= 0.0f && a.beta1 < 1.0f, "adamw_update: beta1 must be in [0, 1), got ", a.beta1);
+  IFT_CHECK(a.beta2 >= 0.0f && a.beta2 < 1.0f, "adamw_update: beta2 must be in [0, 1), got ", a.beta2);
+  IFT_CHECK(a.eps >= 0.0f && std::isfinite(a.eps), "adamw_update: eps must be finite and >= 0, got ", a.eps);
+  IFT_CHECK(a.lr >= 0.0f && std::isfinite(a.lr), "adamw_update: lr must be finite and >= 0, got ", a.lr);
+  IFT_CHECK(a.weight_decay >= 0.0f && std::isfinite(a.weight_decay),
+            "adamw_update: weight_decay must be finite and >= 0, got ", a.weight_decay);
+  IFT_CHECK(std::isfinite(a.grad_scale), "adamw_update: grad_scale must be finite, got ", a.grad_scale,
             " (skip the step when the gradient norm is not finite)");
-  IFT_CHECK(u.mask.count >= 0, "adamw_update: mask.count must not be negative, got ", u.mask.count);
-  IFT_CHECK(u.mask.count == 0 || (u.mask.ends != nullptr && u.mask.decays != nullptr),
-            "adamw_update: mask has ", u.mask.count, " segments but null ends or decays");
-  IFT_CHECK(u.mask.count <= u.n || u.n == 0, "adamw_update: mask has ", u.mask.count, " segments for ", u.n,
-            " elements (segments are not empty)");
-  if (u.n == 0) return;
+  IFT_CHECK(a.runs >= 0, "adamw_update: runs must not be negative, got ", a.runs);
+  IFT_CHECK(a.runs == 0 || (a.run_ends != nullptr && a.run_decays != nullptr),
+            "adamw_update: ", a.runs, " decay runs but null run_ends or run_decays");
+  IFT_CHECK(a.runs <= a.n || a.n == 0, "adamw_update: ", a.runs, " decay runs for ", a.n,
+            " elements (runs are not empty)");
+  if (a.n == 0) return;
   // Bias corrections and decay in double, as cpu::adamw_update computes them, then rounded once.
-  const double t = static_cast<double>(u.t);
-  AdamWKernelParams p{};
-  p.master = u.master, p.m = u.m, p.v = u.v, p.params_bf16 = u.params_bf16;
-  p.seg_ends = u.mask.ends, p.seg_decays = u.mask.decays, p.seg_count = u.mask.count;
-  p.n = u.n;
-  p.lr = u.lr, p.beta1 = u.beta1, p.beta2 = u.beta2, p.eps = u.eps, p.grad_scale = u.grad_scale;
-  p.decay_factor = static_cast<float>(1.0 - static_cast<double>(u.lr) * u.weight_decay);
-  p.bias1 = static_cast<float>(1.0 - std::pow(static_cast<double>(u.beta1), t));
-  p.bias2 = static_cast<float>(1.0 - std::pow(static_cast<double>(u.beta2), t));
-  IFT_CHECK(p.bias1 > 0.0f && p.bias2 > 0.0f, "adamw_update: bias correction 1 - beta^t is 0 (beta1 ", u.beta1,
-            ", beta2 ", u.beta2, ", t ", u.t, ")");
-  launch_adamw(p, grads, stream);
+  const double t = static_cast<double>(a.t);
+  AdamWFactors f{};
+  f.decay = static_cast<float>(1.0 - static_cast<double>(a.lr) * a.weight_decay);
+  f.bias1 = static_cast<float>(1.0 - std::pow(static_cast<double>(a.beta1), t));
+  f.bias2 = static_cast<float>(1.0 - std::pow(static_cast<double>(a.beta2), t));
+  IFT_CHECK(f.bias1 > 0.0f && f.bias2 > 0.0f, "adamw_update: bias correction 1 - beta^t is 0 (beta1 ", a.beta1,
+            ", beta2 ", a.beta2, ", t ", a.t, ")");
+  launch_adamw(a, f, master, m, v, params_bf16, grads, stream);
 }
 
 size_t sum_of_squares_scratch_floats(int64_t n) { return static_cast<size_t>(sum_of_squares_blocks(n)); }
@@ -188,12 +183,14 @@ void sum_of_squares(float* out, const bf16* x, int64_t n, float* scratch, size_t
   sum_of_squares_checked(out, x, n, scratch, scratch_floats, stream);
 }
 
-void adamw_update(const AdamWUpdate& update, const float* grads, cudaStream_t stream) {
-  adamw_checked(update, grads, stream);
+void adamw_update(const AdamWArgs& args, float* master, float* m, float* v, bf16* params_bf16, const float* grads,
+                  cudaStream_t stream) {
+  adamw_checked(args, master, m, v, params_bf16, grads, stream);
 }
 
-void adamw_update(const AdamWUpdate& update, const bf16* grads, cudaStream_t stream) {
-  adamw_checked(update, grads, stream);
+void adamw_update(const AdamWArgs& args, float* master, float* m, float* v, bf16* params_bf16, const bf16* grads,
+                  cudaStream_t stream) {
+  adamw_checked(args, master, m, v, params_bf16, grads, stream);
 }
 
 IFT_KERNELS_END

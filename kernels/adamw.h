@@ -1,5 +1,6 @@
 // The optimizer's kernels over flat buffers: the global gradient norm's sum of squares, and the
-// fused AdamW step in the semantics of cpu::adamw_update (engine/cpu/ops.h, torch.optim.AdamW):
+// fused AdamW step (kernels/args.h AdamWArgs) in the semantics of cpu::adamw_update (engine/cpu/ops.h,
+// torch.optim.AdamW):
 //
 //   g = grad * grad_scale                      (grad_scale folds clipping and any loss scaling)
 //   m = beta1 m + (1 - beta1) g;   v = beta2 v + (1 - beta2) g^2
@@ -18,6 +19,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
+#include "kernels/args.h"
 #include "kernels/target.h"
 
 IFT_KERNELS_BEGIN
@@ -37,36 +39,15 @@ void sum_of_squares(float* out, const __nv_bfloat16* x, int64_t n, float* scratc
 
 // ---- AdamW ---------------------------------------------------------------------------------------
 
-// Which parameters decay: the flat buffer [0, n) cut into `count` contiguous segments (one per run
-// of tensors with the same flag, or one per tensor), segment s covering [ends[s-1], ends[s]) with
-// ends[-1] = 0. Both arrays live in device memory (built once from the parameter layout), so the
-// kernel cannot check them: ends must be strictly increasing with ends[count - 1] == n (a malformed
-// mask gives wrong decay, never an out-of-bounds access). count == 0 means every element decays.
-struct AdamWDecayMask {
-  const int64_t* ends = nullptr;   // (count) device: one past the last element of each segment
-  const uint8_t* decays = nullptr; // (count) device: 1 where the segment decays, 0 where it does not
-  int count = 0;
-};
-
-// One AdamW step over n parameters; master, m, v are updated in place.
-struct AdamWUpdate {
-  float* master = nullptr;               // (n) fp32 master weights
-  float* m = nullptr;                    // (n) first moments
-  float* v = nullptr;                    // (n) second moments
-  __nv_bfloat16* params_bf16 = nullptr;  // (n) or null: receives the updated master rounded to bf16
-  int64_t n = 0;                         // parameters in the buffers
-  AdamWDecayMask mask;                   // where weight_decay applies
-  float lr = 0;                          // learning rate of this step
-  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
-  float weight_decay = 0;                // decoupled, multiplied by lr
-  float grad_scale = 1;                  // e.g. max_norm / norm when clipping
-  int64_t t = 1;                         // 1-based step count, for bias correction
-};
-
-// grads: (n) float or bf16, read only. Throws ift::Error naming the argument on null buffers, n < 0,
-// t < 1, betas outside [0, 1), a negative eps, lr or weight decay, non-finite hyperparameters, or a
-// mask with count > 0 and null arrays.
-void adamw_update(const AdamWUpdate& update, const float* grads, cudaStream_t stream);
-void adamw_update(const AdamWUpdate& update, const __nv_bfloat16* grads, cudaStream_t stream);
+// One AdamW step (kernels/args.h AdamWArgs: the hyperparameters, n, the decay runs, whose arrays
+// are device memory here, built once from the parameter layout or copied in by the backend).
+// master, m, v: (n) fp32, updated in place. params_bf16: (n) or null, receives the updated master
+// rounded to bf16. grads: (n) float or bf16, read only. Throws ift::Error naming the argument on
+// null buffers, n < 0, t < 1, betas outside [0, 1), a negative eps, lr or weight decay,
+// non-finite hyperparameters, or runs > 0 with null arrays.
+void adamw_update(const AdamWArgs& args, float* master, float* m, float* v, __nv_bfloat16* params_bf16,
+                  const float* grads, cudaStream_t stream);
+void adamw_update(const AdamWArgs& args, float* master, float* m, float* v, __nv_bfloat16* params_bf16,
+                  const __nv_bfloat16* grads, cudaStream_t stream);
 
 IFT_KERNELS_END

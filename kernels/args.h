@@ -124,4 +124,52 @@ struct GemmArgs {
   float alpha = 1.0f;                     // scale of the product
 };
 
+// ---- matmul, cross-entropy, AdamW (the remaining ops of the model and the optimizer) -----------
+
+// nn.Linear (kernels: engine/device_gemm.h; cpu::matmul_forward/backward, Backend::matmul_*): out
+// (N, O) = inp (N, I) w^T + b, w (O, I) as nn.Linear stores it, b (O) or null. The bias goes into
+// the GEMM (cuBLASLt's epilogue, the cpu's accumulator), so the output is rounded once. Backward:
+// dinp = dout w (written; dinp may be null), dw += dout^T inp, db += the column sums of dout (null:
+// none). Contiguous rows; a strided product is a `gemm` (GemmArgs).
+struct MatmulArgs {
+  int N = 0;  // rows (tokens)
+  int I = 0;  // input features (columns of inp and w)
+  int O = 0;  // output features (columns of out, rows of w)
+};
+
+// Masked cross-entropy fused with its gradient (kernels/cross_entropy.h, cpu::cross_entropy_forward,
+// Backend::cross_entropy). logits: N rows of stride ld, the first V columns the vocabulary (the rest,
+// the classifier's padding, are not read and get a zero gradient); targets (N), negative = not
+// trained. loss = sum over trained rows of (logsumexp(row) - row[target]) / normaliser; dlogits (may
+// be logits itself) = (softmax(row) - onehot(target)) / normaliser, zero on untrained rows.
+struct CrossEntropyArgs {
+  int N = 0;               // rows
+  int V = 0;               // vocabulary: the columns of a row that are read, >= 1
+  int ld = 0;              // row stride of logits and dlogits (elements), >= V
+  double normaliser = 1;   // > 0: the trained tokens of the whole step, so micro-batches add up to
+                           // its mean; the cpu divides in double, the kernels by its fp32 rounding
+};
+
+// One AdamW step (torch.optim.AdamW; kernels/adamw.h, cpu::adamw_update, Backend::adamw) over n
+// contiguous parameters, in place:
+//   g = grad * grad_scale;  m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
+//   w = w (1 - lr wd) - lr (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
+// with wd = weight_decay on the runs that decay (matrices, embeddings) and 0 on the others (biases,
+// norms). Run r covers [run_ends[r-1], run_ends[r]) (run_ends[-1] = 0), run_ends strictly
+// increasing to n. The run arrays are host memory at the backend interface and the cpu reference;
+// the kernel backend copies them to the device for the kernel launcher, whose arrays are device
+// memory (a malformed mask there gives wrong decay, never an out-of-bounds access).
+struct AdamWArgs {
+  float lr = 0;                         // learning rate of this step, >= 0
+  float beta1 = 0.9f, beta2 = 0.999f;   // moment decay rates, in [0, 1)
+  float eps = 1e-8f;                    // added to sqrt(v_hat), >= 0
+  float weight_decay = 0;               // decoupled (times lr), where the runs decay
+  float grad_scale = 1;                 // folded into the gradient: the clip factor (and any loss scale)
+  int64_t t = 1;                        // 1-based step count, for the bias corrections
+  int64_t n = 0;                        // parameters (elements of params, grads, master, m, v)
+  int runs = 0;                         // decay runs; 0: every element decays
+  const int64_t* run_ends = nullptr;    // (runs) one past the last element of each run
+  const uint8_t* run_decays = nullptr;  // (runs) 1 where the run decays, 0 where it does not
+};
+
 }  // namespace ift

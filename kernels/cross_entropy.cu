@@ -157,7 +157,8 @@ static __global__ void cross_entropy_row_kernel(T* g_dlogits,                   
                                                 float* __restrict__ g_row_loss,         // (N)
                                                 const T* g_logits,                      // (N, ld): V used
                                                 const int32_t* __restrict__ g_targets,  // (N)
-                                                int V, int ld, float inv_normaliser) {
+                                                CrossEntropyArgs a, float inv_normaliser) {
+  const int V = a.V, ld = a.ld;
   const int row = blockIdx.x, t = g_targets[row];
   const T* g_row = g_logits + static_cast<size_t>(row) * ld;
   T* g_drow = g_dlogits ? g_dlogits + static_cast<size_t>(row) * ld : nullptr;
@@ -217,18 +218,18 @@ static int cross_entropy_row_threads(int V, int K) {
 }
 
 template <class T>
-static void launch_cross_entropy(float* loss, T* dlogits, const T* logits, const int32_t* targets, int N, int V, int ld,
-                                 float normaliser, void* scratch, cudaStream_t stream) {
+static void launch_cross_entropy(const CrossEntropyArgs& a, float* loss, T* dlogits, const T* logits,
+                                 const int32_t* targets, float normaliser, void* scratch, cudaStream_t stream) {
   constexpr int P = Pack128<T>::kSize;
   auto* row_loss = static_cast<float*>(scratch);
-  const bool packed = ld % P == 0 && aligned16(logits) && (!dlogits || aligned16(dlogits));
+  const bool packed = a.ld % P == 0 && aligned16(logits) && (!dlogits || aligned16(dlogits));
   if (packed)
-    launch_kernel(cross_entropy_row_kernel<P, T>, N, cross_entropy_row_threads(V, P), 0, stream, dlogits, row_loss,
-                  logits, targets, V, ld, 1.0f / normaliser);
+    launch_kernel(cross_entropy_row_kernel<P, T>, a.N, cross_entropy_row_threads(a.V, P), 0, stream, dlogits, row_loss,
+                  logits, targets, a, 1.0f / normaliser);
   else
-    launch_kernel(cross_entropy_row_kernel<1, T>, N, cross_entropy_row_threads(V, 1), 0, stream, dlogits, row_loss,
-                  logits, targets, V, ld, 1.0f / normaliser);
-  launch_kernel(cross_entropy_loss_sum_kernel, 1, kCeSumThreads, 0, stream, loss, row_loss, N, normaliser);
+    launch_kernel(cross_entropy_row_kernel<1, T>, a.N, cross_entropy_row_threads(a.V, 1), 0, stream, dlogits, row_loss,
+                  logits, targets, a, 1.0f / normaliser);
+  launch_kernel(cross_entropy_loss_sum_kernel, 1, kCeSumThreads, 0, stream, loss, row_loss, a.N, normaliser);
 }
 
 static bool overlaps(const void* a, size_t a_bytes, const void* b, size_t b_bytes) {
@@ -237,9 +238,11 @@ static bool overlaps(const void* a, size_t a_bytes, const void* b, size_t b_byte
 }
 
 template <class T>
-static void cross_entropy_checked(float* loss, T* dlogits, const T* logits, const int32_t* targets, int N, int V, int ld,
-                                  float normaliser, void* scratch, size_t scratch_bytes, cudaStream_t stream,
+static void cross_entropy_checked(const CrossEntropyArgs& a, float* loss, T* dlogits, const T* logits,
+                                  const int32_t* targets, void* scratch, size_t scratch_bytes, cudaStream_t stream,
                                   bool baseline) {
+  const int N = a.N, V = a.V, ld = a.ld;
+  const float normaliser = static_cast<float>(a.normaliser);  // all arithmetic is fp32: rounded once
   IFT_CHECK(N > 0 && V > 0, "cross_entropy_forward: logits must be (N, V) with N, V > 0, got (", N, ", ", V, ")");
   IFT_CHECK(ld >= V, "cross_entropy_forward: the row stride ld = ", ld, " is smaller than V = ", V);
   IFT_CHECK(cross_entropy_chunks(V) <= 65535, "cross_entropy_forward: V = ", V, " needs more than 65535 chunks of ",
@@ -263,7 +266,7 @@ static void cross_entropy_checked(float* loss, T* dlogits, const T* logits, cons
   if (baseline)
     launch_cross_entropy_baseline(loss, dlogits, logits, targets, N, V, ld, normaliser, scratch, stream);
   else
-    launch_cross_entropy(loss, dlogits, logits, targets, N, V, ld, normaliser, scratch, stream);
+    launch_cross_entropy(a, loss, dlogits, logits, targets, normaliser, scratch, stream);
 }
 
 size_t cross_entropy_scratch_bytes(int N, int V) {
@@ -276,26 +279,24 @@ size_t cross_entropy_baseline_scratch_bytes(int N, int V) {
   return static_cast<size_t>(N) * cross_entropy_chunks(V) * sizeof(float2) + static_cast<size_t>(N) * sizeof(float);
 }
 
-void cross_entropy_forward(float* loss, float* dlogits, const float* logits, const int32_t* targets, int N, int V,
-                           int ld, float normaliser, void* scratch, size_t scratch_bytes, cudaStream_t stream) {
-  cross_entropy_checked(loss, dlogits, logits, targets, N, V, ld, normaliser, scratch, scratch_bytes, stream, false);
+void cross_entropy_forward(const CrossEntropyArgs& args, float* loss, float* dlogits, const float* logits,
+                           const int32_t* targets, void* scratch, size_t scratch_bytes, cudaStream_t stream) {
+  cross_entropy_checked(args, loss, dlogits, logits, targets, scratch, scratch_bytes, stream, false);
 }
 
-void cross_entropy_forward(float* loss, bf16* dlogits, const bf16* logits, const int32_t* targets, int N, int V,
-                           int ld, float normaliser, void* scratch, size_t scratch_bytes, cudaStream_t stream) {
-  cross_entropy_checked(loss, dlogits, logits, targets, N, V, ld, normaliser, scratch, scratch_bytes, stream, false);
+void cross_entropy_forward(const CrossEntropyArgs& args, float* loss, bf16* dlogits, const bf16* logits,
+                           const int32_t* targets, void* scratch, size_t scratch_bytes, cudaStream_t stream) {
+  cross_entropy_checked(args, loss, dlogits, logits, targets, scratch, scratch_bytes, stream, false);
 }
 
-void cross_entropy_forward_baseline(float* loss, float* dlogits, const float* logits, const int32_t* targets, int N,
-                                    int V, int ld, float normaliser, void* scratch, size_t scratch_bytes,
-                                    cudaStream_t stream) {
-  cross_entropy_checked(loss, dlogits, logits, targets, N, V, ld, normaliser, scratch, scratch_bytes, stream, true);
+void cross_entropy_forward_baseline(const CrossEntropyArgs& args, float* loss, float* dlogits, const float* logits,
+                                    const int32_t* targets, void* scratch, size_t scratch_bytes, cudaStream_t stream) {
+  cross_entropy_checked(args, loss, dlogits, logits, targets, scratch, scratch_bytes, stream, true);
 }
 
-void cross_entropy_forward_baseline(float* loss, bf16* dlogits, const bf16* logits, const int32_t* targets, int N,
-                                    int V, int ld, float normaliser, void* scratch, size_t scratch_bytes,
-                                    cudaStream_t stream) {
-  cross_entropy_checked(loss, dlogits, logits, targets, N, V, ld, normaliser, scratch, scratch_bytes, stream, true);
+void cross_entropy_forward_baseline(const CrossEntropyArgs& args, float* loss, bf16* dlogits, const bf16* logits,
+                                    const int32_t* targets, void* scratch, size_t scratch_bytes, cudaStream_t stream) {
+  cross_entropy_checked(args, loss, dlogits, logits, targets, scratch, scratch_bytes, stream, true);
 }
 
 IFT_KERNELS_END

@@ -437,25 +437,26 @@ void bench_dtype(Bench& b, const Shape& s) {
     const double bytes = 2 * e * double(N) * V + 4.0 * N + 4;
     if (b.wanted("cross_entropy_forward"))
       b.memory_bound("cross_entropy_forward", dt, dims({N, V}), bytes, [&] {
-        cross_entropy_forward(loss, logits, logits, tgt, N, V, ld, float(N), scratch, sb, st);
+        cross_entropy_forward({N, V, ld, float(N)}, loss, logits, logits, tgt, scratch, sb, st);
       });
     // the kernel it replaced: (row, chunk) blocks, three launches, scalar loads
     if (b.wanted("cross_entropy_baseline"))
       b.memory_bound("cross_entropy_baseline", dt, dims({N, V}), bytes, [&] {
-        cross_entropy_forward_baseline(loss, logits, logits, tgt, N, V, ld, float(N), scratch, sb, st);
+        cross_entropy_forward_baseline({N, V, ld, float(N)}, loss, logits, logits, tgt, scratch, sb, st);
       });
   }
   {
     Buffers m;
     const int64_t n = s.params;
-    AdamWUpdate u;
-    u.master = m.random<float>(n), u.m = m.zeros<float>(n), u.v = m.zeros<float>(n);
-    u.params_bf16 = bf16 ? m.alloc<__nv_bfloat16>(n) : nullptr;  // the bf16 working copy, when training in bf16
+    AdamWArgs u;
+    float *master = m.random<float>(n), *mom1 = m.zeros<float>(n), *mom2 = m.zeros<float>(n);
+    __nv_bfloat16* params_bf16 =
+        bf16 ? m.alloc<__nv_bfloat16>(n) : nullptr;  // the bf16 working copy, when training in bf16
     u.n = n, u.lr = 1e-4f, u.weight_decay = 0.1f;
     const T* grads = m.random<T>(n);
     // read and write master, m, v (fp32); read grads; write the bf16 weights (bf16 only)
     b.memory_bound("adamw_update", dt, dims({n}), 24.0 * n + e * n + (bf16 ? 2.0 * n : 0.0),
-                   [&] { adamw_update(u, grads, st); });
+                   [&] { adamw_update(u, master, mom1, mom2, params_bf16, grads, st); });
     const size_t sf = sum_of_squares_scratch_floats(n);
     float *sum = m.alloc<float>(1), *scratch = m.alloc<float>(sf);
     // read grads (the global gradient norm)
@@ -643,7 +644,7 @@ void check_cross_entropy(std::vector<Check>& checks) {
   const int32_t* tgt = m.upload(targets);
   const size_t sb = cross_entropy_scratch_bytes(N, V);
   void* scratch = m.alloc<char>(sb);
-  cross_entropy_forward(loss, logits, logits, tgt, N, V, V, float(trained), scratch, sb, nullptr);
+  cross_entropy_forward({N, V, V, float(trained)}, loss, logits, logits, tgt, scratch, sb, nullptr);
   IFT_CUDA_CHECK(cudaDeviceSynchronize());
   const float g_loss = download(loss, 1)[0];
 
@@ -656,7 +657,7 @@ void check_cross_entropy(std::vector<Check>& checks) {
 #pragma omp parallel for reduction(+ : ref_loss) schedule(dynamic, 64)
   for (int n = 0; n < N; ++n) {
     const std::vector<double> r = row_of(n);
-    ref_loss += cpu::cross_entropy_forward<double>(nullptr, r.data(), &targets[n], 1, V, V, double(trained));
+    ref_loss += cpu::cross_entropy_forward<double>(nullptr, r.data(), &targets[n], {1, V, V, double(trained)});
   }
   Check lc{"cross_entropy_forward fp32 loss", shape, "|err| <= 1e-5 |ref|"};
   lc.add(g_loss, ref_loss, 0.0, 1e-5);
@@ -669,7 +670,7 @@ void check_cross_entropy(std::vector<Check>& checks) {
   for (int n : rows) {
     const std::vector<double> r = row_of(n);
     std::vector<double> d(V);
-    cpu::cross_entropy_forward<double>(d.data(), r.data(), &targets[n], 1, V, V, double(trained));
+    cpu::cross_entropy_forward<double>(d.data(), r.data(), &targets[n], {1, V, V, double(trained)});
     IFT_CUDA_CHECK(cudaMemcpy(drow.data(), logits + size_t(n) * V, V * sizeof(float), cudaMemcpyDeviceToHost));
     got.insert(got.end(), drow.begin(), drow.end());
     ref.insert(ref.end(), d.begin(), d.end());
@@ -750,14 +751,14 @@ void check_adamw(std::vector<Check>& checks) {
   const std::vector<float> tw = make_tile(41, -1.0f, 1.0f), tg = make_tile(42, -2.0f, 2.0f), tm = make_tile(43, -0.1f, 0.1f),
                            tv = make_tile(44, 0.0f, 0.01f);
   Buffers m;
-  AdamWUpdate u;
-  u.master = tiled(m, tw, n), u.m = tiled(m, tm, n), u.v = tiled(m, tv, n);
+  AdamWArgs u;
+  float *master = tiled(m, tw, n), *mom1 = tiled(m, tm, n), *mom2 = tiled(m, tv, n);
   u.n = n, u.lr = 1e-3f, u.beta1 = 0.9f, u.beta2 = 0.95f, u.eps = 1e-8f, u.weight_decay = 0.1f, u.grad_scale = 0.5f, u.t = 3;
   const float* grads = tiled(m, tg, n);
   const size_t sf = sum_of_squares_scratch_floats(n);
   float *sum = m.alloc<float>(1), *scratch = m.alloc<float>(sf);
   sum_of_squares(sum, grads, n, scratch, sf, nullptr);
-  adamw_update(u, grads, nullptr);
+  adamw_update(u, master, mom1, mom2, nullptr, grads, nullptr);
   IFT_CUDA_CHECK(cudaDeviceSynchronize());
 
   // The double sum of the tiled gradient: whole tiles, then the rest.
@@ -773,17 +774,16 @@ void check_adamw(std::vector<Check>& checks) {
   for (int64_t i = 0; i < 2000; ++i) idx.push_back(i), idx.push_back(n - 1 - i), idx.push_back((int64_t(1) << 31) - 1000 + i);
   std::mt19937_64 rng(45);
   for (int k = 0; k < 6000; ++k) idx.push_back(int64_t(rng() % uint64_t(n)));
-  cpu::AdamWStep step;
-  step.lr = u.lr, step.beta1 = u.beta1, step.beta2 = u.beta2, step.eps = u.eps, step.weight_decay = u.weight_decay;
-  step.grad_scale = u.grad_scale, step.t = u.t;
+  AdamWArgs step = u;  // one element at a time
+  step.n = 1;
   std::vector<double> gw, rw, gm, rm, gv, rv;
   for (int64_t i : idx) {
     float w = tw[size_t(i) % kTile], g = tg[size_t(i) % kTile], mm = tm[size_t(i) % kTile], vv = tv[size_t(i) % kTile];
-    cpu::adamw_update<float>(&w, &g, &mm, &vv, 1, step);
+    cpu::adamw_update<float>(&w, &g, &mm, &vv, step);
     float kw = 0, km = 0, kv = 0;
-    IFT_CUDA_CHECK(cudaMemcpy(&kw, u.master + i, sizeof(float), cudaMemcpyDeviceToHost));
-    IFT_CUDA_CHECK(cudaMemcpy(&km, u.m + i, sizeof(float), cudaMemcpyDeviceToHost));
-    IFT_CUDA_CHECK(cudaMemcpy(&kv, u.v + i, sizeof(float), cudaMemcpyDeviceToHost));
+    IFT_CUDA_CHECK(cudaMemcpy(&kw, master + i, sizeof(float), cudaMemcpyDeviceToHost));
+    IFT_CUDA_CHECK(cudaMemcpy(&km, mom1 + i, sizeof(float), cudaMemcpyDeviceToHost));
+    IFT_CUDA_CHECK(cudaMemcpy(&kv, mom2 + i, sizeof(float), cudaMemcpyDeviceToHost));
     gw.push_back(kw), rw.push_back(w), gm.push_back(km), rm.push_back(mm), gv.push_back(kv), rv.push_back(vv);
   }
   const auto compare = [&](const std::string& what, const std::vector<double>& got, const std::vector<double>& ref, double atol,

@@ -77,11 +77,11 @@ class CpuBackend {
                         const NormArgs& a) {
     cpu::rmsnorm_backward(dx, dw, dres, dout, x, w, rstd, a);
   }
-  void matmul_forward(T* out, const T* inp, const T* w, const T* b, int N, int I, int O) {
-    cpu::matmul_forward(out, inp, w, b, N, I, O);
+  void matmul_forward(T* out, const T* inp, const T* w, const T* b, const MatmulArgs& a) {
+    cpu::matmul_forward(out, inp, w, b, a);
   }
-  void matmul_backward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w, int N, int I, int O) {
-    cpu::matmul_backward(dinp, dw, db, dout, inp, w, N, I, O);
+  void matmul_backward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w, const MatmulArgs& a) {
+    cpu::matmul_backward(dinp, dw, db, dout, inp, w, a);
   }
   void gemm(T* c, const T* a, const T* b, const GemmArgs& g) {
     check_gemm_shape(g.M, g.N, g.K, g.lda, g.ldb, g.ldc, g.trans_a, g.trans_b);
@@ -120,22 +120,13 @@ class CpuBackend {
   void neftune_forward(T* x, const int32_t* cu_seqlens, const NeftuneArgs& args) {
     cpu::neftune_forward(x, cu_seqlens, args);
   }
-  double cross_entropy(T* dlogits, const T* logits, const int32_t* targets, int N, int V, int ld, double normaliser) {
-    return cpu::cross_entropy_forward(dlogits, logits, targets, N, V, ld, normaliser);
+  double cross_entropy(T* dlogits, const T* logits, const int32_t* targets, const CrossEntropyArgs& a) {
+    return cpu::cross_entropy_forward(dlogits, logits, targets, a);
   }
   double sum_of_squares(const T* g, size_t n) { return cpu::sum_of_squares(g, static_cast<int64_t>(n)); }
-  void adamw(float* master, T* params, const T* grads, float* m, float* v, size_t n, const DecayRuns& runs,
-             const AdamWHyper& h) {
+  void adamw(float* master, T* params, const T* grads, float* m, float* v, const AdamWArgs& a) {
     IFT_CHECK(master == nullptr, "cpu backend: the parameters are their own master weights");
-    cpu::AdamWStep s;
-    s.lr = h.lr, s.beta1 = h.beta1, s.beta2 = h.beta2, s.eps = h.eps, s.grad_scale = h.grad_scale, s.t = h.t;
-    int64_t begin = 0;
-    for (size_t r = 0; r < runs.ends.size(); ++r) {
-      s.weight_decay = runs.decays[r] ? h.weight_decay : 0.0f;
-      cpu::adamw_update(params + begin, grads + begin, m + begin, v + begin, runs.ends[r] - begin, s);
-      begin = runs.ends[r];
-    }
-    IFT_ASSERT(static_cast<size_t>(begin) == n);
+    cpu::adamw_update(params, grads, m, v, a);
   }
 
  private:

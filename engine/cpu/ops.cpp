@@ -247,7 +247,8 @@ void rmsnorm_backward(T* dx, T* dw, const T* dres, const T* dout, const T* x, co
 // ---- matmul ----------------------------------------------------------------------------------
 
 template <class T>
-void matmul_forward(T* out, const T* inp, const T* w, const T* b, int N, int I, int O) {
+void matmul_forward(T* out, const T* inp, const T* w, const T* b, const MatmulArgs& a) {
+  const int N = a.N, I = a.I, O = a.O;
   if (b) {
 #pragma omp parallel for if (parallel_pays(int64_t(N) * O))
     for (int n = 0; n < N; ++n) std::copy(b, b + O, out + static_cast<int64_t>(n) * O);
@@ -256,7 +257,8 @@ void matmul_forward(T* out, const T* inp, const T* w, const T* b, int N, int I, 
 }
 
 template <class T>
-void matmul_backward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w, int N, int I, int O) {
+void matmul_backward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w, const MatmulArgs& a) {
+  const int N = a.N, I = a.I, O = a.O;
   if (dinp) gemm(false, false, N, I, O, T(1), dout, O, w, I, T(0), dinp, I);
   if (dw) gemm(true, false, O, I, N, T(1), dout, O, inp, I, T(1), dw, I);
   if (db) {
@@ -603,8 +605,9 @@ void neftune_forward(T* x, const int32_t* cu_seqlens, const NeftuneArgs& args) {
 // ---- cross-entropy ---------------------------------------------------------------------------
 
 template <class T>
-double cross_entropy_forward(T* dlogits, const T* logits, const int32_t* targets, int N, int V, int ld,
-                             double normaliser) {
+double cross_entropy_forward(T* dlogits, const T* logits, const int32_t* targets, const CrossEntropyArgs& a) {
+  const int N = a.N, V = a.V, ld = a.ld;
+  const double normaliser = a.normaliser;
   IFT_CHECK(ld >= V, "cross-entropy: the row stride ", ld, " is smaller than the vocabulary ", V);
   for (int n = 0; n < N; ++n)
     IFT_CHECK(targets[n] < V, "target id ", targets[n], " at row ", n, " is outside the vocabulary [0, ", V, ")");
@@ -663,11 +666,14 @@ double sum_of_squares(const T* g, int64_t n) {
   return s;
 }
 
+namespace {
+
+// One run of AdamW with one weight decay.
 template <class T>
-void adamw_update(T* params, const T* grads, float* m, float* v, int64_t n, const AdamWStep& s) {
+void adamw_run(T* params, const T* grads, float* m, float* v, int64_t n, const AdamWArgs& s, float weight_decay) {
   const double c1 = 1.0 - std::pow(static_cast<double>(s.beta1), static_cast<double>(s.t));
   const double c2 = 1.0 - std::pow(static_cast<double>(s.beta2), static_cast<double>(s.t));
-  const double decay = 1.0 - static_cast<double>(s.lr) * s.weight_decay;
+  const double decay = 1.0 - static_cast<double>(s.lr) * weight_decay;
 #pragma omp parallel for if (parallel_pays(n))
   for (int64_t i = 0; i < n; ++i) {
     const double g = static_cast<double>(grads[i]) * s.grad_scale;
@@ -677,6 +683,25 @@ void adamw_update(T* params, const T* grads, float* m, float* v, int64_t n, cons
     v[i] = static_cast<float>(vi);
     params[i] = static_cast<T>(params[i] * decay - s.lr * (mi / c1) / (std::sqrt(vi / c2) + s.eps));
   }
+}
+
+}  // namespace
+
+template <class T>
+void adamw_update(T* params, const T* grads, float* m, float* v, const AdamWArgs& a) {
+  IFT_CHECK(a.n >= 0 && a.runs >= 0, "adamw: n = ", a.n, " and runs = ", a.runs, " must not be negative");
+  IFT_CHECK(a.runs == 0 || (a.run_ends && a.run_decays), "adamw: ", a.runs, " decay runs but null arrays");
+  if (a.runs == 0) return adamw_run(params, grads, m, v, a.n, a, a.weight_decay);
+  int64_t begin = 0;
+  for (int r = 0; r < a.runs; ++r) {
+    const int64_t end = a.run_ends[r];
+    IFT_CHECK(end > begin && end <= a.n, "adamw: decay run ", r, " ends at ", end, " after ", begin, " (n = ", a.n,
+              ")");
+    const float wd = a.run_decays[r] ? a.weight_decay : 0.0f;
+    adamw_run(params + begin, grads + begin, m + begin, v + begin, end - begin, a, wd);
+    begin = end;
+  }
+  IFT_CHECK(begin == a.n, "adamw: the decay runs end at ", begin, ", not at n = ", a.n);
 }
 
 // ---- instantiations --------------------------------------------------------------------------
@@ -689,8 +714,8 @@ void adamw_update(T* params, const T* grads, float* m, float* v, int64_t n, cons
                                       const NormArgs&);                                                           \
   template void rmsnorm_forward<T>(T*, T*, const T*, const T*, const NormArgs&);                                  \
   template void rmsnorm_backward<T>(T*, T*, const T*, const T*, const T*, const T*, const T*, const NormArgs&);   \
-  template void matmul_forward<T>(T*, const T*, const T*, const T*, int, int, int);                             \
-  template void matmul_backward<T>(T*, T*, T*, const T*, const T*, const T*, int, int, int);                    \
+  template void matmul_forward<T>(T*, const T*, const T*, const T*, const MatmulArgs&);                         \
+  template void matmul_backward<T>(T*, T*, T*, const T*, const T*, const T*, const MatmulArgs&);                \
   template void attention_forward<T>(T*, T*, const T*, const T*, const T*, const AttentionArgs&);              \
   template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, const T*,   \
                                       const AttentionArgs&);                                                   \
@@ -704,9 +729,9 @@ void adamw_update(T* params, const T* grads, float* m, float* v, int64_t n, cons
   template void residual_forward<T>(T*, const T*, const T*, int64_t);                                           \
   template void dropout<T>(T*, const T*, const DropoutArgs&);                                                   \
   template void neftune_forward<T>(T*, const int32_t*, const NeftuneArgs&);                                     \
-  template double cross_entropy_forward<T>(T*, const T*, const int32_t*, int, int, int, double);                  \
+  template double cross_entropy_forward<T>(T*, const T*, const int32_t*, const CrossEntropyArgs&);             \
   template double sum_of_squares<T>(const T*, int64_t);                                                         \
-  template void adamw_update<T>(T*, const T*, float*, float*, int64_t, const AdamWStep&);
+  template void adamw_update<T>(T*, const T*, float*, float*, const AdamWArgs&);
 
 IFT_CPU_OPS(float)
 IFT_CPU_OPS(double)

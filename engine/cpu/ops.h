@@ -38,12 +38,12 @@ template <class T>
 void rmsnorm_backward(T* dx, T* dw, const T* dres, const T* dout, const T* x, const T* w, const T* rstd,
                       const NormArgs& args);
 
-// out (N, O) = inp (N, I) . w^T + b, with w (O, I) as nn.Linear stores it; b may be null.
+// nn.Linear (kernels/args.h: MatmulArgs): out (N, O) = inp (N, I) . w^T + b, w (O, I); b may be null.
 template <class T>
-void matmul_forward(T* out, const T* inp, const T* w, const T* b, int N, int I, int O);
+void matmul_forward(T* out, const T* inp, const T* w, const T* b, const MatmulArgs& args);
 // dinp = dout . w (written; dinp may be null); dw += dout^T . inp; db += column sums of dout (may be null).
 template <class T>
-void matmul_backward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w, int N, int I, int O);
+void matmul_backward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w, const MatmulArgs& args);
 
 // Causal attention over packed samples (ift::AttentionArgs, kernels/args.h: the fields, the fused
 // layout and the masking; cu_seqlens is host memory here). q, k, v point into one fused qkv buffer
@@ -98,16 +98,13 @@ void dropout(T* out, const T* in, const DropoutArgs& args);
 template <class T>
 void neftune_forward(T* x, const int32_t* cu_seqlens, const NeftuneArgs& args);
 
-// Cross-entropy of logits (N rows of stride ld >= V; the first V columns are the vocabulary, the
-// rest, the classifier's padding, are not read, and get a zero gradient) against targets (N); a
-// negative target is not trained. Returns
-// sum of per-token losses / normaliser; the normaliser is passed in so that all micro-batches of a
-// step divide by the trained tokens of the whole step. When dlogits is not null it receives the
-// gradient of that returned loss (softmax - onehot) / normaliser, zero on untrained rows; dlogits may
-// alias logits (computed in place, as the kernel does).
+// Cross-entropy of logits against targets (kernels/args.h: CrossEntropyArgs: N rows of stride ld, the
+// first V columns the vocabulary, a negative target not trained). Returns the sum of per-token losses
+// / normaliser; when dlogits is not null it receives the gradient of that returned loss, (softmax -
+// onehot) / normaliser, zero on untrained rows and on the padding columns; dlogits may alias logits
+// (computed in place, as the kernel does). ift::Error on ld < V, a target >= V or a normaliser <= 0.
 template <class T>
-double cross_entropy_forward(T* dlogits, const T* logits, const int32_t* targets, int N, int V, int ld,
-                             double normaliser);
+double cross_entropy_forward(T* dlogits, const T* logits, const int32_t* targets, const CrossEntropyArgs& args);
 
 // ---- optimizer ---------------------------------------------------------------------------------
 
@@ -116,19 +113,10 @@ double cross_entropy_forward(T* dlogits, const T* logits, const int32_t* targets
 template <class T>
 double sum_of_squares(const T* g, int64_t n);
 
-// One AdamW step (PyTorch's torch.optim.AdamW semantics) on n contiguous parameters, in place:
-//   g = grad * grad_scale  (grad_scale folds clipping and any loss scaling)
-//   m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
-//   p = p (1 - lr weight_decay) - lr (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
-// weight_decay is 0 for the tensors that do not decay (biases, norms).
-struct AdamWStep {
-  float lr = 0;            // learning rate of this step
-  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
-  float weight_decay = 0;  // decoupled, multiplied by lr
-  float grad_scale = 1;    // e.g. max_norm / norm when clipping
-  int64_t t = 1;           // 1-based step count, for bias correction
-};
+// One AdamW step (kernels/args.h: AdamWArgs, PyTorch's torch.optim.AdamW semantics) on args.n
+// contiguous parameters, in place, the run arrays in host memory; weight_decay applies on the runs
+// that decay. The cpu's parameters are their own master weights.
 template <class T>
-void adamw_update(T* params, const T* grads, float* m, float* v, int64_t n, const AdamWStep& step);
+void adamw_update(T* params, const T* grads, float* m, float* v, const AdamWArgs& args);
 
 }  // namespace ift::cpu

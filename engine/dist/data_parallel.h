@@ -158,15 +158,13 @@ class DataParallel {
     for (Shard& s : shards_) {
       const GroupLayout& gl = s.group->layout;
       const AdamWConfig& c = gl.adamw ? *gl.adamw : adamw_;
-      AdamWHyper h;
-      h.lr = lr * gl.lr_scale, h.beta1 = c.beta1, h.beta2 = c.beta2, h.eps = c.eps;
-      h.weight_decay = c.weight_decay, h.t = t_, h.grad_scale = clip;
       for (const Piece& p : s.pieces) {
         const size_t at = p.local - s.slice.begin;
         float* master = nullptr;
         if constexpr (kHasMaster) master = s.master.data() + at;
-        be.adamw(master, params + p.flat, s.group->grads.data() + p.local, s.m.data() + at, s.v.data() + at, p.size,
-                 p.decay, h);
+        const AdamWArgs args = adamw_args(c, lr * gl.lr_scale, clip, t_, p.decay);
+        IFT_ASSERT(size_t(args.n) == p.size);
+        be.adamw(master, params + p.flat, s.group->grads.data() + p.local, s.m.data() + at, s.v.data() + at, args);
       }
     }
     for (const Shard& s : shards_)

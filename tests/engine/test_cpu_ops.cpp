@@ -87,7 +87,7 @@ TEST_CASE("matmul: nn.Linear layout, bias, accumulated parameter gradients", "[c
   Vec x = random_vector<double>(N * I, 31), w = random_vector<double>(O * I, 32), b = random_vector<double>(O, 33);
   Vec r = random_vector<double>(N * O, 34), out(N * O);
   auto loss = [&] {
-    cpu::matmul_forward(out.data(), x.data(), w.data(), b.data(), N, I, O);
+    cpu::matmul_forward(out.data(), x.data(), w.data(), b.data(), {N, I, O});
     return weighted_sum(out, r);
   };
   loss();
@@ -96,7 +96,7 @@ TEST_CASE("matmul: nn.Linear layout, bias, accumulated parameter gradients", "[c
   CHECK(out[4 * O + 3] == Approx(y).epsilon(1e-12));
   // Parameter gradients accumulate: start from a non-zero value and subtract it back.
   Vec dx(N * I), dw(O * I, 0.5), db(O, -0.25);
-  cpu::matmul_backward(dx.data(), dw.data(), db.data(), r.data(), x.data(), w.data(), N, I, O);
+  cpu::matmul_backward(dx.data(), dw.data(), db.data(), r.data(), x.data(), w.data(), {N, I, O});
   for (auto& g : dw) g -= 0.5;
   for (auto& g : db) g += 0.25;
   check_gradient("dx", x, loss, dx);
@@ -293,7 +293,9 @@ TEST_CASE("cross-entropy: ignored targets, passed-in normaliser, in-place gradie
   std::vector<int32_t> targets = {3, -100, 28, 0, -1, 3};
   Vec logits = random_vector<double>(N * V, 81, -5, 5);
   const double norm = 7.0;  // e.g. the trained tokens of a whole accumulation step
-  auto loss = [&] { return cpu::cross_entropy_forward<double>(nullptr, logits.data(), targets.data(), N, V, V, norm); };
+  auto loss = [&] {
+    return cpu::cross_entropy_forward<double>(nullptr, logits.data(), targets.data(), {N, V, V, norm});
+  };
   double want = 0;
   for (int n = 0; n < N; ++n) {
     if (targets[n] < 0) continue;
@@ -303,12 +305,12 @@ TEST_CASE("cross-entropy: ignored targets, passed-in normaliser, in-place gradie
   }
   CHECK(loss() == Approx(want / norm).epsilon(1e-12));
   Vec d(N * V);
-  cpu::cross_entropy_forward(d.data(), logits.data(), targets.data(), N, V, V, norm);
+  cpu::cross_entropy_forward(d.data(), logits.data(), targets.data(), {N, V, V, norm});
   check_gradient("dlogits", logits, loss, d);
   for (int v = 0; v < V; ++v) CHECK(d[1 * V + v] == 0.0);
 
   Vec inplace = logits;
-  const double l2 = cpu::cross_entropy_forward(inplace.data(), inplace.data(), targets.data(), N, V, V, norm);
+  const double l2 = cpu::cross_entropy_forward(inplace.data(), inplace.data(), targets.data(), {N, V, V, norm});
   CHECK(l2 == Approx(want / norm).epsilon(1e-12));
   require_close("in-place dlogits", inplace, d, 0, 0);
 
@@ -318,13 +320,13 @@ TEST_CASE("cross-entropy: ignored targets, passed-in normaliser, in-place gradie
   Vec padded(size_t(N) * ld, std::numeric_limits<double>::quiet_NaN());
   for (int n = 0; n < N; ++n)
     std::copy(logits.begin() + n * V, logits.begin() + (n + 1) * V, padded.begin() + size_t(n) * ld);
-  const double l3 = cpu::cross_entropy_forward(padded.data(), padded.data(), targets.data(), N, V, ld, norm);
+  const double l3 = cpu::cross_entropy_forward(padded.data(), padded.data(), targets.data(), {N, V, ld, norm});
   CHECK(l3 == l2);
   for (int n = 0; n < N; ++n) {
     for (int v = 0; v < V; ++v) REQUIRE(padded[size_t(n) * ld + v] == d[n * V + v]);
     for (int v = V; v < ld; ++v) REQUIRE(padded[size_t(n) * ld + v] == 0.0);
   }
-  CHECK_THROWS_WITH(cpu::cross_entropy_forward<double>(nullptr, logits.data(), targets.data(), N, V, V - 1, norm),
+  CHECK_THROWS_WITH(cpu::cross_entropy_forward<double>(nullptr, logits.data(), targets.data(), {N, V, V - 1, norm}),
                     Catch::Contains("row stride"));
 
   targets[0] = V;

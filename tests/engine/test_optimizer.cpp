@@ -33,9 +33,9 @@ TEST_CASE("adamw_update follows torch.optim.AdamW over several steps", "[optimiz
   std::vector<double> pd(p.begin(), p.end()), md(n, 0.0), vd(n, 0.0);
   for (int t = 1; t <= 5; ++t) {
     const std::vector<float> g = random_vector<float>(n, 100 + t, -2, 2);
-    cpu::AdamWStep s;
-    s.lr = 1e-2f, s.beta1 = 0.9f, s.beta2 = 0.95f, s.eps = 1e-8f, s.weight_decay = 0.1f, s.t = t;
-    cpu::adamw_update(p.data(), g.data(), m.data(), v.data(), n, s);
+    AdamWArgs s;  // no runs: every element decays
+    s.lr = 1e-2f, s.beta1 = 0.9f, s.beta2 = 0.95f, s.eps = 1e-8f, s.weight_decay = 0.1f, s.t = t, s.n = n;
+    cpu::adamw_update(p.data(), g.data(), m.data(), v.data(), s);
     torch_adamw(pd, std::vector<double>(g.begin(), g.end()), md, vd, t, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f);
   }
   require_close("params after 5 steps", p, pd, 1e-6, 1e-5);

@@ -55,8 +55,8 @@ Result run_kernel(KernelVector<T> logits, const KernelVector<int32_t>& targets, 
   KernelVector<float2> scratch((cross_entropy_scratch_bytes(N, V) + sizeof(float2) - 1) / sizeof(float2));
   Result r;
   KernelVector<float> loss(1, 0.0f);  // a device float
-  cross_entropy_forward(loss.data(), logits.data(), logits.data(), targets.data(), N, V, V, normaliser, scratch.data(),
-                        scratch.size() * sizeof(float2), nullptr);
+  cross_entropy_forward({N, V, V, normaliser}, loss.data(), logits.data(), logits.data(), targets.data(),
+                        scratch.data(), scratch.size() * sizeof(float2), nullptr);
   r.loss = loss[0];
   r.grad.resize(logits.size());
   for (size_t i = 0; i < logits.size(); ++i) r.grad[i] = static_cast<float>(logits[i]);
@@ -96,7 +96,7 @@ void check_fp32(int N, int V, uint64_t seed, int ignore_every, double scale) {
 
   KernelVector<float> ref_grad(logits.size());
   const double ref_loss =
-      cpu::cross_entropy_forward<float>(ref_grad.data(), logits.data(), targets.data(), N, V, V, normaliser);
+      cpu::cross_entropy_forward<float>(ref_grad.data(), logits.data(), targets.data(), {N, V, V, normaliser});
 
   const Result r = run_kernel(logits, targets, N, V, static_cast<float>(normaliser));
   CHECK(std::abs(r.loss - ref_loss) <= 1e-5 * std::abs(ref_loss) + 1e-30);
@@ -119,13 +119,13 @@ void check_fp32(int N, int V, uint64_t seed, int ignore_every, double scale) {
   KernelVector<float2> scratch((cross_entropy_scratch_bytes(N, V) + 7) / 8);
   KernelVector<float> in = logits, out(logits.size(), 7.0f);
   KernelVector<float> loss2(1, 0.0f), loss3(1, 0.0f);  // device floats
-  cross_entropy_forward(loss2.data(), out.data(), in.data(), targets.data(), N, V, V, static_cast<float>(normaliser),
+  cross_entropy_forward({N, V, V, static_cast<float>(normaliser)}, loss2.data(), out.data(), in.data(), targets.data(),
                         scratch.data(), scratch.size() * 8, nullptr);
   CHECK(std::memcmp(loss2.data(), &r.loss, sizeof(float)) == 0);
   CHECK(std::memcmp(out.data(), r.grad.data(), out.size() * sizeof(float)) == 0);
   CHECK(in == logits);
-  cross_entropy_forward(loss3.data(), static_cast<float*>(nullptr), in.data(), targets.data(), N, V, V,
-                        static_cast<float>(normaliser), scratch.data(), scratch.size() * 8, nullptr);
+  cross_entropy_forward({N, V, V, static_cast<float>(normaliser)}, loss3.data(), static_cast<float*>(nullptr),
+                        in.data(), targets.data(), scratch.data(), scratch.size() * 8, nullptr);
   CHECK(std::memcmp(loss3.data(), &r.loss, sizeof(float)) == 0);
   CHECK(in == logits);
 
@@ -146,7 +146,7 @@ void check_bf16(int N, int V, uint64_t seed, int ignore_every, double scale) {
   KernelVector<double> logits64(logits.size()), ref_grad(logits.size());
   for (size_t i = 0; i < logits.size(); ++i) logits64[i] = __bfloat162float(logits[i]);
   const double ref_loss =
-      cpu::cross_entropy_forward<double>(ref_grad.data(), logits64.data(), targets.data(), N, V, V, normaliser);
+      cpu::cross_entropy_forward<double>(ref_grad.data(), logits64.data(), targets.data(), {N, V, V, normaliser});
   KernelVector<float> naive_grad;
   const double naive_loss = naive_bf16(naive_grad, logits, targets, N, V, static_cast<float>(normaliser));
 
@@ -246,8 +246,9 @@ TEST_CASE("cross_entropy_forward rejects bad arguments, naming them", "[kernels]
   float loss = 0;
   float* d = logits.data();
   const float* l = logits.data();
-  auto call = [&](float* lo, float* dl, const float* lg, const int32_t* tg, int n, int v, float norm, void* s, size_t sb) {
-    return [=] { cross_entropy_forward(lo, dl, lg, tg, n, v, v, norm, s, sb, nullptr); };
+  auto call = [&](float* lo, float* dl, const float* lg, const int32_t* tg, int n, int v, float norm, void* s,
+                  size_t sb) {
+    return [=] { cross_entropy_forward({n, v, v, norm}, lo, dl, lg, tg, s, sb, nullptr); };
   };
   require_error(call(&loss, d, l, targets.data(), 0, V, 1.0f, scratch.data(), bytes), "N, V > 0");
   require_error(call(&loss, d, l, targets.data(), N, 0, 1.0f, scratch.data(), bytes), "N, V > 0");
@@ -300,15 +301,15 @@ TEST_CASE("cross-entropy over rows of stride ld > V: padding not read, its gradi
     std::copy(dense.begin() + size_t(n) * V, dense.begin() + size_t(n + 1) * V, padded.begin() + size_t(n) * ld);
   KernelVector<float2> scratch((cross_entropy_scratch_bytes(N, V) + sizeof(float2) - 1) / sizeof(float2));
   KernelVector<float> loss(1, 0.0f);
-  cross_entropy_forward(loss.data(), padded.data(), padded.data(), targets.data(), N, V, ld, norm, scratch.data(),
+  cross_entropy_forward({N, V, ld, norm}, loss.data(), padded.data(), padded.data(), targets.data(), scratch.data(),
                         scratch.size() * sizeof(float2), nullptr);
   CHECK(loss[0] == want.loss);
   for (int n = 0; n < N; ++n) {
     for (int v = 0; v < V; ++v) REQUIRE(padded[size_t(n) * ld + v] == want.grad[size_t(n) * V + v]);
     for (int v = V; v < ld; ++v) REQUIRE(padded[size_t(n) * ld + v] == 0.0f);
   }
-  CHECK_THROWS_WITH(cross_entropy_forward(loss.data(), padded.data(), padded.data(), targets.data(), N, V, V - 1, norm,
-                                          scratch.data(), scratch.size() * sizeof(float2), nullptr),
+  CHECK_THROWS_WITH(cross_entropy_forward({N, V, V - 1, norm}, loss.data(), padded.data(), padded.data(),
+                                          targets.data(), scratch.data(), scratch.size() * sizeof(float2), nullptr),
                     Catch::Contains("row stride"));
 }
 
@@ -327,7 +328,8 @@ TEST_CASE("cross-entropy: the packed and the scalar path both match the referenc
       const KernelVector<int32_t> targets = make_targets(N, V, 81, 4);
       const double norm = trained(targets);
       KernelVector<float> ref(size_t(N) * ld);
-      const double ref_loss = cpu::cross_entropy_forward<float>(ref.data(), logits.data(), targets.data(), N, V, ld, norm);
+      const double ref_loss =
+          cpu::cross_entropy_forward<float>(ref.data(), logits.data(), targets.data(), {N, V, ld, norm});
       for (const bool bf : {false, true}) {
         INFO((bf ? "bf16" : "fp32"));
         KernelVector<float2> scratch(N);
@@ -337,17 +339,17 @@ TEST_CASE("cross-entropy: the packed and the scalar path both match the referenc
           KernelVector<bf16> lb = to_storage<bf16>(logits);
           KernelVector<double> l64(lb.size()), ref64(lb.size());
           for (size_t i = 0; i < lb.size(); ++i) l64[i] = __bfloat162float(lb[i]);
-          const double loss64 = cpu::cross_entropy_forward<double>(ref64.data(), l64.data(), targets.data(), N, V, ld,
-                                                                   norm);
-          cross_entropy_forward(loss.data(), lb.data(), lb.data(), targets.data(), N, V, ld, float(norm), scratch.data(),
-                                scratch.size() * sizeof(float2), nullptr);
+          const double loss64 =
+              cpu::cross_entropy_forward<double>(ref64.data(), l64.data(), targets.data(), {N, V, ld, norm});
+          cross_entropy_forward({N, V, ld, float(norm)}, loss.data(), lb.data(), lb.data(), targets.data(),
+                                scratch.data(), scratch.size() * sizeof(float2), nullptr);
           for (size_t i = 0; i < lb.size(); ++i) got[i] = __bfloat162float(lb[i]);
           CHECK(std::abs(loss[0] - loss64) <= 1e-5 * std::abs(loss64));
           require_close("bf16 dlogits", got, ref64, 1e-6 * max_abs(ref64), 1.0 / 256);
         } else {
           KernelVector<float> l = logits;
-          cross_entropy_forward(loss.data(), l.data(), l.data(), targets.data(), N, V, ld, float(norm), scratch.data(),
-                                scratch.size() * sizeof(float2), nullptr);
+          cross_entropy_forward({N, V, ld, float(norm)}, loss.data(), l.data(), l.data(), targets.data(),
+                                scratch.data(), scratch.size() * sizeof(float2), nullptr);
           CHECK(std::abs(loss[0] - ref_loss) <= 1e-5 * std::abs(ref_loss));
           require_close("fp32 dlogits", l, ref, 1e-6 * max_abs(ref), 1e-5);
         }
@@ -362,11 +364,11 @@ TEST_CASE("cross_entropy_forward_baseline still matches the reference", "[kernel
   const KernelVector<int32_t> targets = make_targets(N, V, 92, 3);
   const double norm = trained(targets) + 1.0;
   KernelVector<float> ref(logits.size());
-  const double ref_loss = cpu::cross_entropy_forward<float>(ref.data(), logits.data(), targets.data(), N, V, V, norm);
+  const double ref_loss = cpu::cross_entropy_forward<float>(ref.data(), logits.data(), targets.data(), {N, V, V, norm});
   KernelVector<float2> scratch((cross_entropy_baseline_scratch_bytes(N, V) + 7) / 8);
   KernelVector<float> loss(1, 0.0f), l = logits;
-  cross_entropy_forward_baseline(loss.data(), l.data(), l.data(), targets.data(), N, V, V, float(norm), scratch.data(),
-                                 scratch.size() * sizeof(float2), nullptr);
+  cross_entropy_forward_baseline({N, V, V, float(norm)}, loss.data(), l.data(), l.data(), targets.data(),
+                                 scratch.data(), scratch.size() * sizeof(float2), nullptr);
   CHECK(std::abs(loss[0] - ref_loss) <= 1e-5 * std::abs(ref_loss));
   require_close("baseline dlogits", l, ref, 1e-6 * max_abs(ref), 1e-5);
 }

@@ -181,7 +181,7 @@ void check_bias_backward(int N, int O, uint64_t seed) {
   KernelVector<double> ref(db0.begin(), db0.end());
   const auto doutd = to_double(dout);
   KernelVector<double> dw(O, 0.0), inp(1, 0.0), w(O, 0.0);
-  cpu::matmul_backward<double>(nullptr, dw.data(), ref.data(), doutd.data(), inp.data(), w.data(), N, 1, O);
+  cpu::matmul_backward<double>(nullptr, dw.data(), ref.data(), doutd.data(), inp.data(), w.data(), {N, 1, O});
   (void)dw;
   require_fp32_close(name, to_double(db), ref);
 }
