@@ -43,14 +43,18 @@ void write_checkpoint(const fs::path& dir, const CheckpointContents& c) {
       copy_file_atomically(f, tmp / (f.extension() == ".model" ? fs::path("tokenizer.model") : f.filename()));
     if (c.optimizer) {
       const OptimizerState& opt = *c.optimizer;
-      // A LoRA run's moments are those of the adapters, the end of the flat layout: only they are kept.
-      const size_t first = lora ? c.layout->base_total : 0;
-      const int64_t n = static_cast<int64_t>(opt.m.size() - first);
+      // The moments of the trainable parameters only (a LoRA run's: the adapters'), packed; the
+      // metadata says which ranges of the flat layout they are.
+      IFT_ASSERT(opt.m.size() == opt.packed.size() && opt.v.size() == opt.packed.size());
+      const int64_t n = static_cast<int64_t>(opt.m.size());
       TensorSet state;
-      state.add("adamw.m", {n}, std::span<const float>(opt.m).subspan(first));
-      state.add("adamw.v", {n}, std::span<const float>(opt.v).subspan(first));
+      state.add("adamw.m", {n}, std::span<const float>(opt.m));
+      state.add("adamw.v", {n}, std::span<const float>(opt.v));
+      std::string ranges;
+      for (const PackedRanges::Range& r : opt.packed.ranges)
+        ranges += (ranges.empty() ? "" : ",") + std::to_string(r.begin) + ":" + std::to_string(r.end);
       write_safetensors(tmp / "optimizer.safetensors", state.tensors(), DType::F32,
-                        {{"steps", std::to_string(opt.steps)}, {"first", std::to_string(first)}});
+                        {{"steps", std::to_string(opt.steps)}, {"ranges", ranges}});
     }
     if (!c.trainer_state.is_null()) write_text_atomically(tmp / "trainer_state.json", c.trainer_state.dump(2) + "\n");
     if (!c.config_yaml.empty()) write_text_atomically(tmp / "config.yaml", c.config_yaml);
@@ -149,12 +153,37 @@ OptimizerState load_optimizer_state(const fs::path& dir) {
   const auto it = r.metadata().find("steps");
   IFT_CHECK(it != r.metadata().end(), r.path().string(), ": metadata 'steps' is missing");
   optimizer.steps = std::stoll(it->second);
-  // A LoRA checkpoint's moments start at flat element `first`: the frozen base's before are zeros.
-  if (const auto f = r.metadata().find("first"); f != r.metadata().end() && std::stoull(f->second) > 0) {
-    const size_t first = std::stoull(f->second);
-    optimizer.m.insert(optimizer.m.begin(), first, 0.0f);
-    optimizer.v.insert(optimizer.v.begin(), first, 0.0f);
+  const std::string where = r.path().string() + ": metadata 'ranges'";
+  if (const auto rs = r.metadata().find("ranges"); rs != r.metadata().end()) {
+    // "begin:end,begin:end,...": the flat ranges the packed moments cover.
+    size_t at = 0;
+    const std::string& text = rs->second;
+    while (at < text.size()) {
+      const size_t comma = std::min(text.find(',', at), text.size()), colon = text.find(':', at);
+      IFT_CHECK(colon < comma, where, ": '", text.substr(at, comma - at), "' is not begin:end");
+      PackedRanges::Range range;
+      try {
+        range.begin = std::stoull(text.substr(at, colon - at));
+        range.end = std::stoull(text.substr(colon + 1, comma - colon - 1));
+      } catch (const std::exception&) {
+        fail(where, ": '", text.substr(at, comma - at), "' is not begin:end");
+      }
+      IFT_CHECK(range.begin < range.end &&
+                    (optimizer.packed.ranges.empty() || optimizer.packed.ranges.back().end < range.begin),
+                where, ": the ranges must be non-empty and increasing, got '", text, "'");
+      optimizer.packed.ranges.push_back(range);
+      at = comma + 1;
+    }
+  } else {
+    // Checkpoints written before the ranges: the moments cover [first, first + n), first 0 or a
+    // LoRA run's base size.
+    const auto f = r.metadata().find("first");
+    const size_t first = f == r.metadata().end() ? 0 : std::stoull(f->second);
+    if (!optimizer.m.empty()) optimizer.packed.ranges.push_back({first, first + optimizer.m.size()});
   }
+  IFT_CHECK(optimizer.m.size() == optimizer.packed.size() && optimizer.v.size() == optimizer.packed.size(),
+            r.path().string(), ": adamw.m and adamw.v hold ", optimizer.m.size(), " and ", optimizer.v.size(),
+            " values, the ranges ", optimizer.packed.size());
   return optimizer;
 }
 

@@ -31,7 +31,8 @@ struct CheckpointContents {
   std::vector<std::filesystem::path> tokenizer_files; // copied beside the weights
   std::string config_yaml;                            // the resolved training config
   // LoRA runs (engine/lora.h): the checkpoint is a PEFT adapter directory (adapter_config.json,
-  // adapter_model.safetensors) instead of a model, with the adapters' moments only; no base copy.
+  // adapter_model.safetensors) instead of a model (the moments are the adapters', as the optimizer
+  // holds them); no base copy.
   const LoraConfig* lora = nullptr;
   std::string base_path;                              // the frozen base, for adapter_config.json
 };
@@ -84,8 +85,8 @@ Model<B> load_model(const std::filesystem::path& dir, ModelOptions options = {},
   return model;
 }
 
-// The AdamW moments (over the flat layout of `total` elements: a LoRA checkpoint holds only the
-// adapters' range, the rest is zeros) and step count of a checkpoint.
+// The AdamW moments of a checkpoint (the trainable parameters' only, packed, with the flat ranges
+// they cover: a LoRA checkpoint's are the adapters') and its step count.
 OptimizerState load_optimizer_state(const std::filesystem::path& dir);
 nlohmann::json load_trainer_state(const std::filesystem::path& dir);
 

@@ -107,3 +107,47 @@ std::vector<GroupLayout> group_layout(const ParamLayout& layout, const std::vect
 }
 
 }  // namespace ift
+
+namespace ift {
+
+PackedRanges PackedRanges::trainable(const std::vector<GroupLayout>& groups) {
+  PackedRanges p;
+  for (const GroupLayout& g : groups)
+    if (g.trainable)
+      for (const GroupLayout::Run& r : g.runs) p.ranges.push_back({r.begin, r.end});
+  std::sort(p.ranges.begin(), p.ranges.end(), [](const Range& a, const Range& b) { return a.begin < b.begin; });
+  std::vector<Range> merged;
+  for (const Range& r : p.ranges) {
+    if (!merged.empty() && merged.back().end == r.begin)
+      merged.back().end = r.end;
+    else
+      merged.push_back(r);
+  }
+  p.ranges = std::move(merged);
+  return p;
+}
+
+size_t PackedRanges::size() const {
+  size_t n = 0;
+  for (const Range& r : ranges) n += r.end - r.begin;
+  return n;
+}
+
+size_t PackedRanges::at(size_t begin, size_t end) const {
+  size_t packed = 0;
+  for (const Range& r : ranges) {
+    if (r.begin <= begin && end <= r.end) return packed + (begin - r.begin);
+    packed += r.end - r.begin;
+  }
+  fail("optimizer state: it holds no moments for parameters [", begin, ", ", end,
+       ") of the flat layout (it was saved with other trainable parameter groups)");
+}
+
+bool PackedRanges::operator==(const PackedRanges& o) const {
+  if (ranges.size() != o.ranges.size()) return false;
+  for (size_t i = 0; i < ranges.size(); ++i)
+    if (ranges[i].begin != o.ranges[i].begin || ranges[i].end != o.ranges[i].end) return false;
+  return true;
+}
+
+}  // namespace ift

@@ -75,10 +75,29 @@ struct GroupLayout {
 };
 std::vector<GroupLayout> group_layout(const ParamLayout& layout, const std::vector<ParamGroupSpec>& specs);
 
-// The AdamW state as checkpoints hold it: fp32 moments over the flat layout (zeros where frozen), and
-// the step count.
+// Elements of the flat layout packed one after another: the trainable ones, which are all the
+// optimizer state there is (a frozen group, a LoRA run's base, has none, in memory or on disk).
+struct PackedRanges {
+  struct Range {
+    size_t begin = 0, end = 0;  // [begin, end) of the flat layout
+  };
+  std::vector<Range> ranges;  // sorted, disjoint, adjacent ones merged
+  // The ranges of the trainable groups (their runs, merged).
+  static PackedRanges trainable(const std::vector<GroupLayout>& groups);
+  size_t size() const;  // elements packed
+  // Where flat elements [begin, end) sit in the packed order; ift::Error naming the range when one
+  // range does not hold them all (a state of other trainable groups).
+  size_t at(size_t begin, size_t end) const;
+  bool operator==(const PackedRanges& o) const;
+};
+
+// The AdamW state as checkpoints hold it: fp32 moments of the packed elements (the trainable ones
+// of the run that saved it: its own PackedRanges::trainable), and the step count. A state whose
+// ranges hold more (a checkpoint of a run with fewer frozen tensors) loads too: each trainable run
+// takes its elements from it.
 struct OptimizerState {
-  std::vector<float> m, v;
+  PackedRanges packed;
+  std::vector<float> m, v;  // (packed.size())
   int64_t steps = 0;
 };
 

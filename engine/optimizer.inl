@@ -162,12 +162,16 @@ template <class B>
 OptimizerState Optimizer<B>::state() const {
   IFT_CHECK(enabled_, "optimizer state: enable() was not called");
   OptimizerState s;
-  s.m.assign(layout_.total, 0.0f), s.v.assign(layout_.total, 0.0f), s.steps = t_;
+  std::vector<GroupLayout> layouts;
+  for (const Group& g : groups_) layouts.push_back(g.layout);
+  s.packed = PackedRanges::trainable(layouts);
+  s.m.assign(s.packed.size(), 0.0f), s.v.assign(s.packed.size(), 0.0f), s.steps = t_;
   for (const Group& g : groups_) {
     if (!g.layout.trainable) continue;
     for (const GroupLayout::Run& r : g.layout.runs) {
-      backend_->download(s.m.data() + r.begin, g.m.data() + r.local, (r.end - r.begin) * sizeof(float));
-      backend_->download(s.v.data() + r.begin, g.v.data() + r.local, (r.end - r.begin) * sizeof(float));
+      const size_t at = s.packed.at(r.begin, r.end);
+      backend_->download(s.m.data() + at, g.m.data() + r.local, (r.end - r.begin) * sizeof(float));
+      backend_->download(s.v.data() + at, g.v.data() + r.local, (r.end - r.begin) * sizeof(float));
     }
   }
   return s;
@@ -176,13 +180,14 @@ OptimizerState Optimizer<B>::state() const {
 template <class B>
 void Optimizer<B>::set_state(const OptimizerState& s) {
   IFT_CHECK(enabled_, "set optimizer state: enable() was not called");
-  IFT_CHECK(s.m.size() == layout_.total && s.v.size() == layout_.total, "optimizer state: moments of ", s.m.size(), " and ",
-            s.v.size(), " values for ", layout_.total, " parameters");
+  IFT_CHECK(s.m.size() == s.packed.size() && s.v.size() == s.packed.size(), "optimizer state: moments of ",
+            s.m.size(), " and ", s.v.size(), " values for ", s.packed.size(), " packed parameters");
   for (Group& g : groups_) {
     if (!g.layout.trainable) continue;
     for (const GroupLayout::Run& r : g.layout.runs) {
-      backend_->upload(g.m.data() + r.local, s.m.data() + r.begin, (r.end - r.begin) * sizeof(float));
-      backend_->upload(g.v.data() + r.local, s.v.data() + r.begin, (r.end - r.begin) * sizeof(float));
+      const size_t at = s.packed.at(r.begin, r.end);
+      backend_->upload(g.m.data() + r.local, s.m.data() + at, (r.end - r.begin) * sizeof(float));
+      backend_->upload(g.v.data() + r.local, s.v.data() + at, (r.end - r.begin) * sizeof(float));
     }
   }
   t_ = s.steps;

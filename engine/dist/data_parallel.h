@@ -11,8 +11,9 @@
 // in its last bit (the norm's sum runs in another order).
 //
 // The state this class hands out and takes (optimizer_state, params_to_host, start) is whole
-// tensors over the flat layout on every rank, so a checkpoint does not depend on the world size
-// or on ZeRO. Under ZeRO those calls are collective: every rank makes them.
+// tensors on every rank (the moments of the trainable parameters packed, as Optimizer::state gives
+// them; the weights over the flat layout), so a checkpoint does not depend on the world size or on
+// ZeRO. Under ZeRO those calls are collective: every rank makes them.
 #pragma once
 
 #include <algorithm>
@@ -79,8 +80,12 @@ class DataParallel {
     }
     const ParamLayout& layout = model_.layout();
     if (state)
-      IFT_CHECK(state->m.size() == layout.total && state->v.size() == layout.total, "optimizer state: moments of ",
-                state->m.size(), " values for ", layout.total, " parameters");
+      IFT_CHECK(state->m.size() == state->packed.size() && state->v.size() == state->packed.size(),
+                "optimizer state: moments of ", state->m.size(), " and ", state->v.size(), " values for ",
+                state->packed.size(), " packed parameters");
+    std::vector<GroupLayout> layouts;
+    for (const auto& g : model_.optimizer().groups()) layouts.push_back(g.layout);
+    packed_ = PackedRanges::trainable(layouts);
     B& be = backend();
     const DecayRuns all_plain = decay_runs(layout, adamw_);
     for (auto& g : model_.optimizer().groups()) {
@@ -119,8 +124,9 @@ class DataParallel {
       }
       if (state) {
         for (const Piece& p : s.pieces) {
-          be.upload(s.m.data() + (p.local - s.slice.begin), state->m.data() + p.flat, p.size * sizeof(float));
-          be.upload(s.v.data() + (p.local - s.slice.begin), state->v.data() + p.flat, p.size * sizeof(float));
+          const size_t at = state->packed.at(p.flat, p.flat + p.size);
+          be.upload(s.m.data() + (p.local - s.slice.begin), state->m.data() + at, p.size * sizeof(float));
+          be.upload(s.v.data() + (p.local - s.slice.begin), state->v.data() + at, p.size * sizeof(float));
         }
       }
       shards_.push_back(std::move(s));
@@ -176,6 +182,7 @@ class DataParallel {
   OptimizerState optimizer_state() {
     if (!zero_) return model_.optimizer_state();
     OptimizerState st;
+    st.packed = packed_;
     st.m = whole([](Shard& s) { return s.m.data(); });
     st.v = whole([](Shard& s) { return s.v.data(); });
     st.steps = t_;
@@ -189,8 +196,10 @@ class DataParallel {
     if constexpr (kHasMaster) {
       const std::vector<float> master = whole([](Shard& s) { return s.master.data(); });
       for (const Shard& s : shards_)
-        for (const GroupLayout::Run& r : s.group->layout.runs)
-          std::copy(master.begin() + r.begin, master.begin() + r.end, out.begin() + r.begin);
+        for (const GroupLayout::Run& r : s.group->layout.runs) {
+          const size_t at = packed_.at(r.begin, r.end);
+          std::copy(master.begin() + at, master.begin() + at + (r.end - r.begin), out.begin() + r.begin);
+        }
     }
     return out;
   }
@@ -216,16 +225,18 @@ class DataParallel {
 
   B& backend() { return model_.net().backend(); }
 
-  // A sliced fp32 buffer made whole over the flat layout on every rank: each rank fills its
-  // pieces into zeros and the ranks sum (x + 0 = x exactly).
+  // A sliced fp32 buffer made whole on every rank, over the trainable elements packed (packed_; a
+  // frozen base is not gathered): each rank fills its pieces into zeros and the ranks sum (x + 0 = x
+  // exactly).
   template <class Get>
   std::vector<float> whole(Get get) {
-    std::vector<float> flat(model_.layout().total, 0.0f);
+    std::vector<float> packed(packed_.size(), 0.0f);
     for (Shard& s : shards_)
       for (const Piece& p : s.pieces)
-        backend().download(flat.data() + p.flat, get(s) + (p.local - s.slice.begin), p.size * sizeof(float));
-    comm_.all_reduce_sum(flat.data(), flat.size(), BackendKind::cpu);
-    return flat;
+        backend().download(packed.data() + packed_.at(p.flat, p.flat + p.size), get(s) + (p.local - s.slice.begin),
+                           p.size * sizeof(float));
+    comm_.all_reduce_sum(packed.data(), packed.size(), BackendKind::cpu);
+    return packed;
   }
 
   Communicator& comm_;
@@ -233,6 +244,7 @@ class DataParallel {
   int zero_ = 0;
   AdamWConfig adamw_;
   std::vector<Shard> shards_;
+  PackedRanges packed_;  // the trainable elements, the order of whole()'s buffers
   int64_t t_ = 0;
 };
 

@@ -408,6 +408,25 @@ void check_frozen_group(const std::string& family) {
       CHECK(got.bytes[p] == plan.bytes[p]);
     }
   }
+  // The optimizer state (what a checkpoint holds) is the trained group's moments alone, packed.
+  const OptimizerState st = model.optimizer_state();
+  CHECK(st.m.size() == trained.layout.size);
+  CHECK(st.v.size() == trained.layout.size);
+  CHECK(st.packed == PackedRanges::trainable({trained.layout}));
+  model.set_optimizer_state(st);
+  CHECK(model.optimizer_state().m == st.m);
+  // A state over more of the layout (a full run's) loads: each trained run takes its elements. The
+  // other way round fails: the frozen tensors have no moments in the frozen run's state.
+  const OptimizerState whole = full.optimizer_state();
+  REQUIRE(whole.m.size() == layout.total);
+  model.set_optimizer_state(whole);
+  const OptimizerState taken = model.optimizer_state();
+  for (const GroupLayout::Run& r : trained.layout.runs)
+    for (size_t i = r.begin; i < r.end; ++i)
+      REQUIRE(taken.m[taken.packed.at(r.begin, r.end) + (i - r.begin)] == whole.m[i]);
+  CHECK_THROWS_WITH(full.set_optimizer_state(st), Catch::Contains("no moments for parameters"));
+  model.set_optimizer_state(st);
+
   const std::vector<float> after = model.params_to_host();
   size_t frozen_values = 0, moved = 0;
   for (const ParamView& v : layout.views) {

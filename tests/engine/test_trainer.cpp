@@ -610,3 +610,33 @@ TEST_CASE("LoRA runs: PEFT checkpoints without the base, bitwise resume, the bas
   CHECK(l1 == Approx(l2).epsilon(1e-5));
   require_close_to_max("merged logits", merged.logits_to_host(), run.logits_to_host(), 1e-5);
 }
+
+TEST_CASE("optimizer.safetensors: the moments of the trainable ranges, and the older 'first' format", "[trainer]") {
+  const fs::path dir = temp_dir("optimizer-state");
+  fs::create_directories(dir);
+  const auto write = [&](const std::vector<float>& m, const std::map<std::string, std::string>& meta) {
+    TensorSet t;
+    t.add("adamw.m", {int64_t(m.size())}, std::span<const float>(m));
+    t.add("adamw.v", {int64_t(m.size())}, std::span<const float>(m));
+    write_safetensors(dir / "optimizer.safetensors", t.tensors(), DType::F32, meta);
+    return load_optimizer_state(dir);
+  };
+  const std::vector<float> five = {1, 2, 3, 4, 5};
+  const OptimizerState a = write(five, {{"steps", "7"}, {"ranges", "0:2,10:13"}});
+  CHECK(a.steps == 7);
+  REQUIRE(a.packed.ranges.size() == 2);
+  CHECK(a.packed.at(11, 13) == 3);
+  CHECK(a.m == five);
+  CHECK_THROWS_WITH(a.packed.at(1, 3), Catch::Contains("no moments for parameters [1, 3)"));
+  // Written before the ranges: a LoRA checkpoint's moments started at flat element `first`.
+  const OptimizerState b = write(five, {{"steps", "1"}, {"first", "100"}});
+  REQUIRE(b.packed.ranges.size() == 1);
+  CHECK(b.packed.ranges[0].begin == 100);
+  CHECK(b.packed.ranges[0].end == 105);
+  CHECK(write(five, {{"steps", "1"}}).packed.at(0, 5) == 0);
+  CHECK_THROWS_WITH(write(five, {{"steps", "1"}, {"ranges", "0:4"}}),
+                    Catch::Contains("hold 5 and 5 values, the ranges 4"));
+  CHECK_THROWS_WITH(write(five, {{"steps", "1"}, {"ranges", "3:8,2:4"}}), Catch::Contains("increasing"));
+  CHECK_THROWS_WITH(write(five, {{"steps", "1"}, {"ranges", "0-5"}}), Catch::Contains("is not begin:end"));
+  fs::remove_all(dir);
+}
