@@ -6,7 +6,7 @@
 //   m = beta1 m + (1 - beta1) g;   v = beta2 v + (1 - beta2) g^2
 //   w = w (1 - lr wd) - lr (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
 //
-// with wd = weight_decay where the decay mask says so and 0 elsewhere (biases, norms). Master
+// with wd = weight_decay where AdamWArgs's decay runs say so and 0 elsewhere (biases, norms). Master
 // weights and moments are fp32; gradients are float or bf16; a bf16 working copy of the weights,
 // when given, receives the updated master rounded to nearest even. All math is fp32. Both kernels
 // are deterministic: the update is elementwise, the sum of squares is reduced in a fixed order in
