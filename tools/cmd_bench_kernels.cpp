@@ -180,7 +180,7 @@ struct Result {
   double ms = 0, baseline_ms = 0;
   bool cudnn = false;          // bf16 attention: cuDNN's fused attention as the second baseline
   double cudnn_ms = 0;         // its time, or 0 and
-  std::string cudnn_missing;   // why it was not measured
+  std::string cudnn_missing = {};  // why it was not measured
 };
 
 // What every measurement shares: the stream, the timing loop, the cuBLAS handles.
