@@ -33,6 +33,36 @@ const char* name_of(BackendKind kind) {
 
 const char* name_of(Precision precision) { return precision == Precision::fp32 ? "fp32" : "bf16"; }
 
+AttentionPath parse_attention_path(std::string_view name) {
+  if (name == "ift") return AttentionPath::ift;
+  if (name == "cudnn") return AttentionPath::cudnn;
+  fail("attention: unknown path '", name, "' (ift, cudnn)");
+}
+
+const char* name_of(AttentionPath path) { return path == AttentionPath::ift ? "ift" : "cudnn"; }
+
+bool cudnn_built() {
+#if IFT_HAVE_CUDNN
+  return true;
+#else
+  return false;
+#endif
+}
+
+bool cudnn_head_dim_supported(int head_dim) { return head_dim > 0 && head_dim % 8 == 0 && head_dim <= 128; }
+
+void check_attention_path(AttentionPath path, BackendKind kind, Precision precision, int head_dim) {
+  if (path == AttentionPath::ift) return;
+  IFT_CHECK(kind == BackendKind::cuda, "attention: cudnn runs on backend cuda only (this run's backend is ",
+            name_of(kind), "); use attention: ift");
+  IFT_CHECK(precision == Precision::bf16, "attention: cudnn runs in precision bf16 only (this run's is ",
+            name_of(precision), "); use attention: ift");
+  IFT_CHECK(cudnn_built(), "attention: cudnn: this build has no cuDNN (CMake found no cudnn_graph.h and libcudnn; "
+            "install cuDNN 9 and reconfigure, or use attention: ift)");
+  IFT_CHECK(head_dim == 0 || cudnn_head_dim_supported(head_dim), "attention: cudnn does not take head dim ", head_dim,
+            " (cuDNN's fused attention here: multiples of 8 up to 128); use attention: ift");
+}
+
 bool cuda_built() {
 #if IFT_HAVE_CUDA
   return true;

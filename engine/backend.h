@@ -45,6 +45,18 @@ const char* name_of(BackendKind kind);
 const char* name_of(Precision precision);
 bool cuda_built();  // whether this build has the cuda backend (CUDA compiled in)
 
+// Which kernels run attention (`attention:` in the training config, `--attention` on ift dump):
+// ift's own (kernels/attention.h), or cuDNN's fused attention (engine/cuda/cudnn_attention.h).
+enum class AttentionPath { ift, cudnn };
+AttentionPath parse_attention_path(std::string_view name);  // "ift" | "cudnn", else ift::Error naming `attention`
+const char* name_of(AttentionPath path);
+bool cudnn_built();                        // whether this build links cuDNN (a cuda build that found it)
+bool cudnn_head_dim_supported(int head_dim);  // the head dims the cuDNN path takes: multiples of 8 up to 128
+// Refuses, with an ift::Error naming `attention` and the reason, a path this backend, precision and
+// head dim cannot run: cudnn needs backend cuda, precision bf16, a build with cuDNN and a head dim it takes.
+// head_dim 0: not checked (not known yet).
+void check_attention_path(AttentionPath path, BackendKind kind, Precision precision, int head_dim = 0);
+
 // What the model's memory is for. Every allocation names its part, so the plan (what a batch shape
 // needs, computed from formulas) can be compared with what was actually allocated.
 enum class MemoryPart { params, grads, master, optimizer, activations, activation_grads, batch, workspace };

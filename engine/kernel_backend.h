@@ -85,6 +85,9 @@ class KernelBackend {
   void attention_forward(S* out, float* lse, const S* qkv, const AttentionArgs& a);
   void attention_backward(S* dqkv, const S* dout, const S* qkv, const S* out, const float* lse,
                           const AttentionArgs& a);
+  // Whose kernels attention_forward/backward run; cudnn on the cuda backend in bf16 only (callers
+  // check_attention_path first; this refuses too).
+  void set_attention_path(AttentionPath path);
   void copy_rows(S* dst, int ld_dst, const S* src, int ld_src, int rows, int cols);
   void attention_decode(S* out, const S* q, const S* k_cache, const S* v_cache, const DecodeAttentionArgs& a);
   void rope_forward(S* x, const int32_t* positions, int N, int heads, int D, int ld, float theta);
@@ -105,6 +108,7 @@ class KernelBackend {
   float* scratch(size_t floats);  // the workspace past its scalars; checks it is large enough
 
   std::unique_ptr<Device> device_;
+  AttentionPath attention_ = AttentionPath::ift;
   MemoryBytes live_;
   void* workspace_ = nullptr;  // (workspace_bytes_) see reserve_workspace
   size_t workspace_bytes_ = 0;

@@ -220,14 +220,29 @@ void KernelBackend<S, Device>::gemm(Out* c, const S* a, const S* b, const GemmAr
 
 template <class S, class Device>
 void KernelBackend<S, Device>::attention_forward(S* out, float* lse, const S* qkv, const AttentionArgs& a) {
+  if constexpr (kind == BackendKind::cuda && std::is_same_v<S, __nv_bfloat16>) {
+    if (attention_ == AttentionPath::cudnn) return device_->cudnn().forward(out, lse, qkv, a);
+  }
   ift::attention_forward(out, lse, qkv, a, device_->stream());
 }
 
 template <class S, class Device>
 void KernelBackend<S, Device>::attention_backward(S* dqkv, const S* dout, const S* qkv, const S* out, const float* lse,
                                                   const AttentionArgs& a) {
+  if constexpr (kind == BackendKind::cuda && std::is_same_v<S, __nv_bfloat16>) {
+    if (attention_ == AttentionPath::cudnn) return device_->cudnn().backward(dqkv, dout, qkv, out, lse, a);
+  }
   float* delta = scratch(size_t(a.N) * a.H);
   ift::attention_backward(dqkv, delta, dout, qkv, out, lse, a, device_->stream());
+}
+
+template <class S, class Device>
+void KernelBackend<S, Device>::set_attention_path(AttentionPath path) {
+  check_attention_path(path, kind, std::is_same_v<S, float> ? Precision::fp32 : Precision::bf16);
+  if constexpr (kind == BackendKind::cuda && std::is_same_v<S, __nv_bfloat16>) {
+    if (path == AttentionPath::cudnn) device_->cudnn();  // the handle now, so a missing library fails here
+  }
+  attention_ = path;
 }
 
 template <class S, class Device>

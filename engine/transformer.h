@@ -65,6 +65,9 @@ struct ModelOptions {
   std::optional<bool> fused_ce;
   int fused_ce_chunk = 0;  // rows per chunk; 0: automatic (fused_ce_chunk_rows)
 
+  // Whose kernels run attention (engine/backend.h): ift's, or cuDNN's on the cuda backend (bf16).
+  AttentionPath attention = AttentionPath::ift;
+
   static constexpr int kFusedCeVocab = 32768;
   bool fused(const ModelConfig& c) const { return fused_ce.value_or(c.vocab_size > kFusedCeVocab); }
 };

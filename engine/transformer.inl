@@ -18,6 +18,10 @@ Transformer<B>::Transformer(const ModelConfig& config, ModelOptions options)
   params = Buffer<B, act_t>(*backend_, layout_.total, MemoryPart::params);
   lora_.init(layout_);
   backend_->zero(params.data(), layout_.total * sizeof(act_t));
+  check_attention_path(options.attention, B::kind, sizeof(act_t) == 2 ? Precision::bf16 : Precision::fp32,
+                       config.head_dim);
+  if constexpr (requires { backend_->set_attention_path(options.attention); })
+    backend_->set_attention_path(options.attention);
   frozen_norm_sink_ = Buffer<B, grad_t>(*backend_, 2 * size_t(config.hidden), MemoryPart::workspace);
 }
 

@@ -3,7 +3,9 @@
 // same traffic for the memory-bound ops, cublasGemmEx for the matmuls (which the engine runs
 // through cuBLASLt), the SIMT kernels for bf16 attention (whose default is the tensor-core kernels,
 // kernels/attention_tc.cu), measured at the model's shape and at GPT-2 (D 64) and Llama (D 128, GQA
-// 32/8) shapes over 1k-8k positions. fp32 attention has no baseline (see kNoAttentionBaseline).
+// 32/8) shapes over 1k-8k positions, with cuDNN's fused attention (engine/cuda/cudnn_attention.h) as
+// a second bf16 baseline where the build links cuDNN and cuDNN takes the shape (else the reason is
+// printed). fp32 attention has no baseline (see kNoAttentionBaseline).
 //
 // Method: CUDA events around each repetition, --warmup untimed repetitions first, the median of
 // --reps, and the L2 cache flushed before each repetition by a cudaMemsetAsync of twice its size,
@@ -23,6 +25,7 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <random>
 #include <string>
 #include <type_traits>
@@ -41,7 +44,9 @@
 #include <cuda_runtime_api.h>
 
 #include "engine/cpu/ops.h"
+#include "engine/backend.h"
 #include "engine/cuda/check.h"
+#include "engine/cuda/cudnn_attention.h"
 #include "kernels/kernels.h"
 #endif
 
@@ -108,10 +113,9 @@ const KnownGpu* known_gpu(const std::string& device) {
 }
 
 // Why fp32 attention has no baseline (printed, and the JSON's "baseline_missing"); bf16 attention is
-// compared with the SIMT kernels.
+// compared with the SIMT kernels and with cuDNN's fused attention.
 constexpr const char* kNoAttentionBaseline =
-    "`ift` does not link cuDNN, and cuDNN 9's fused attention is reachable only through its graph API "
-    "(the cudnn_frontend headers, or dozens of backend descriptors): not built yet";
+    "the SIMT kernels are ift's fp32 attention, and cuDNN's fused attention takes bf16 only";
 
 std::string dims(std::initializer_list<int64_t> d) {
   std::string s;
@@ -174,6 +178,9 @@ struct Result {
   bool flops = false;          // work counts FLOPs (TFLOP/s), not bytes (GB/s)
   std::string baseline;        // what it is compared with; empty: none
   double ms = 0, baseline_ms = 0;
+  bool cudnn = false;          // bf16 attention: cuDNN's fused attention as the second baseline
+  double cudnn_ms = 0;         // its time, or 0 and
+  std::string cudnn_missing = {};  // why it was not measured
 };
 
 // What every measurement shares: the stream, the timing loop, the cuBLAS handles.
@@ -226,6 +233,19 @@ class Bench {
     results.push_back(std::move(r));
   }
 
+  // Times cuDNN's fused attention (run) as the second baseline of the last result, or records why it
+  // cannot: no cuDNN in this build, or cuDNN refusing the shape or failing (the error's message).
+  void measure_cudnn(const std::function<void(CudnnAttention&)>& run) {
+    Result& r = results.back();
+    r.cudnn = true;
+    try {
+      if (!cudnn_) cudnn_ = std::make_unique<CudnnAttention>(stream);
+      r.cudnn_ms = median_ms([&] { run(*cudnn_); });
+    } catch (const Error& e) {
+      r.cudnn_missing = e.what();
+    }
+  }
+
   // A memory-bound op that must move `bytes`; its baseline copies bytes/2 device to device, which
   // moves the same bytes (each is read once and written once): the bandwidth the op could reach.
   void memory_bound(const char* kernel, const char* dtype, std::string shape, double bytes,
@@ -253,6 +273,7 @@ class Bench {
   Buffers buffers_;
   char* flush_ = nullptr;
   size_t flush_bytes_ = 0;
+  std::unique_ptr<CudnnAttention> cudnn_;  // created on first use, on the stream
 };
 
 struct Shape {
@@ -312,14 +333,18 @@ void bench_attention_bf16(Bench& b, const AttentionArgs& p, const __nv_bfloat16*
                           const __nv_bfloat16* dout, __nv_bfloat16* dqkv, float* delta, const std::string& shape, double fwd) {
   cudaStream_t st = b.stream;
   const std::string kind = attention_tc_supports(p, qkv, out, dqkv) ? "tensor cores" : "simt";
-  if (b.wanted("attention_forward"))
+  if (b.wanted("attention_forward")) {
     b.measure({"attention_forward", "bf16", shape + " " + kind, fwd, true, "simt"},
               [&] { attention_forward(out, lse, qkv, p, st); }, [&] { attention_forward_simt(out, lse, qkv, p, st); });
+    b.measure_cudnn([&](CudnnAttention& c) { c.forward(out, lse, qkv, p); });
+  }
   attention_forward(out, lse, qkv, p, st);  // the backward's out and lse
-  if (b.wanted("attention_backward"))
+  if (b.wanted("attention_backward")) {
     b.measure({"attention_backward", "bf16", shape + " " + kind, 2.5 * fwd, true, "simt"},
               [&] { attention_backward(dqkv, delta, dout, qkv, out, lse, p, st); },
               [&] { attention_backward_simt(dqkv, delta, dout, qkv, out, lse, p, st); });
+    b.measure_cudnn([&](CudnnAttention& c) { c.backward(dqkv, dout, qkv, out, lse, p); });
+  }
 }
 
 // GPT-2 (H 12, D 64) and Llama (H 32, KVH 8, D 128) attention over 8192 tokens in samples of 1k-8k
@@ -895,6 +920,8 @@ int bench_kernels(Args args) {
               {"percent_of_peak", peak > 0 ? json(100 * rate / peak) : json(nullptr)}, {"baseline", nullptr}};
     if (r.baseline.empty()) j["baseline_missing"] = kNoAttentionBaseline;
     else j["baseline"] = {{"name", r.baseline}, {"ms", r.baseline_ms}, {"ratio", r.ms / r.baseline_ms}};
+    if (r.cudnn && r.cudnn_ms > 0) j["cudnn"] = {{"ms", r.cudnn_ms}, {"ratio", r.ms / r.cudnn_ms}};
+    else if (r.cudnn) j["cudnn_missing"] = r.cudnn_missing;
     doc["results"].push_back(j);
   }
   if (p.on("--json")) {
@@ -912,8 +939,9 @@ int bench_kernels(Args args) {
               "%d warm-up, %.0f MiB written before each to flush the L2\n",
               s.B, s.T, s.B * s.T, s.C, s.H, s.C / s.H, s.V, (long long)s.params, reps, warmup, b.flush_bytes() / 1048576.0);
   std::printf("shapes: (rows, cols); matmul N x O x K; attention B x T x H x D (x KVH x D for the GPT-2/Llama set). ratio = ms / baseline ms\n\n");
-  std::printf("%-22s %-5s %-15s %9s %15s %8s  %-13s %9s %6s\n", "kernel", "dtype", "shape", "ms", "rate", "% peak",
-              "baseline", "base ms", "ratio");
+  std::printf("%-22s %-5s %-15s %9s %15s %8s  %-13s %9s %6s  %9s %6s\n", "kernel", "dtype", "shape", "ms", "rate",
+              "% peak", "baseline", "base ms", "ratio", "cudnn ms", "ratio");
+  std::string cudnn_missing;  // the first reason cuDNN was not measured, printed once below
   for (const json& r : doc["results"]) {
     const bool flops = r.contains("tflops");
     char rate[32], pct[16], base[64];
@@ -923,13 +951,22 @@ int bench_kernels(Args args) {
     if (!r["baseline"].is_null())
       std::snprintf(base, sizeof base, "%-13s %9.4f %6.2f", r["baseline"]["name"].get<std::string>().c_str(),
                     r["baseline"]["ms"].get<double>(), r["baseline"]["ratio"].get<double>());
-    std::printf("%-22s %-5s %-15s %9.4f %15s %8s  %s\n", r["kernel"].get<std::string>().c_str(),
+    char second[32] = "";
+    if (r.contains("cudnn"))
+      std::snprintf(second, sizeof second, "  %9.4f %6.2f", r["cudnn"]["ms"].get<double>(), r["cudnn"]["ratio"].get<double>());
+    else if (r.contains("cudnn_missing"))
+      std::snprintf(second, sizeof second, "  %9s %6s", "-", "-");
+    if (r.contains("cudnn_missing") && cudnn_missing.empty()) cudnn_missing = r["cudnn_missing"].get<std::string>();
+    std::printf("%-22s %-5s %-15s %9.4f %15s %8s  %s%s\n", r["kernel"].get<std::string>().c_str(),
                 r["dtype"].get<std::string>().c_str(), r["shape"].get<std::string>().c_str(), r["ms"].get<double>(), rate,
-                r["percent_of_peak"].is_null() ? "unknown" : pct, base);
+                r["percent_of_peak"].is_null() ? "unknown" : pct, base, second);
   }
   if (b.wanted("attention_forward") || b.wanted("attention_backward"))
-    std::printf("\nbf16 attention: the dispatch's kernel (shape suffix) against the SIMT kernels; fp32 attention has no "
-                "baseline: %s\n", kNoAttentionBaseline);
+  {
+    std::printf("\nbf16 attention: the dispatch's kernel (shape suffix) against the SIMT kernels and cuDNN's fused "
+                "attention (ratio = ms / cudnn ms); fp32 attention has no baseline: %s\n", kNoAttentionBaseline);
+    if (!cudnn_missing.empty()) std::printf("cuDNN not measured (first reason): %s\n", cudnn_missing.c_str());
+  }
   return 0;
 }
 

@@ -11,14 +11,17 @@
 #     glibc (libc, libm, libpthread, libdl, librt, the loader), the compiler's runtime (libstdc++,
 #     libgcc_s), and CUDA's own (libcuda, the driver's, must match the machine's kernel module;
 #     libcudart and libcublas/libcublasLt come with the GPU machine's toolkit, which must be the
-#     major version built against, and libcublasLt alone is hundreds of MiB). What remains are
+#     major version built against, and libcublasLt alone is hundreds of MiB; libcudnn, linked for
+#     `attention: cudnn`, whose engines are about 1 GiB: tools/gpu_check.sh finds the GPU machine's,
+#     PyTorch's nvidia-cudnn wheel where the system has none). What remains are
 #     Debian's packages: OpenBLAS and its Fortran runtime, libgomp, yaml-cpp, sentencepiece, Boost
 #     context, PCRE2.
 # Prints each file and the total with the source tree that travels with it (git's tracked and
 # untracked files), and fails when that is over 64 MiB, the most a GPU session carries.
 # --verify (as root): starts the carried binaries in a chroot that holds only the bundle, glibc,
-# libstdc++, libgcc_s and CUDA's runtime and BLAS libraries, as a machine without Debian's packages
-# would: `ift --help` and test_engine's GEMM and emu golden cases must run.
+# libstdc++, libgcc_s and CUDA's runtime and BLAS libraries (and cuDNN's loader, libcudnn.so.9, where
+# the binaries link it), as a machine without Debian's packages would: `ift --help` and test_engine's
+# GEMM and emu golden cases must run.
 set -euo pipefail
 
 verify=0
@@ -39,7 +42,7 @@ for b in "${binaries[@]}"; do
 done
 
 # Not carried: present wherever a CUDA binary can run (see above).
-system='^(linux-vdso|ld-linux|libc|libm|libdl|libpthread|librt|libresolv|libutil|libstdc\+\+|libgcc_s|libcuda|libcudart|libcublas|libcublasLt|libnvrtc|libnvJitLink)\.so'
+system='^(linux-vdso|ld-linux|libc|libm|libdl|libpthread|librt|libresolv|libutil|libstdc\+\+|libgcc_s|libcuda|libcudart|libcublas|libcublasLt|libnvrtc|libnvJitLink|libcudnn[a-z_]*)\.so'
 
 rm -rf "$carry"
 mkdir -p "$carry/lib"
@@ -91,7 +94,8 @@ for l in libc.so.6 libm.so.6 libdl.so.2 libpthread.so.0 librt.so.1 libstdc++.so.
   cp -L "/lib/x86_64-linux-gnu/$l" "$root/lib/x86_64-linux-gnu/"
 done
 cuda_lib=$(dirname "$(ldd "$carry/tools/ift" | awk '$1 ~ /^libcudart/ {print $3; exit}')")
-for l in "$cuda_lib"/libcudart.so.* "$cuda_lib"/libcublas.so.* "$cuda_lib"/libcublasLt.so.*; do
+cudnn_lib=$(ldd "$carry/tools/ift" | awk '$1 ~ /^libcudnn\.so/ {print $3; exit}')
+for l in "$cuda_lib"/libcudart.so.* "$cuda_lib"/libcublas.so.* "$cuda_lib"/libcublasLt.so.* ${cudnn_lib:+"$cudnn_lib"}; do
   [[ -f $l ]] || continue
   ln "$(readlink -f "$l")" "$root/cuda/$(basename "$l")" 2> /dev/null || cp -L "$l" "$root/cuda/"  # hundreds of MiB: link
 done

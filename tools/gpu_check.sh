@@ -14,7 +14,9 @@
 #
 # Steps, most valuable first: env (nvidia-smi, driver and runtime versions, ldd of the binaries),
 # tests.cuda (every [cuda] test case, twice, IFT_SYNC_LAUNCHES=1, loss and tensor bits compared
-# between the runs), kernels.gpu (the kernel tests against the nvcc build), sanitize.memcheck /
+# between the runs), kernels.gpu (the kernel tests against the nvcc build), mma.dump (the hardware's
+# fragment registers), attention.cudnn (cuDNN's fused attention in a bf16 step against the CPU
+# reference), sanitize.memcheck /
 # racecheck / synccheck / initcheck (compute-sanitizer on a small model step), check.sizes
 # (`ift bench kernels --check`), bench.kernels.gpt2, bench.kernels.llama3-8b, bench.train.
 #
@@ -68,12 +70,28 @@ for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
 done
 export LD_LIBRARY_PATH=$ld_path
 # CUDA's libraries where the loader still does not find them: the toolkit may sit in a versioned
-# folder, or come as Python's nvidia-* wheels. Searched under $IFT_CUDA_LIB_SEARCH.
+# folder, or come as Python's nvidia-* wheels. Searched under $IFT_CUDA_LIB_SEARCH. cuDNN (linked for
+# `attention: cudnn`; its libraries, ~1 GiB, are never carried) is looked for first where Python
+# finds the nvidia-cudnn wheel that PyTorch installs (site-packages/nvidia/cudnn/lib).
+python_cudnn_lib() {
+  local py
+  for py in python3 python; do
+    command -v "$py" > /dev/null || continue
+    timeout 20 "$py" -c 'import importlib.util as u, os
+s = u.find_spec("nvidia.cudnn")
+print(os.path.join(list(s.submodule_search_locations)[0], "lib") if s else "")' 2> /dev/null && return
+  done
+}
 cuda_found=()
 if [[ -x ${positional[0]}/tools/ift ]]; then
-  for name in $(ldd "${positional[0]}/tools/ift" 2> /dev/null | awk '/not found/ && $1 ~ /^lib(cudart|cublas|cublasLt)\.so/ {print $1}'); do
+  for name in $(ldd "${positional[0]}/tools/ift" 2> /dev/null | awk '/not found/ && $1 ~ /^lib(cudart|cublas|cublasLt|cudnn)\.so/ {print $1}'); do
+    found=""
+    if [[ $name == libcudnn.so* ]]; then
+      found=$(python_cudnn_lib)
+      [[ -n $found && -f $found/$name ]] && found=$found/$name || found=""
+    fi
     # shellcheck disable=SC2086  # a list of folders
-    found=$(timeout 20 find ${IFT_CUDA_LIB_SEARCH:-/usr/local /opt /usr/lib} -maxdepth 8 -name "$name" -print -quit 2> /dev/null)
+    [[ -z $found ]] && found=$(timeout 20 find ${IFT_CUDA_LIB_SEARCH:-/usr/local /opt /usr/lib} -maxdepth 8 -name "$name" -print -quit 2> /dev/null)
     if [[ -n $found ]]; then
       found=$(dirname "$found")
       export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$found
@@ -352,6 +370,37 @@ step_mma_dump() {
   fi
 }
 
+# attention.cudnn: cuDNN's fused attention (`attention: cudnn`, engine/cuda/cudnn_attention.cpp) in
+# a whole bf16 forward and backward at head dims 64 and 128 (GQA 4/2, two packed samples) against
+# the CPU reference: the [cudnn] case of test_engine, which logs a "(cudnn attention)" line per head
+# dim when it ran. Outside tests.cuda, whose runs must be bitwise equal: cuDNN's backward need not be.
+step_attention_cudnn() {
+  local dir=$out/cudnn step=attention.cudnn
+  if [[ $backend != cuda ]]; then
+    record "$step" skipped "GPU only (cuDNN's fused attention)"
+    return
+  fi
+  rm -f "$dir/losses.txt"
+  timed "$step" 90 "$dir/cudnn.log" env IFT_SYNC_LAUNCHES=1 IFT_LOSS_LOG="$dir/losses.txt" "$test_engine" '[cudnn]' \
+    --durations yes
+  local rc=$?
+  if ((rc != 0)); then
+    record "$step" failed "$(why $rc "$dir/cudnn.log"); $(catch_totals "$dir/cudnn.log")"
+    return
+  fi
+  local ran
+  ran=$(grep -c '(cudnn attention)' "$dir/losses.txt" 2> /dev/null)
+  if ((${ran:-0} > 0)); then
+    record "$step" passed "$(catch_totals "$dir/cudnn.log"); $ran cuDNN attention steps within the bf16 tolerance of cpu (${took}s)"
+  elif grep -q 'has no cuDNN' "$dir/cudnn.log"; then
+    record "$step" skipped "this build has no cuDNN (CMake found none)"
+  else
+    local warn
+    warn=$(grep -m1 -iE 'no CUDA device|No test cases matched' "$dir/cudnn.log" | sed 's/^ *//' | head -c 160)
+    record "$step" failed "the [cudnn] case logged nothing: it did not run (${warn:-no reason printed})"
+  fi
+}
+
 # The small model step the sanitizers watch: `ift bench train --backend cuda` on the demo model at
 # a tiny shape where the binary offers the cuda backend there, else the [cuda] test case of ten
 # AdamW steps on two-layer models.
@@ -476,7 +525,7 @@ step_bench_train() {
 # ---- the plan --------------------------------------------------------------------------------------
 
 # Each entry: the step's function and its arguments.
-steps=(env tests kernels mma_dump "sanitize memcheck" "sanitize racecheck" "sanitize synccheck" "sanitize initcheck" check
+steps=(env tests kernels mma_dump attention_cudnn "sanitize memcheck" "sanitize racecheck" "sanitize synccheck" "sanitize initcheck" check
        "bench_kernels gpt2" "bench_kernels llama3-8b ${llama_args[*]}" bench_train)
 # The plan the dry run prints: what each step runs.
 plan_steps() {
@@ -486,6 +535,7 @@ plan_steps() {
     "tests.$backend" "IFT_SYNC_LAUNCHES=1 IFT_LOSS_LOG=... test_engine '$tests_filter', twice, logs compared" \
     "$k" "IFT_SYNC_LAUNCHES=1 ${bin#"$build"/}" \
     mma.dump "IFT_MMA_DUMP=mma/mma_fragments.txt test_kernels_gpu '[dump]'$gpu_only" \
+    attention.cudnn "IFT_LOSS_LOG=cudnn/losses.txt test_engine '[cudnn]'$gpu_only" \
     sanitize.TOOL "compute-sanitizer --tool memcheck|racecheck|synccheck|initcheck $(sanitize_target)$gpu_only" \
     check.sizes "ift bench kernels --check$gpu_only" \
     bench.kernels.gpt2 "ift bench kernels --json$gpu_only" \

@@ -50,6 +50,7 @@ void add_model_option_flags(cli::Parser& p) {
   p.flag("--fused-ce", "fused linear cross-entropy: no (N, V) logits (default: on above a 32k vocabulary)");
   p.flag("--no-fused-ce", "materialise the (N, V) logits (the unfused classifier and loss)");
   p.option("--fused-ce-chunk", "ROWS", "0", "rows per chunk of the fused cross-entropy; 0: automatic");
+  p.option("--attention", "PATH", "ift", "whose attention kernels: ift, or cudnn (cuDNN's fused attention; backend cuda, bf16)");
 }
 
 ModelOptions model_options(const cli::Parser& p) {
@@ -61,6 +62,7 @@ ModelOptions model_options(const cli::Parser& p) {
   const int64_t chunk = p.integer("--fused-ce-chunk");
   IFT_CHECK(chunk >= 0 && chunk < (int64_t(1) << 31), "--fused-ce-chunk must be a row count >= 0, got ", chunk);
   o.fused_ce_chunk = static_cast<int>(chunk);
+  o.attention = parse_attention_path(p.str("--attention"));
   return o;
 }
 

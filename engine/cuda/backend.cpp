@@ -12,11 +12,13 @@
 #include <cstdint>
 #include <cstdio>
 #include <map>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <utility>
 
 #include "engine/cuda/check.h"
+#include "engine/cuda/cudnn_attention.h"
 #include "engine/device_gemm.h"
 #include "engine/kernel_backend.inl"
 #include "engine/model.inl"
@@ -135,6 +137,11 @@ struct CudaDevice {
     IFT_CUDA_CHECK(cudaStreamSynchronize(stream()));
   }
   cudaStream_t stream() { return stream_.get(); }
+  // cuDNN's fused attention on this stream, created on first use (`attention: cudnn`).
+  CudnnAttention& cudnn() {
+    if (!cudnn_) cudnn_ = std::make_unique<CudnnAttention>(stream());
+    return *cudnn_;
+  }
 
   // Row-major C (M, N) = op(A) op(B) is column-major C^T (N, M) = op(B)^T op(A)^T, so cuBLASLt's
   // first operand is our B and its second our A; a row-major (r, c) matrix of row stride ld is a
@@ -225,6 +232,7 @@ struct CudaDevice {
   Stream stream_;
   LtHandle lt_;
   std::map<GemmKey, GemmPlan> plans_;  // one per GEMM shape seen (a model has a dozen)
+  std::unique_ptr<CudnnAttention> cudnn_;  // before the stream is destroyed: its handle uses it
   std::string release_error_;          // the first cudaFree failure not yet reported
 };
 

@@ -31,3 +31,18 @@
                   " (", ncclGetLastError(nullptr), ")");                                                    \
   } while (0)
 #endif
+
+// cuDNN (engine/cuda/cudnn_attention.cpp), where cudnn_graph.h has been included before this header:
+// cuDNN's status string and its last error message, which says which attribute or shape it refused.
+#ifdef CUDNN_VERSION
+#define IFT_CUDNN_CHECK(call)                                                                                 \
+  do {                                                                                                        \
+    const cudnnStatus_t ift_status_ = (call);                                                                 \
+    if (ift_status_ != CUDNN_STATUS_SUCCESS) {                                                                \
+      char ift_last_[512] = {};                                                                               \
+      cudnnGetLastErrorString(ift_last_, sizeof ift_last_);                                                   \
+      ::ift::fail(#call, " failed at ", __FILE__, ":", __LINE__, ": ", cudnnGetErrorString(ift_status_), " (", \
+                  ift_last_, ")");                                                                            \
+    }                                                                                                         \
+  } while (0)
+#endif

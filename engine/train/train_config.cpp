@@ -8,6 +8,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "engine/backend.h"
 #include "engine/base/error.h"
 #include "engine/base/io.h"
 
@@ -157,6 +158,7 @@ TrainConfig TrainConfig::parse(const std::string& yaml_text, const std::string& 
   c.seed = top.get<uint64_t>("seed", c.seed);
   c.backend = top.get<std::string>("backend", c.backend);
   c.precision = top.get<std::string>("precision", c.precision);
+  c.attention = top.get<std::string>("attention", c.attention);
   c.recompute = top.get<bool>("recompute", c.recompute);
   c.threads = top.get<int>("threads", c.threads);
 
@@ -255,6 +257,13 @@ TrainConfig TrainConfig::parse(const std::string& yaml_text, const std::string& 
   check(c.precision == "fp32" || c.precision == "bf16", "precision", "must be fp32 or bf16 (got '", c.precision, "')");
   check(c.backend != "cpu" || c.precision == "fp32", "precision", "must be fp32 on the cpu backend (bf16 runs on emu "
         "or cuda)");
+  check(c.attention == "ift" || c.attention == "cudnn", "attention", "must be ift or cudnn (got '", c.attention, "')");
+  // The head dim is checked when the model is known (check_attention_path, engine/backend.h).
+  if (c.attention == "cudnn") {
+    check(c.backend == "cuda", "attention", "cudnn runs on backend cuda only (backend is ", c.backend, ")");
+    check(c.precision == "bf16", "attention", "cudnn runs in precision bf16 only (precision is ", c.precision, ")");
+    check(cudnn_built(), "attention", "cudnn: this build has no cuDNN (CMake found no cudnn_graph.h and libcudnn)");
+  }
   check(c.threads >= 0, "threads", "must be >= 0");
   check(c.distributed.zero == 0 || c.distributed.zero == 1, "distributed.zero", "must be 0 or 1");
   check(c.distributed.timeout_s > 0, "distributed.timeout_s", "must be positive");
@@ -344,6 +353,7 @@ std::string TrainConfig::to_yaml() const {
   e << YAML::BeginMap;
   e << YAML::Key << "out_dir" << YAML::Value << out_dir << YAML::Key << "seed" << YAML::Value << seed;
   e << YAML::Key << "backend" << YAML::Value << backend << YAML::Key << "precision" << YAML::Value << precision;
+  e << YAML::Key << "attention" << YAML::Value << attention;
   e << YAML::Key << "recompute" << YAML::Value << recompute;
   e << YAML::Key << "threads" << YAML::Value << threads;
   e << YAML::Key << "loss" << YAML::Value << YAML::BeginMap << YAML::Key << "average" << YAML::Value << loss;

@@ -6,6 +6,7 @@
 //   seed: 0                       # init, data order
 //   backend: cpu                  # cpu | emu (the CUDA kernels in the emulator) | cuda
 //   precision: fp32               # fp32 | bf16 (mixed; emu and cuda)
+//   attention: ift                # ift | cudnn (cuDNN's fused attention; cuda, bf16)
 //   recompute: false              # recompute norms and the MLP activation in backward
 //   threads: 0                    # OpenMP threads; 0: all cores
 //   loss: {fused: true}           # fused linear cross-entropy (no (N, V) logits); default: on when
@@ -102,6 +103,7 @@ struct TrainConfig {
   std::string out_dir = "runs/ift";
   uint64_t seed = 0;
   std::string backend = "cpu", precision = "fp32";
+  std::string attention = "ift";  // ift | cudnn (engine/backend.h AttentionPath)
   bool recompute = false;
   std::optional<bool> fused_ce;  // loss.fused; unset: ModelOptions' default (on above a 32k vocabulary)
   int threads = 0;

@@ -194,6 +194,7 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
   if (c.lora.enabled()) c.lora.check(mc, "config: lora");
   ModelOptions options;
   options.recompute = c.recompute, options.fused_ce = c.fused_ce, options.lora = c.lora;
+  options.attention = parse_attention_path(c.attention);
   Model<B> model(mc, options);
   dist::DataParallel<B> dp(comm, model, c.distributed.zero, c.adamw);  // enables the optimizer (sliced: at start)
 
@@ -279,9 +280,10 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
     std::fprintf(stderr, "data parallel: %d ranks (%s, %s), ZeRO %d: %d x %d x %d rows per step\n", comm.world(),
                  comm.name(), dist::name_of(dist::detect_launch().kind), c.distributed.zero, comm.world(), c.micro_batch,
                  c.grad_accum);
-  if (lead) std::fprintf(stderr, "model: %s, %zu parameters on %s (%s%s%s); %lld rows of %d tokens; %lld steps of %lld rows\n",
+  if (lead) std::fprintf(stderr, "model: %s, %zu parameters on %s (%s%s%s%s); %lld rows of %d tokens; %lld steps of %lld rows\n",
                mc.model_type.c_str(), model.layout().parameters, c.backend.c_str(), c.precision.c_str(),
-               c.recompute ? ", recompute" : "", options.fused(mc) ? ", fused cross-entropy" : "", static_cast<long long>(train_file.n_rows()), c.seq_len,
+               c.recompute ? ", recompute" : "", options.fused(mc) ? ", fused cross-entropy" : "",
+               options.attention == AttentionPath::cudnn ? ", cuDNN attention" : "", static_cast<long long>(train_file.n_rows()), c.seq_len,
                static_cast<long long>(total_steps), static_cast<long long>(rows_per_step));
 
   const std::string yaml = c.to_yaml();

@@ -111,8 +111,10 @@ Result run(const Case& c, ModelOptions options = {}) {
   r.logits = model.logits_to_host();
   model.backward();
   r.grads = model.grads_to_host();
-  log_bits<B>(c, options.recompute ? "forward-backward (recompute)" : "forward-backward", r.loss,
-              {bytes_of(r.logits), bytes_of(r.grads)});
+  log_bits<B>(c,
+              std::string(options.recompute ? "forward-backward (recompute)" : "forward-backward") +
+                  (options.attention == AttentionPath::cudnn ? " (cudnn attention)" : ""),
+              r.loss, {bytes_of(r.logits), bytes_of(r.grads)});
   return r;
 }
 
@@ -207,14 +209,9 @@ Trajectory train(const Case& c, int steps, float lr) {
   return t;
 }
 
-}  // namespace
-
-// Head dims 64 and 128 send bf16 attention to the tensor-core kernels (kernels/attention_tc.cu):
-// the whole step still stays within the bf16 tolerance of cpu fp32. llama_gqa's config with its
-// head dim widened (4 query heads, 2 kv heads), random weights (norm weights 1), two samples of 70
-// and 23 tokens (three 64-row tiles, one straddling the samples).
-TEST_CASE("emu bf16 with tensor-core attention (head dims 64, 128) stays within the bf16 tolerance of cpu", "[backends]") {
-  const int D = GENERATE(64, 128);
+// llama_gqa's config with its head dim widened to D (4 query heads, 2 kv heads), random weights
+// (norm weights 1), two samples of 70 and 23 tokens (three 64-row tiles, one straddling the samples).
+Case wide_head_case(int D) {
   Case c = golden("llama_gqa", 1, 93, 3);
   c.config.head_dim = D;
   c.config.max_positions = std::max(c.config.max_positions, 128);
@@ -229,10 +226,55 @@ TEST_CASE("emu bf16 with tensor-core attention (head dims 64, 128) stays within 
   c.cu = {0, 70, 93};
   for (int i = 70; i < 93; ++i) c.positions[i] = i - 70;
   c.targets[69] = -1;
+  return c;
+}
+}  // namespace
+
+// Head dims 64 and 128 send bf16 attention to the tensor-core kernels (kernels/attention_tc.cu):
+// the whole step still stays within the bf16 tolerance of cpu fp32.
+TEST_CASE("emu bf16 with tensor-core attention (head dims 64, 128) stays within the bf16 tolerance of cpu", "[backends]") {
+  const int D = GENERATE(64, 128);
+  const Case c = wide_head_case(D);
+  const ParamLayout layout = ParamLayout::build(c.config);
   INFO("head dim " << D);
   const Result cpu = run<CpuBackend<float>>(c);
   const Result emu = run<EmuBackend<bf16>>(c);
   compare("llama_gqa head dim " + std::to_string(D) + " emu bf16 vs cpu", emu, cpu, 5e-3, 2e-2, 5e-2, layout);
+}
+
+// `attention: cudnn` (cuDNN's fused attention) exists on the cuda backend in bf16 only: everywhere
+// else the model refuses it, naming the field and the reason, before anything runs.
+TEST_CASE("attention cudnn is refused on cpu, on emu, in fp32 and at head dims cuDNN does not take", "[backends]") {
+  const Case c = wide_head_case(64);
+  ModelOptions o;
+  o.attention = AttentionPath::cudnn;
+  auto refused = [&]<class B>(const char* why) {
+    try {
+      Model<B> model(c.config, o);
+      FAIL("Model<" << name_of(B::kind) << "> took attention: cudnn");
+    } catch (const Error& e) {
+      CHECK_THAT(e.what(), Catch::StartsWith("attention: cudnn") && Catch::Contains(why));
+    }
+  };
+  refused.template operator()<CpuBackend<float>>("backend cuda only (this run's backend is cpu)");
+  refused.template operator()<EmuBackend<bf16>>("backend cuda only (this run's backend is emu)");
+  refused.template operator()<EmuBackend<float>>("backend cuda only");
+  // The rules of engine/backend.h, for the cuda backend a build without a GPU cannot construct.
+  CHECK_THROWS_WITH(check_attention_path(AttentionPath::cudnn, BackendKind::cuda, Precision::fp32, 64),
+                    Catch::Contains("attention: cudnn runs in precision bf16 only (this run's is fp32)"));
+  if (cudnn_built()) {
+    for (const int D : {9, 36, 256})
+      CHECK_THROWS_WITH(check_attention_path(AttentionPath::cudnn, BackendKind::cuda, Precision::bf16, D),
+                        Catch::Contains("attention: cudnn does not take head dim " + std::to_string(D)));
+    for (const int D : {8, 64, 96, 128})
+      CHECK_NOTHROW(check_attention_path(AttentionPath::cudnn, BackendKind::cuda, Precision::bf16, D));
+  } else {
+    CHECK_THROWS_WITH(check_attention_path(AttentionPath::cudnn, BackendKind::cuda, Precision::bf16, 64),
+                      Catch::Contains("attention: cudnn: this build has no cuDNN"));
+  }
+  CHECK_NOTHROW(check_attention_path(AttentionPath::ift, BackendKind::cpu, Precision::fp32, 9));
+  CHECK(parse_attention_path("cudnn") == AttentionPath::cudnn);
+  CHECK_THROWS_WITH(parse_attention_path("flash"), Catch::Contains("attention: unknown path 'flash' (ift, cudnn)"));
 }
 
 TEST_CASE("one AdamW step: emu fp32 equals cpu, emu bf16 within tolerance", "[backends]") {
@@ -535,6 +577,27 @@ TEST_CASE("cuda equals cpu on the golden models (fp32), and within the bf16 tole
   const Result cpu = run<CpuBackend<float>>(c);
   compare(name + " cuda fp32 vs cpu", run<CudaBackend<float>>(c), cpu, 1e-5, 1e-4, 1e-4, ParamLayout::build(c.config));
   compare(name + " cuda bf16 vs cpu", run<CudaBackend<bf16>>(c), cpu, 5e-3, 2e-2, 5e-2, ParamLayout::build(c.config));
+}
+
+// cuDNN's fused attention (`attention: cudnn`) in the whole bf16 step, at head dims 64 and 128 with
+// GQA 4/2 and two packed samples (70 and 23 tokens), against cpu fp32 with the bf16 tolerances of
+// the tensor-core case above. Tagged [cudnn], not [cuda]: tools/gpu_check.sh runs it as a step of its
+// own (attention.cudnn), outside the determinism comparison of the [cuda] cases (cuDNN does not
+// promise bitwise-repeatable backward passes).
+TEST_CASE("cuda bf16 with cuDNN attention (head dims 64, 128) stays within the bf16 tolerance of cpu", "[backends][cudnn]") {
+  if (!cuda_device()) return;
+  if (!cudnn_built()) {
+    WARN("this build has no cuDNN: the cuDNN attention path does not run");
+    return;
+  }
+  const int D = GENERATE(64, 128);
+  const Case c = wide_head_case(D);
+  INFO("head dim " << D);
+  ModelOptions o;
+  o.attention = AttentionPath::cudnn;
+  const Result cpu = run<CpuBackend<float>>(c);
+  compare("llama_gqa head dim " + std::to_string(D) + " cuda bf16 cudnn vs cpu", run<CudaBackend<bf16>>(c, o), cpu,
+          5e-3, 2e-2, 5e-2, ParamLayout::build(c.config));
 }
 
 TEST_CASE("cuda: ten AdamW steps follow cpu; the memory plan holds", "[backends][cuda]") {

@@ -40,8 +40,10 @@ size_t check_gradients(const std::string& name, const SafetensorsReader& got, co
 }  // namespace
 
 TEST_CASE("ift dump equals Hugging Face on the golden models", "[golden]") {
+  // mistral_hd64 and mistral_hd128: heads of 64 and 128, where bf16 attention runs the tensor-core
+  // kernels (kernels/attention_tc.cu).
   const std::string name = GENERATE("gpt2", "gpt2_packed", "llama_gqa", "llama_tied", "llama_packed", "qwen2",
-                                    "qwen2_tied", "mistral", "phi3", "gemma");
+                                    "qwen2_tied", "mistral", "phi3", "gemma", "mistral_hd64", "mistral_hd128");
   // --fused-ce: the fused linear cross-entropy in chunks of 5 rows, which writes no logits; the loss
   // and gradients keep the unfused path's tolerances.
   const std::string mode = GENERATE("--backend cpu", "--backend emu", "--backend emu --precision bf16",

@@ -158,6 +158,14 @@ TEST_CASE("the emu backend trains like the cpu backend: fp32 the same run, bf16 
   CHECK(weights(dir / "bf16/checkpoints" / checkpoint_name(3)).size() ==
         weights(dir / "cpu/checkpoints" / checkpoint_name(3)).size());
   CHECK_THROWS_WITH(TrainConfig::parse(cfg, "c.yaml", {"precision=bf16"}), Catch::Contains("must be fp32 on the cpu"));
+  // `attention: cudnn` is the cuda backend's, in bf16: refused by field elsewhere, before any step.
+  CHECK(TrainConfig::parse(cfg, "c.yaml", {}).attention == "ift");
+  CHECK_THROWS_WITH(TrainConfig::parse(cfg, "c.yaml", {"attention=flash"}),
+                    Catch::Contains("c.yaml: 'attention' must be ift or cudnn (got 'flash')"));
+  CHECK_THROWS_WITH(TrainConfig::parse(cfg, "c.yaml", {"attention=cudnn"}),
+                    Catch::Contains("'attention' cudnn runs on backend cuda only (backend is cpu)"));
+  CHECK_THROWS_WITH(TrainConfig::parse(cfg, "c.yaml", {"attention=cudnn", "backend=emu", "precision=bf16"}),
+                    Catch::Contains("'attention' cudnn runs on backend cuda only (backend is emu)"));
 }
 
 TEST_CASE("a checkpoint is a Hugging Face model directory", "[trainer]") {

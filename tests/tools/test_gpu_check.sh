@@ -15,7 +15,8 @@
 #                                failure planted per step: a library that does not resolve, runs
 #                                whose loss bits differ, cases that never ran for want of a device,
 #                                a failing test case, a sanitizer hazard, a benchmark without
-#                                results, a refused backend, a hang the budget must cut short
+#                                results, a refused backend, a hang the budget must cut short; and
+#                                libcudnn found where Python's nvidia-cudnn wheel keeps it
 set -euo pipefail
 
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -52,7 +53,7 @@ expect_steps() {
 steps_of() {  # the steps of a backend, in the script's order
   local k=kernels.gpu
   [[ $1 == emu ]] && k=kernels.emu
-  echo "env tests.$1 $k mma.dump sanitize.memcheck sanitize.racecheck sanitize.synccheck sanitize.initcheck check.sizes" \
+  echo "env tests.$1 $k mma.dump attention.cudnn sanitize.memcheck sanitize.racecheck sanitize.synccheck sanitize.initcheck check.sizes" \
     "bench.kernels.gpt2 bench.kernels.llama3-8b bench.train"
 }
 
@@ -80,6 +81,10 @@ esac
 if [[ $mode == cuda && \$(basename \"\$1\") == ift && \$LD_LIBRARY_PATH != *$tmp/cuda/* ]]; then
   printf '\\tlibcublasLt.so.13 => not found\\n'
 fi
+# cuda: libcudnn resolves only once the script found the wheel's folder ($tmp/py/...).
+if [[ $mode == cuda && \$(basename \"\$1\") == ift && \$LD_LIBRARY_PATH != *$tmp/py/nvidia/cudnn/lib* ]]; then
+  printf '\\tlibcudnn.so.9 => not found\\n'
+fi
 [[ \$(basename \"\$1\") == test_engine && $mode == emu ]] && printf '\\tlibopenblas.so.0 => not found\\n'
 exit 0"
   stub "$tmp/bin/compute-sanitizer" '
@@ -94,7 +99,16 @@ if [[ $tool == racecheck ]]; then echo "========= RACECHECK SUMMARY: 1 hazard di
 echo "========= ERROR SUMMARY: 0 errors"'
   # test_engine: emu logs loss bits that differ under a random schedule (not deterministic); cuda
   # logs nothing, as the cases do on a machine without a device.
+  # Python: where the nvidia-cudnn wheel keeps libcudnn (the script asks it for the folder).
+  stub "$tmp/bin/python3" "echo $tmp/py/nvidia/cudnn/lib"
   stub "$build/tests/engine/test_engine" '
+if [[ $1 == "[cudnn]" ]]; then
+  for d in 64 128; do
+    echo "cuda bf16 llama L=2 C=32 V=67 N=93 forward-backward (cudnn attention) loss 40119a0000000000 hash 0000000000000$d" >> "$IFT_LOSS_LOG"
+  done
+  echo "All tests passed (84 assertions in 1 test case)"
+  exit 0
+fi
 if [[ -n ${IFT_LOSS_LOG:-} && $1 != "[cuda]" ]]; then
   echo "emu fp32 gpt2 L=2 C=36 V=61 N=39 forward-backward loss 4013d28760000000 hash 9d729d3cbe8a49ba" >> "$IFT_LOSS_LOG"
   echo "emu fp32 gpt2 L=2 C=36 V=61 N=39 forward-backward (recompute) loss 4013d2876000000${IFT_SIMT_SCHEDULE:+1} hash 9d729d3cbe8a49ba" >> "$IFT_LOSS_LOG"
@@ -151,7 +165,7 @@ case "$mode" in
     expect env passed 'every library resolves'
     expect tests.emu passed 'passed twice; [1-9][0-9]* loss and tensor hashes bit-identical'
     expect kernels.emu passed '[1-9][0-9]* test case\(s\), [0-9]+ assertions passed'
-    for s in sanitize.memcheck sanitize.racecheck sanitize.synccheck sanitize.initcheck check.sizes \
+    for s in attention.cudnn sanitize.memcheck sanitize.racecheck sanitize.synccheck sanitize.initcheck check.sizes \
       bench.kernels.gpt2 bench.kernels.llama3-8b; do
       expect "$s" skipped 'GPU only'
     done
@@ -173,13 +187,16 @@ case "$mode" in
     rc=0
     if [[ $backend == cuda ]]; then
       mkdir -p "$tmp/cuda/targets/lib" && : > "$tmp/cuda/targets/lib/libcublasLt.so.13"
+      mkdir -p "$tmp/py/nvidia/cudnn/lib" && : > "$tmp/py/nvidia/cudnn/lib/libcudnn.so.9"
       IFT_CUDA_LIB_SEARCH=$tmp/cuda "$script" "$tmp/build" "$out" || rc=$?
       read -r -a want <<< "$(steps_of cuda)"
       expect_steps "${want[@]}"
       expect env passed '^NVIDIA H200 \(stub\), 580\.00.*CUDA Version: 13\.0; found libcublasLt.so.13 in .*/cuda/targets/lib.*every library resolves'
+      expect env passed 'found .*libcudnn.so.9 in .*/py/nvidia/cudnn/lib'
       expect tests.cuda failed 'logged no loss: they did not run \(warning: no CUDA device'
       expect kernels.gpu passed '^56 test case\(s\), 1234 assertions passed'
       expect mma.dump failed '^exit 0: All tests passed'  # the stand-in writes no fragment dump
+      expect attention.cudnn passed '^1 test case\(s\), 84 assertions passed; 2 cuDNN attention steps within the bf16 tolerance'
       expect sanitize.memcheck passed 'ERROR SUMMARY: 0 errors on test_engine'
       expect sanitize.racecheck failed 'RACECHECK SUMMARY: 1 hazard'
       expect sanitize.synccheck passed 'ERROR SUMMARY: 0 errors'
@@ -198,6 +215,7 @@ case "$mode" in
       expect tests.emu failed 'not deterministic: 1 of 2 loss lines differ'
       expect kernels.emu failed 'exit 1: test_rope.cpp:10: FAILED:; 1 of 3 test cases failed'
       expect mma.dump skipped "GPU only"
+      expect attention.cudnn skipped "GPU only"
       expect bench.train failed 'timed out after (9|1[0-9])s'
       grep -q '^> .*(recompute) loss 4013d28760000001' "$out/tests/losses.diff" || fail "tests/losses.diff lacks the differing line"
     fi

@@ -79,6 +79,16 @@ def mistral_config():
                          attn_implementation="eager")
 
 
+def mistral_wide_head_config(head_dim, heads, kv_heads):
+    # Head dims 64 and 128 are where bf16 attention runs ift's tensor-core kernels (and where the
+    # cuDNN path applies); Mistral's config takes a head_dim apart from hidden_size / heads, so the
+    # model stays small (hidden 32) while each head is wide.
+    return MistralConfig(vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                         num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim,
+                         max_position_embeddings=64, rms_norm_eps=1e-5, rope_theta=10000.0,
+                         tie_word_embeddings=False, attention_dropout=0.0, attn_implementation="eager")
+
+
 def phi3_config():
     # Phi-3: fused qkv_proj and gate_up_proj; pad_token_id None so no embedding row is a
     # padding_idx (whose gradient torch would zero).
@@ -376,6 +386,12 @@ def main():
     plain_case("mistral", MistralForCausalLM, mistral_config(), seed=8, T=10, ignored=(0, 2), tied=False)
     # phi3: fused qkv_proj and gate_up_proj tensors, GQA 4/2.
     plain_case("phi3", Phi3ForCausalLM, phi3_config(), seed=9, T=8, ignored=(1, 2), tied=False)
+    # mistral_hd64 (GQA 4/2) and mistral_hd128 (GQA 2/1): heads of 64 and 128 on hidden 32, T = 11
+    # and 13, so attention tiles of 64 rows are partly filled.
+    plain_case("mistral_hd64", MistralForCausalLM, mistral_wide_head_config(64, 4, 2), seed=11, T=11,
+               ignored=(1, 3), tied=False)
+    plain_case("mistral_hd128", MistralForCausalLM, mistral_wide_head_config(128, 2, 1), seed=12, T=13,
+               ignored=(0, 4), tied=False)
     # gemma: GeGLU, x * (1 + w) norms, scaled embeddings, MQA with head_dim 256, tied.
     plain_case("gemma", GemmaForCausalLM, gemma_config(), seed=10, T=9, ignored=(0, 3), tied=True)
 
