@@ -95,7 +95,7 @@ TEST_CASE("synthetic: answers are right, eval uses only held-out phrasings, same
 
 // The LoRA demo's task: outside the demo's set (its data and tokenizer corpus never hold it), made
 // only when named; the default is the six tasks exactly, so the demo's data did not change.
-TEST_CASE("synthetic: the max task only when asked for; tasks chosen by name; an unknown one is an error",
+TEST_CASE("synthetic: the max task only when asked for, tasks chosen by name, an unknown one is an error",
           "[synthetic]") {
   const std::vector<std::string> six = synthetic_task_names();
   std::vector<std::string> all = six;

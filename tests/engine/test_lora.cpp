@@ -131,7 +131,7 @@ TEST_CASE("lora: adapter gradients match finite differences with adapter dropout
 
 // PEFT's semantics: dropout on the adapters' inputs in training passes only. Off (evaluation, a
 // pass without lora_dropout, decoding) or at p = 0 the model is bitwise the one without dropout.
-TEST_CASE("lora: adapter dropout only in training passes; p = 0 and evaluation are bitwise no dropout", "[lora]") {
+TEST_CASE("lora: adapter dropout only in training passes, p = 0 and evaluation are bitwise no dropout", "[lora]") {
   const ModelConfig c = tiny_llama();
   LoraConfig l = lora({"q_proj", "v_proj", "o_proj", "down_proj"}, 3);
   CpuModel<float> clean(c, ModelOptions{false, l});

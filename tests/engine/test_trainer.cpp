@@ -555,7 +555,7 @@ std::string on_trained_base(const fs::path& dir, const fs::path& data) {
 
 }  // namespace
 
-TEST_CASE("LoRA with adapter dropout: resume is bitwise; the dropout changes training; PEFT's config records it",
+TEST_CASE("LoRA with adapter dropout: resume is bitwise, the dropout changes training, PEFT's config records it",
           "[trainer][lora]") {
   const fs::path dir = temp_dir("lora-dropout");
   const std::string lora = on_trained_base(dir, write_data(dir)) + "lora: {r: 4, alpha: 8, dropout: 0.2, targets: [q_proj, o_proj, up_proj]}\n";
