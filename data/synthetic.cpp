@@ -28,6 +28,7 @@ struct Family {
   std::string name;
   std::vector<std::string> verbs, objects;  // instruction = verb + " " + object + "."
   std::string (*make)(std::mt19937_64& rng, std::string& input);
+  bool extra = false;  // not among the demo's tasks (synthetic_task_names): only when asked for by name
 };
 
 int uniform(std::mt19937_64& rng, int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); }
@@ -70,6 +71,13 @@ std::string make_sort(std::mt19937_64& rng, std::string& input) {
   input = join(to_strings(v));
   std::sort(v.begin(), v.end());
   return join(to_strings(v));
+}
+
+std::string make_max(std::mt19937_64& rng, std::string& input) {
+  std::vector<int> v(uniform(rng, 3, 5));
+  for (int& x : v) x = uniform(rng, 0, 9);
+  input = join(to_strings(v));
+  return std::to_string(*std::max_element(v.begin(), v.end()));
 }
 
 std::string make_add(std::mt19937_64& rng, std::string& input) {
@@ -123,6 +131,12 @@ const std::vector<Family>& families() {
        {"the number in this sentence", "the numeric value from the text", "the number that appears",
         "the only number in the input"},
        make_extract},
+      // The LoRA demo's new task (configs/demo-lora.yaml): the demo's base model never saw it.
+      {"max",
+       {"Find", "Name", "Tell me", "Select"},
+       {"the largest number", "the biggest of these numbers", "the maximum of the list", "the highest value"},
+       make_max,
+       true},
   };
   return f;
 }
@@ -141,6 +155,13 @@ const Family& family(const std::string& name) {
 
 std::vector<std::string> synthetic_task_names() {
   std::vector<std::string> names;
+  for (const Family& f : families())
+    if (!f.extra) names.push_back(f.name);
+  return names;
+}
+
+std::vector<std::string> synthetic_all_task_names() {
+  std::vector<std::string> names;
   for (const Family& f : families()) names.push_back(f.name);
   return names;
 }
@@ -157,7 +178,22 @@ std::vector<Phrasing> synthetic_phrasings(const std::string& task) {
 SynthSet make_synthetic(const SynthOptions& o) {
   IFT_CHECK(o.train >= 0 && o.eval >= 0, "synthetic: example counts must be non-negative");
   std::mt19937_64 rng(o.seed);
-  const std::vector<Family>& fams = families();
+  std::vector<Family> fams;
+  if (o.tasks.empty()) {
+    for (const Family& f : families())
+      if (!f.extra) fams.push_back(f);
+  } else {
+    const std::vector<std::string> all = synthetic_all_task_names();
+    for (const std::string& t : o.tasks) {
+      IFT_CHECK(std::find(all.begin(), all.end(), t) != all.end(), "synthetic: unknown task '", t, "'; the tasks are ",
+                [&] {
+                  std::string s;
+                  for (const std::string& n : all) s += (s.empty() ? "" : ", ") + n;
+                  return s;
+                }());
+      fams.push_back(family(t));
+    }
+  }
   std::vector<std::vector<Phrasing>> phrasings;
   for (const Family& f : fams) phrasings.push_back(synthetic_phrasings(f.name));
   auto make = [&](int64_t n, bool eval, std::vector<TaskExample>& out) {

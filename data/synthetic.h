@@ -1,6 +1,7 @@
 // Synthetic instruction tasks for the demo and for tests: several task families (reverse a word
-// list, upper-case it, sort numbers, add, count words, extract the number from a sentence), each
-// asked in many phrasings. Phrasings are built as (verb phrase x object phrase); a fixed quarter of
+// list, upper-case it, sort numbers, add, count words, extract the number from a sentence; and,
+// outside the demo's set, the largest of some numbers, which the LoRA demo teaches), each asked in
+// many phrasings. Phrasings are built as (verb phrase x object phrase); a fixed quarter of
 // the combinations is held out of training and used only for evaluation, so the evaluation measures
 // following an instruction worded in a way never seen, not a memorised string. Every verb phrase and
 // every object phrase also occurs in training, in other combinations.
@@ -24,14 +25,19 @@ struct SynthOptions {
   int64_t train = 20000;  // training examples (training phrasings only)
   int64_t eval = 300;     // evaluation examples (held-out phrasings only)
   uint64_t seed = 0;
+  // The families, in this order; empty: the demo's (synthetic_task_names). An unknown name is an
+  // error listing synthetic_all_task_names().
+  std::vector<std::string> tasks;
 };
 
 struct SynthSet {
   std::vector<TaskExample> train, eval;
 };
 
-// The task families, in generation order.
+// The demo's task families, in generation order (what make_synthetic writes by default).
 std::vector<std::string> synthetic_task_names();
+// Those and the families outside the demo's set ("max").
+std::vector<std::string> synthetic_all_task_names();
 // All phrasings of one family's instruction, and whether each is held out.
 struct Phrasing {
   std::string text;

@@ -29,7 +29,7 @@ namespace ift {
 struct LoraConfig {
   int r = 0;                          // rank; 0 disables LoRA
   double alpha = 16;                  // scale numerator
-  double dropout = 0;                 // on the adapter's input (not implemented yet: must be 0)
+  double dropout = 0;                 // on the adapter's input, in training passes (engine/lora_path.h)
   std::vector<std::string> targets;   // Hugging Face module names (lora_target_names lists them)
   bool rslora = false;                // scale alpha / sqrt(r) instead of alpha / r
   std::string quantize = "none";      // "none" | "nf4" (the frozen base in 4 bits, QLoRA)

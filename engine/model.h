@@ -69,7 +69,8 @@ class Model {
   std::vector<float> grads_to_host() const { return opt_.grads_to_host(); }
   void zero_grads() { opt_.zero_grads(); }
 
-  // Residual dropout and NEFTune for the forward passes from now on; TrainNoise{} turns them off.
+  // Residual dropout, NEFTune and LoRA dropout for the forward passes from now on; TrainNoise{} turns
+  // them off.
   void set_train_noise(TrainNoise noise) { net_.set_train_noise(std::move(noise)); }
   double forward(const BatchView& batch, double loss_norm) { return net_.forward(batch, loss_norm); }
   void backward() { net_.backward(opt_.grad_map()); }

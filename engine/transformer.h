@@ -72,9 +72,9 @@ struct ModelOptions {
   bool fused(const ModelConfig& c) const { return fused_ce.value_or(c.vocab_size > kFusedCeVocab); }
 };
 
-// The training-only noise of the forward passes that follow (set_train_noise): residual dropout and
-// NEFTune. Off by default and after set_train_noise({}); evaluation runs with it off, and decode()
-// never applies it. Every draw is a pure function of (seed, pass, site, element) (kernels/
+// The training-only noise of the forward passes that follow (set_train_noise): residual dropout,
+// NEFTune and the LoRA adapters' dropout. Off by default and after set_train_noise({}); evaluation
+// runs with it off, and decode() never applies it. Every draw is a pure function of (seed, pass, site, element) (kernels/
 // counter_hash.h), so backward regenerates forward's masks and a resumed run draws what the
 // uninterrupted one drew.
 struct TrainNoise {
@@ -83,6 +83,7 @@ struct TrainNoise {
   std::vector<float> residual_dropout;  // (n_layers) or empty: drop probability of layer l's attention
                                         // and MLP outputs before they join the residual stream
   float neftune_alpha = 0;              // NEFTune's alpha: embeddings += alpha / sqrt(L d) U(-1, 1); 0 off
+  bool lora_dropout = false;            // drop the adapters' inputs with ModelOptions::lora.dropout
 };
 
 // Rows per chunk of the fused classifier for a batch of N tokens, 0 when the loss is not fused. The
@@ -153,7 +154,7 @@ class Transformer {
   void load_params(std::span<const float> values);
   std::vector<float> params_to_host() const;  // act_t widened to fp32
 
-  // Residual dropout and NEFTune for the forward passes from now on (engine/transformer.h TrainNoise);
+  // Residual dropout, NEFTune and LoRA dropout for the forward passes from now on (TrainNoise above);
   // TrainNoise{} switches them off. ift::Error on a probability outside [0, 1) or a list whose length
   // is not n_layers.
   void set_train_noise(TrainNoise noise);

@@ -16,7 +16,7 @@ template <class B>
 Transformer<B>::Transformer(const ModelConfig& config, ModelOptions options)
     : backend_(std::make_unique<B>()), config_(config), options_(options), layout_(ParamLayout::build(config, options.lora)) {
   params = Buffer<B, act_t>(*backend_, layout_.total, MemoryPart::params);
-  lora_.init(layout_);
+  lora_.init(layout_, options_.lora.dropout);
   backend_->zero(params.data(), layout_.total * sizeof(act_t));
   check_attention_path(options.attention, B::kind, sizeof(act_t) == 2 ? Precision::bf16 : Precision::fp32,
                        config.head_dim);
@@ -46,7 +46,8 @@ MemoryBytes Transformer<B>::plan(const ModelConfig& c, int N, ModelOptions optio
   m[MemoryPart::activation_grads] = (2 * C + QKV + Q + up + F) * n * act +  // the logits' is in place
                                     LoraPath<B>::grad_values(layout, N) * act;
   m[MemoryPart::batch] = (3 * n + n + 1) * 4;
-  m[MemoryPart::workspace] = static_cast<int64_t>(B::workspace_bytes(c, N)) + 2 * C * int64_t(sizeof(grad_t));
+  m[MemoryPart::workspace] = static_cast<int64_t>(B::workspace_bytes(c, N)) + 2 * C * int64_t(sizeof(grad_t)) +
+                             LoraPath<B>::scratch_values(layout, options.lora.dropout, N) * act;
   return m;
 }
 
@@ -92,7 +93,7 @@ void Transformer<B>::reserve(int N) {
   targets_ = Buffer<B, int32_t>(*backend_, n, MemoryPart::batch);
   positions_ = Buffer<B, int32_t>(*backend_, n, MemoryPart::batch);
   cu_seqlens_ = Buffer<B, int32_t>(*backend_, n + 1, MemoryPart::batch);
-  lora_.reserve(*backend_, N);
+  lora_.reserve(*backend_, N, layout_);
   backend_->reserve_workspace(c, N);
   capacity_ = N;
 }
@@ -303,6 +304,7 @@ double Transformer<B>::forward(const BatchView& batch, double loss_norm) {
   segment_weights_.assign(batch.segment_weights.begin(), batch.segment_weights.end());
   const AttentionArgs dims = attention_dims();
   last_noise_ = noise_;
+  lora_.set_pass(last_noise_.lora_dropout, last_noise_.seed, last_noise_.pass);
 
   backend_->embedding_forward(acts_[0].x, tokens_.data(), positions_.data(), p(layout_.wte), p(layout_.wpe),
                               embedding_args(N));

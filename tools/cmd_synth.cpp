@@ -22,11 +22,17 @@ int synth(Args args) {
   p.option("--eval", "N", "300", "evaluation examples (held-out phrasings)");
   p.option("--seed", "S", "0", "generator seed");
   p.option("--template", "NAME|FILE.yaml", "alpaca", "template corpus.txt is rendered with");
+  p.option("--tasks", "A,B,...", "", "the task families (default: the six above; also: max, the largest number)");
   if (!p.parse(args)) return 0;
   SynthOptions o;
   o.train = p.integer("--train");
   o.eval = p.integer("--eval");
   o.seed = static_cast<uint64_t>(p.integer("--seed"));
+  for (std::string rest = p.str("--tasks"); !rest.empty();) {
+    const size_t comma = rest.find(',');
+    if (comma > 0) o.tasks.push_back(rest.substr(0, comma));
+    rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
+  }
   const SynthSet s = make_synthetic(o);
   const std::filesystem::path out(p.str("--out"));
   std::filesystem::create_directories(out);
@@ -34,10 +40,11 @@ int synth(Args args) {
   write_task_jsonl(out / "eval_tasks.jsonl", s.eval);
   write_text_atomically(out / "corpus.txt", tokenizer_corpus(s.train, find_template(p.str("--template"))));
   int held = 0, all = 0;
-  for (const std::string& t : synthetic_task_names())
+  const std::vector<std::string> tasks = o.tasks.empty() ? synthetic_task_names() : o.tasks;
+  for (const std::string& t : tasks)
     for (const Phrasing& ph : synthetic_phrasings(t)) held += ph.held_out, ++all;
   std::printf("wrote %s: %zu training and %zu evaluation examples over %zu tasks; %d of %d phrasings held out\n",
-              out.c_str(), s.train.size(), s.eval.size(), synthetic_task_names().size(), held, all);
+              out.c_str(), s.train.size(), s.eval.size(), tasks.size(), held, all);
   return 0;
 }
 

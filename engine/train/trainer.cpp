@@ -331,7 +331,8 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
   };
 
   const std::vector<float> dropout_per_layer = residual_dropout_per_layer(c, mc.n_layers);
-  const bool noisy = !dropout_per_layer.empty() || c.neftune_alpha > 0;
+  const bool lora_dropout = c.lora.enabled() && c.lora.dropout > 0;
+  const bool noisy = !dropout_per_layer.empty() || c.neftune_alpha > 0 || lora_dropout;
 
   static std::FILE* const quiet = std::fopen("/dev/null", "w");
   Progress progress("train", "tok", lead ? stderr : quiet);
@@ -378,6 +379,7 @@ TrainSummary train_on(const TrainConfig& c, bool resume, const std::atomic<bool>
           noise.seed = c.seed;
           noise.pass = (uint64_t(step) * uint64_t(c.grad_accum) + i) * world + uint64_t(comm.rank());
           noise.residual_dropout = dropout_per_layer, noise.neftune_alpha = c.neftune_alpha;
+          noise.lora_dropout = lora_dropout;
           model.set_train_noise(std::move(noise));
         }
         const std::span<const float> w = per_sequence ? std::span<const float>(weights[i]) : std::span<const float>();

@@ -89,6 +89,21 @@ TEST_CASE("recipes: every config parses and carries its paper's hyper-parameters
   CHECK(guanaco.micro_batch * guanaco.grad_accum == 16);
 }
 
+// The LoRA demo's config (tools/demo_lora.sh) parses with the strict loader and is the LoRA run on
+// the demo's base it says it is.
+TEST_CASE("recipes: configs/demo-lora.yaml is adapters with dropout on the demo's model", "[recipes]") {
+  const TrainConfig demo = TrainConfig::load(kRoot / "configs" / "demo.yaml");
+  const TrainConfig lora = TrainConfig::load(kRoot / "configs" / "demo-lora.yaml");
+  CHECK(lora.model_path == demo.out_dir);
+  CHECK(lora.lora.enabled());
+  CHECK(lora.lora.dropout == 0.05);
+  CHECK(lora.lora.targets.size() == 7);
+  CHECK(lora.data.train.size() == 2);
+  CHECK(lora.data.weights == std::vector<double>{1.0, 0.2});
+  CHECK(lora.data.tmpl == demo.data.tmpl);
+  CHECK(lora.seq_len == demo.seq_len);
+}
+
 TEST_CASE("recipes: the vicuna_v1.1 template renders FastChat's format and trains the assistant turns", "[recipes]") {
   const auto tok = load_tokenizer(test::fixture("tokenizers/llama2/tokenizer.model"));
   const ChatFormatter f(find_template((kRoot / "configs/recipes/vicuna_v1.1.jinja").string()), *tok);

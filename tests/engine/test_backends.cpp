@@ -378,6 +378,9 @@ TEST_CASE("the memory plan is what the model allocates, on every backend and opt
     INFO(family << ", lora");
     check_plan<CpuBackend<float>>(tiny(family), with_lora(options_of(false), lora));
     check_plan<EmuBackend<bf16>>(tiny(family), with_lora(options_of(true), lora));
+    lora.dropout = 0.1;  // and the scratch its backward regenerates the dropped inputs into
+    INFO(family << ", lora with dropout");
+    check_plan<EmuBackend<bf16>>(tiny(family), with_lora(options_of(false), lora));
   }
   // Recomputation keeps (2 C + F) N values per layer fewer and shares one (C + F) N pair.
   const ModelConfig c = tiny("llama");

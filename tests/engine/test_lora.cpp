@@ -64,13 +64,18 @@ const typename Optimizer<B>::Group& group(const Model<B>& m, const std::string& 
   return m.optimizer().groups().front();
 }
 
-void check_lora_gradients(const ModelConfig& config, const LoraConfig& l, uint64_t seed) {
-  INFO("seed " << seed);
+// With train_noise given (lora_dropout on, one fixed pass) the adapters see forward's masks, which
+// every finite-difference forward draws again: the loss is a smooth function of the weights.
+// h: the central-difference step (its truncation error grows as h^2 times the third derivative).
+void check_lora_gradients(const ModelConfig& config, const LoraConfig& l, uint64_t seed,
+                          const TrainNoise& train_noise = {}, double h = 1e-5) {
+  INFO("seed " << seed << ", lora dropout " << (train_noise.lora_dropout ? l.dropout : 0.0));
   CpuModel<double> m(config, ModelOptions{false, l});
   m.init_random(seed, 0.4);
   std::mt19937_64 rng(seed + 1);
   std::normal_distribution<double> noise(0.0, 0.3);
   for (double& w : m.params()) w += noise(rng);  // B non-zero, so every path carries gradient
+  m.set_train_noise(train_noise);
   const auto& base = group(m, "base");
   const auto& adapters = group(m, "lora");
   CHECK(!base.layout.trainable);
@@ -88,7 +93,7 @@ void check_lora_gradients(const ModelConfig& config, const LoraConfig& l, uint64
   for (const ParamView& v : m.layout().adapter_views) {
     std::vector<size_t> idx(v.numel());
     std::iota(idx.begin(), idx.end(), v.offset);
-    check_gradient(v.name, m.params(), [&] { return m.forward(b.view(), norm); }, analytic, idx, 1e-5, 1e-8, 1e-5);
+    check_gradient(v.name, m.params(), [&] { return m.forward(b.view(), norm); }, analytic, idx, h, 1e-8, 1e-5);
   }
 }
 
@@ -106,6 +111,64 @@ TEST_CASE("lora: adapter gradients match finite differences, Llama every project
 
 TEST_CASE("lora: adapter gradients match finite differences, Llama slices k_proj and up_proj alone", "[lora]") {
   check_lora_gradients(tiny_llama(), lora({"k_proj", "up_proj"}, 3), 203);
+}
+
+// The layer-0 adapters' gradients also check the input gradient through layer 1's masks. h = 1e-6:
+// the kept inputs scaled by 1 / (1 - p) curve the loss more, and at h = 1e-5 one element of the
+// Llama case (layer 0 v_proj A[0, 11], gradient -1.81187e-4) misses rtol 1e-5 by truncation alone:
+// its central difference is -0.982e-4, -1.80357e-4, -1.81178e-4 at h = 1e-4, 1e-5, 1e-6, the error
+// falling 100x per 10x in h (h^2) towards the analytic value.
+TEST_CASE("lora: adapter gradients match finite differences with adapter dropout on, GPT-2 and Llama", "[lora]") {
+  TrainNoise noise;
+  noise.seed = 23, noise.pass = 7, noise.lora_dropout = true;
+  LoraConfig g = lora({"c_attn", "c_proj", "c_fc"});
+  g.dropout = 0.3;
+  check_lora_gradients(tiny_gpt2(), g, 204, noise, 1e-6);
+  LoraConfig l = lora({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}, 2);
+  l.dropout = 0.4;
+  check_lora_gradients(tiny_llama(), l, 205, noise, 1e-6);
+}
+
+// PEFT's semantics: dropout on the adapters' inputs in training passes only. Off (evaluation, a
+// pass without lora_dropout, decoding) or at p = 0 the model is bitwise the one without dropout.
+TEST_CASE("lora: adapter dropout only in training passes, p = 0 and evaluation are bitwise no dropout", "[lora]") {
+  const ModelConfig c = tiny_llama();
+  LoraConfig l = lora({"q_proj", "v_proj", "o_proj", "down_proj"}, 3);
+  CpuModel<float> clean(c, ModelOptions{false, l});
+  l.dropout = 0.5;
+  CpuModel<float> m(c, ModelOptions{false, l});
+  clean.init_random(11, 0.4);
+  std::vector<float> w = clean.params_to_host();
+  std::mt19937_64 rng(12);
+  std::normal_distribution<float> nd(0.0f, 0.3f);
+  for (size_t i = clean.layout().base_total; i < w.size(); ++i) w[i] += nd(rng);  // B non-zero
+  clean.load_params(w), m.load_params(w);
+  clean.enable_optimizer({}), m.enable_optimizer({});
+  const TestBatch b = batch(c.vocab_size, 13);
+  auto run = [&](CpuModel<float>& model, const TrainNoise& noise) {
+    model.set_train_noise(noise);
+    model.zero_grads();
+    const double loss = model.forward(b.view(), 4.0);
+    model.backward();
+    return std::make_pair(loss, model.grads_to_host());
+  };
+  TrainNoise on;
+  on.seed = 3, on.pass = 9, on.lora_dropout = true;
+  const auto base = run(clean, {});
+  CHECK(run(clean, on) == base);  // lora.dropout 0: the switch changes nothing
+  CHECK(run(m, {}) == base);      // evaluation: no dropout
+  TrainNoise other = on;
+  other.lora_dropout = false;     // a training pass (other noise) without adapter dropout
+  CHECK(run(m, other) == base);
+  const auto dropped = run(m, on);
+  CHECK(std::abs(dropped.first - base.first) > 1e-4);
+  CHECK(run(m, on) == dropped);  // the same pass: the same masks
+  other = on, other.pass = 10;
+  CHECK(run(m, other).first != dropped.first);
+  const std::vector<int32_t> prompt(b.tokens.begin(), b.tokens.begin() + 4);
+  KVCache<CpuBackend<float>> c0 = clean.make_cache(6), c1 = m.make_cache(6);
+  m.set_train_noise(on);
+  CHECK(m.decode(prompt, c1) == clean.decode(prompt, c0));  // decoding never drops
 }
 
 TEST_CASE("lora: the layout names the adapters as PEFT does; B = 0 is the base model bitwise", "[lora]") {
@@ -156,7 +219,9 @@ TEST_CASE("lora: a bad block is an error naming the field; an unknown target lis
   CHECK_THAT(message(lora({})), Catch::Matchers::Contains("lora.targets: empty"));
   LoraConfig d = lora({"q_proj"});
   d.dropout = 1.5;
-  CHECK_THAT(message(d), Catch::Matchers::Contains("lora.dropout"));
+  CHECK_THAT(message(d), Catch::Matchers::Contains("lora.dropout: must be in [0, 1)"));
+  d.dropout = 0.05;
+  CHECK(message(d).empty());
   LoraConfig q = lora({"q_proj"});
   q.quantize = "int3";
   CHECK_THAT(message(q), Catch::Matchers::Contains("lora.quantize: 'int3'"));
@@ -173,7 +238,8 @@ TEST_CASE("lora: a bad block is an error naming the field; an unknown target lis
 
 namespace {
 
-// Three AdamW steps of a LoRA model; returns the losses and checks the base stayed bitwise.
+// Three AdamW steps of a LoRA model; returns the losses and checks the base stayed bitwise. With
+// l.dropout > 0 every step is a training pass of its own (pass = step).
 template <class B>
 std::vector<double> train_lora(const ModelConfig& c, const LoraConfig& l) {
   Model<B> m(c, ModelOptions{false, l});
@@ -184,6 +250,9 @@ std::vector<double> train_lora(const ModelConfig& c, const LoraConfig& l) {
   const TestBatch b = batch(c.vocab_size, 4);
   std::vector<double> losses;
   for (int s = 0; s < 3; ++s) {
+    TrainNoise noise;
+    noise.seed = 31, noise.pass = uint64_t(s), noise.lora_dropout = true;
+    m.set_train_noise(noise);
     m.zero_grads();
     losses.push_back(m.forward(b.view(), 7.0));
     m.backward();
@@ -210,6 +279,27 @@ TEST_CASE("lora: training moves only the adapters, on cpu and emu fp32 / bf16", 
     const std::vector<double> f32 = train_lora<EmuBackend<float>>(c, l);
     const std::vector<double> b16 = train_lora<EmuBackend<bf16>>(c, l);
     CHECK(cpu.back() < cpu.front());
+    for (size_t s = 0; s < cpu.size(); ++s) {
+      INFO("step " << s << ": cpu " << cpu[s] << ", emu fp32 " << f32[s] << ", emu bf16 " << b16[s]);
+      CHECK(f32[s] == Approx(cpu[s]).epsilon(1e-5));
+      CHECK(std::abs(b16[s] - cpu[s]) <= 2e-2 * cpu[0]);
+    }
+  }
+}
+
+// The masks are the counter hash of (seed, pass, site, element) on every backend, so emu trains
+// like cpu with adapter dropout too (a mask that differed would move the loss by far more).
+TEST_CASE("lora: with adapter dropout, emu fp32 / bf16 train like cpu", "[lora]") {
+  for (const ModelConfig& c : {tiny_gpt2(), tiny_llama()}) {
+    LoraConfig l = c.model_type == "gpt2" ? lora({"c_attn", "c_proj", "c_fc"}, 2)
+                                          : lora({"q_proj", "k_proj", "o_proj", "up_proj", "down_proj"}, 2);
+    const std::vector<double> clean = train_lora<CpuBackend<float>>(c, l);
+    l.dropout = 0.5;
+    INFO(c.model_type);
+    const std::vector<double> cpu = train_lora<CpuBackend<float>>(c, l);
+    const std::vector<double> f32 = train_lora<EmuBackend<float>>(c, l);
+    const std::vector<double> b16 = train_lora<EmuBackend<bf16>>(c, l);
+    CHECK(std::abs(cpu[1] - clean[1]) > 1e-3 * clean[1]);  // the dropout is applied
     for (size_t s = 0; s < cpu.size(); ++s) {
       INFO("step " << s << ": cpu " << cpu[s] << ", emu fp32 " << f32[s] << ", emu bf16 " << b16[s]);
       CHECK(f32[s] == Approx(cpu[s]).epsilon(1e-5));

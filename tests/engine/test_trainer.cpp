@@ -549,19 +549,55 @@ std::vector<float> adapter_weights(const fs::path& checkpoint) {
   return all;
 }
 
+// The config of a run on a frozen base: the base trained 2 steps from base_config(dir, data) into
+// dir/base, then the same config with model.path its checkpoint (the LoRA block appended by the caller).
+std::string on_trained_base(const fs::path& dir, const fs::path& data) {
+  const std::string cfg = base_config(dir, data);
+  const fs::path base = train(TrainConfig::parse(cfg, "base", {"out_dir=" + (dir / "base").string(), "max_steps=2"}),
+                              false).last_checkpoint;
+  std::string on_base = cfg;
+  const size_t from = on_base.find("model:\n"), to = on_base.find("data:\n");
+  on_base.replace(from, to - from, "model:\n  path: " + base.string() + "\n");
+  return on_base;
+}
+
 }  // namespace
+
+TEST_CASE("LoRA with adapter dropout: resume is bitwise, the dropout changes training, PEFT's config records it",
+          "[trainer][lora]") {
+  const fs::path dir = temp_dir("lora-dropout");
+  const std::string lora = on_trained_base(dir, write_data(dir)) + "lora: {r: 4, alpha: 8, dropout: 0.2, targets: [q_proj, o_proj, up_proj]}\n";
+  const std::vector<std::string> common = {"optimizer.lr=5.0e-2", "max_steps=4"};
+  auto set = [&](const std::string& out, std::vector<std::string> more = {}) {
+    more.insert(more.begin(), common.begin(), common.end());
+    more.push_back("out_dir=" + (dir / out).string());
+    return more;
+  };
+  const auto straight = train(TrainConfig::parse(lora, "a", set("a")), false);
+  const TrainConfig c = TrainConfig::parse(lora, "b", set("b", {"save_every=2", "keep_last=5"}));
+  train(c, false);
+  fs::remove_all(dir / "b/checkpoints" / checkpoint_name(4));
+  train(c, true);
+  CHECK(losses(dir / "a/metrics.jsonl") == losses(dir / "b/metrics.jsonl"));  // bitwise
+  CHECK(adapter_weights(straight.last_checkpoint) == adapter_weights(dir / "b/checkpoints" / checkpoint_name(4)));
+  const auto peft = nlohmann::json::parse(std::ifstream(straight.last_checkpoint / "adapter_config.json"));
+  CHECK(peft["lora_dropout"] == Approx(0.2));
+  // Without the dropout the same run trains to other adapters.
+  std::string no_dropout = lora;
+  no_dropout.replace(no_dropout.find("dropout: 0.2, "), 14, "");
+  const auto clean = train(TrainConfig::parse(no_dropout, "clean", set("clean")), false);
+  CHECK(losses(dir / "clean/metrics.jsonl") != losses(dir / "a/metrics.jsonl"));
+  CHECK(adapter_weights(clean.last_checkpoint) != adapter_weights(straight.last_checkpoint));
+}
 
 TEST_CASE("LoRA runs: PEFT checkpoints without the base, bitwise resume, the base untouched, export --merge",
           "[trainer][lora]") {
   const fs::path dir = temp_dir("lora-run");
   const fs::path data = write_data(dir);
   const std::string cfg = base_config(dir, data);
-  const fs::path base = train(TrainConfig::parse(cfg, "base", {"out_dir=" + (dir / "base").string(), "max_steps=2"}),
-                              false).last_checkpoint;
   // The same run on the trained model as a frozen base.
-  std::string on_base = cfg;
-  const size_t from = on_base.find("model:\n"), to = on_base.find("data:\n");
-  on_base.replace(from, to - from, "model:\n  path: " + base.string() + "\n");
+  const std::string on_base = on_trained_base(dir, data);
+  const fs::path base = dir / "base/checkpoints" / checkpoint_name(2);
   const std::string lora = on_base + "lora: {r: 4, alpha: 8, targets: [q_proj, v_proj, down_proj]}\n";
   const std::vector<std::string> common = {"optimizer.lr=5.0e-2"};
   auto set = [&](std::vector<std::string> more) {
