@@ -98,6 +98,12 @@ void dropout(T* out, const T* in, const DropoutArgs& args);
 template <class T>
 void neftune_forward(T* x, const int32_t* cu_seqlens, const NeftuneArgs& args);
 
+// NF4 dequantize (Nf4Args, kernels/args.h): out[i] = kNf4CodeBook[code(i)] * absmax[i / 64], the
+// product in fp32 whatever T (double sees the values the float backend does), then widened or kept.
+// An NF4 base's projection goes through this into a scratch before its GEMM. ift::Error on n < 0.
+template <class T>
+void nf4_dequantize(T* out, const uint8_t* codes, const float* absmax, const Nf4Args& args);
+
 // Cross-entropy of logits (N rows of stride ld >= V; the first V columns are the vocabulary, the
 // rest, the classifier's padding, are not read, and get a zero gradient) against targets (N); a
 // negative target is not trained. Returns
