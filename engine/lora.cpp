@@ -95,7 +95,6 @@ void LoraConfig::check(const ModelConfig& model, const std::string& where) const
   IFT_CHECK(dropout == 0, where, ".dropout: ", dropout,
             " asked, but adapter dropout is not implemented yet (set 0)");
   IFT_CHECK(quantize == "none" || quantize == "nf4", where, ".quantize: '", quantize, "' is not one of none, nf4");
-  IFT_CHECK(quantize == "none", where, ".quantize: nf4 (a 4-bit base) is not implemented yet");
   const std::vector<std::string> valid = lora_target_names(model);
   IFT_CHECK(!targets.empty(), where, ".targets: empty; the ", model.model_type, " modules are ", joined(valid));
   for (const std::string& t : targets)

@@ -152,7 +152,7 @@ double Optimizer<B>::step(Transformer<B>& net, float lr) {
       const GroupLayout::Run& r = g.layout.runs[i];
       float* master = nullptr;
       if constexpr (kHasMaster) master = g.master.data() + r.local;
-      backend_->adamw(master, net.params.data() + r.begin, g.grads.data() + r.local, g.m.data() + r.local,
+      backend_->adamw(master, net.param_at(r.begin), g.grads.data() + r.local, g.m.data() + r.local,
                       g.v.data() + r.local, r.end - r.begin, g.decay[i], h);
     }
   }
