@@ -4,13 +4,20 @@
 // replaced by nf4_dequantize(nf4_quantize(W)) and stored as usual: the GEMMs see the same act_t
 // values (an fp32 product rounded once to act_t, by load_params in the one, by the dequantize op in
 // the other), so loss, logits, adapter gradients and decoded logits are required bitwise equal, on
-// cpu, emu fp32 and emu bf16. Training leaves the NF4 codes and scales bitwise as loaded, and a run
-// stopped and resumed from its adapters and optimizer state continues bit for bit.
+// cpu, emu fp32 and emu bf16. Training leaves the NF4 codes and scales bitwise as loaded, a run
+// stopped and resumed from its adapters and optimizer state continues bit for bit, and `ift dump
+// --quantize nf4` runs the same quantized base.
 #include <cstring>
 #include <random>
 
+#include <cstdlib>
+#include <filesystem>
+
+#include "engine/lora_files.h"
 #include "engine/model.h"
 #include "engine/nf4.h"
+#include "engine/safetensors.h"
+#include "engine/weights.h"
 #include "tests/support.h"
 
 using namespace ift;
@@ -237,5 +244,41 @@ TEST_CASE("qlora: training moves the adapters only, the NF4 codes stay bitwise; 
     check_training<CpuBackend<float>>(c);
     check_training<EmuBackend<float>>(c);
     check_training<EmuBackend<bf16>>(c);
+  }
+}
+
+// `ift dump --quantize nf4` runs the base a training run with lora.quantize: nf4 runs: the same as
+// `ift dump` on a model directory whose weights are the round trip of the base, bit for bit.
+TEST_CASE("qlora: ift dump --quantize nf4 equals the dequantized base dumped unquantized", "[qlora]") {
+  const auto dir = fixture("golden/lora_llama");
+  const BaseWithAdapter m = load_base_with_adapter(dir, dir / "adapter");
+  LoraConfig l = m.lora;
+  l.quantize = "nf4";
+  const std::vector<float> w = round_trip(ParamLayout::build(m.config, l), m.flat);
+  const ParamLayout base = ParamLayout::build(m.config);
+  const auto tmp = temp_dir("qlora-dump");
+  std::filesystem::copy_file(dir / "config.json", tmp / "config.json");
+  TensorSet weights;
+  weights.add_params(base, std::span<const float>(w).first(base.total));
+  write_safetensors(tmp / "model.safetensors", weights.tensors(), DType::F32, {{"format", "pt"}});
+  for (const std::string mode : {"--backend cpu", "--backend emu --precision bf16"}) {
+    INFO(mode);
+    const auto dump = [&](const std::filesystem::path& model, const std::string& extra, const std::string& out) {
+      const std::string cmd = std::string(IFT_BINARY) + " dump --model " + model.string() + " --adapter " +
+                              (dir / "adapter").string() + " --batch " + (dir / "batch.json").string() + " --out " +
+                              (tmp / out).string() + " " + mode + extra + " > /dev/null";
+      INFO(cmd);
+      REQUIRE(std::system(cmd.c_str()) == 0);
+      return SafetensorsReader(tmp / out);
+    };
+    const SafetensorsReader q = dump(dir, " --quantize nf4", "q.safetensors");
+    const SafetensorsReader ref = dump(tmp, "", "ref.safetensors");
+    const SafetensorsReader dense = dump(dir, "", "dense.safetensors");
+    REQUIRE(q.tensors().size() == ref.tensors().size());
+    for (const TensorInfo& t : ref.tensors()) {
+      INFO(t.name);
+      CHECK(q.read_f32(t.name) == ref.read_f32(t.name));
+    }
+    CHECK(q.read_f32("loss") != dense.read_f32("loss"));
   }
 }
