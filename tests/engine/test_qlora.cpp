@@ -147,7 +147,7 @@ TEST_CASE("qlora: an NF4 base computes what its dequantized weights compute unqu
   }
 }
 
-TEST_CASE("qlora: the layout keeps the flat offsets; the parameter buffer drops the projections", "[qlora]") {
+TEST_CASE("qlora: the layout keeps the flat offsets, the parameter buffer drops the projections", "[qlora]") {
   const ModelConfig c = llama();
   const ParamLayout dense = ParamLayout::build(c, lora_of(c, false));
   const ParamLayout q = ParamLayout::build(c, lora_of(c, true));
@@ -239,7 +239,7 @@ void check_training(const ModelConfig& c) {
 
 }  // namespace
 
-TEST_CASE("qlora: training moves the adapters only, the NF4 codes stay bitwise; resume is bitwise", "[qlora]") {
+TEST_CASE("qlora: training moves the adapters only, the NF4 codes stay bitwise, resume is bitwise", "[qlora]") {
   for (const ModelConfig& c : {llama(), gpt2()}) {
     check_training<CpuBackend<float>>(c);
     check_training<EmuBackend<float>>(c);

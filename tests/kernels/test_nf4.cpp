@@ -71,7 +71,7 @@ TEST_CASE("nf4_dequantize: kernel equals the CPU reference bit for bit (fp32, bf
   for (int64_t i = kNf4Block; i < 2 * kNf4Block; ++i) CHECK(via_op[i] == 0.0f);  // the zero block
 }
 
-TEST_CASE("nf4_dequantize: n = 0 does nothing; a negative n or a null pointer is an error", "[kernels][nf4]") {
+TEST_CASE("nf4_dequantize: n = 0 does nothing, a negative n or a null pointer is an error", "[kernels][nf4]") {
   KernelVector<float> out(4, 3.0f), absmax(1, 1.0f);
   KernelVector<uint8_t> codes(2, 0x7f);
   Nf4Args a;
