@@ -82,7 +82,8 @@ concept Backend = requires(B& b, typename B::act_t* a, const typename B::act_t* 
                            const AdamWArgs& adamw, const ModelConfig& config,
                            const EmbeddingArgs& emb, const NormArgs& norm, const GluArgs& glu,
                            const DropoutArgs& drop, const NeftuneArgs& neft,
-                           const GemmArgs& gemm, const MatmulArgs& mm, const CrossEntropyArgs& ce) {
+                           const GemmArgs& gemm, const MatmulArgs& mm, const CrossEntropyArgs& ce,
+                           const uint8_t* codes, const Nf4Args& nf4) {
   typename B::act_t;
   typename B::grad_t;
   typename B::stat_t;
@@ -134,6 +135,9 @@ concept Backend = requires(B& b, typename B::act_t* a, const typename B::act_t* 
   b.dropout(a, ca, drop);
   // NEFTune's noise added in place to the embeddings (rows segmented by cu_seqlens, backend memory)
   b.neftune_forward(a, ids, neft);
+  // an NF4 tensor (packed codes, fp32 absmax per 64; backend memory) dequantized into act_t: what an
+  // NF4 base's projection becomes before its GEMM
+  b.nf4_dequantize(a, codes, cf, nf4);
   // loss (returned to the host) and, when dlogits is not null, its gradient, in place allowed
   // over the first V columns of rows of stride ld (the classifier is padded to a multiple of 128)
   { b.cross_entropy(a, ca, ids, ce) } -> std::convertible_to<double>;

@@ -99,6 +99,7 @@ class KernelBackend {
   void residual_forward(S* out, const S* a, const S* b, size_t n);
   void dropout(S* out, const S* in, const DropoutArgs& args);
   void neftune_forward(S* x, const int32_t* cu_seqlens, const NeftuneArgs& args);
+  void nf4_dequantize(S* out, const uint8_t* codes, const float* absmax, const Nf4Args& args);
   double cross_entropy(S* dlogits, const S* logits, const int32_t* targets, const CrossEntropyArgs& a);
   double sum_of_squares(const float* g, size_t n);
   void adamw(float* master, S* params, const float* grads, float* m, float* v, const AdamWArgs& a);

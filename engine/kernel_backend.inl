@@ -305,6 +305,11 @@ void KernelBackend<S, Device>::neftune_forward(S* x, const int32_t* cu_seqlens, 
   ift::neftune_forward(x, cu_seqlens, args, device_->stream());
 }
 
+template <class S, class Device>
+void KernelBackend<S, Device>::nf4_dequantize(S* out, const uint8_t* codes, const float* absmax, const Nf4Args& args) {
+  ift::nf4_dequantize(out, codes, absmax, args, device_->stream());
+}
+
 // The loss is summed on the device (fp32, fixed order) and read back: one small synchronous copy.
 template <class S, class Device>
 double KernelBackend<S, Device>::cross_entropy(S* dlogits, const S* logits, const int32_t* targets,

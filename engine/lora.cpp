@@ -93,7 +93,6 @@ void LoraConfig::check(const ModelConfig& model, const std::string& where) const
   IFT_CHECK(alpha > 0 && std::isfinite(alpha), where, ".alpha: must be positive, got ", alpha);
   IFT_CHECK(dropout >= 0 && dropout < 1, where, ".dropout: must be in [0, 1), got ", dropout);
   IFT_CHECK(quantize == "none" || quantize == "nf4", where, ".quantize: '", quantize, "' is not one of none, nf4");
-  IFT_CHECK(quantize == "none", where, ".quantize: nf4 (a 4-bit base) is not implemented yet");
   const std::vector<std::string> valid = lora_target_names(model);
   IFT_CHECK(!targets.empty(), where, ".targets: empty; the ", model.model_type, " modules are ", joined(valid));
   for (const std::string& t : targets)

@@ -32,7 +32,7 @@ struct LoraConfig {
   double dropout = 0;                 // on the adapter's input, in training passes (engine/lora_path.h)
   std::vector<std::string> targets;   // Hugging Face module names (lora_target_names lists them)
   bool rslora = false;                // scale alpha / sqrt(r) instead of alpha / r
-  std::string quantize = "none";      // "none" | "nf4" (the frozen base in 4 bits, QLoRA)
+  std::string quantize = "none";      // "none" | "nf4": the base's projections stored 4-bit (QLoRA; ParamLayout::nf4)
 
   bool enabled() const { return r > 0; }
   double scale() const;

@@ -24,9 +24,14 @@ inline std::vector<ParamGroupSpec> model_groups(const ModelOptions& options, std
   return groups;
 }
 
+// An NF4 projection has no act_t values for AdamW to update: it must be in a frozen group.
 template <class B>
 Model<B>::Model(const ModelConfig& config, ModelOptions options, std::vector<ParamGroupSpec> groups)
-    : net_(config, options), opt_(net_, model_groups(options, std::move(groups))) {}
+    : net_(config, options), opt_(net_, model_groups(options, std::move(groups))) {
+  for (const ParamView& v : layout().views)
+    IFT_CHECK(!layout().quantized(v.offset) || !opt_.grad_map().at(v.offset), "parameter groups: ", v.name,
+              " is stored in NF4 (lora.quantize: nf4) and must be in a frozen group");
+}
 
 template <class B>
 Buffer<B, typename B::grad_t>& Model<B>::grads() {

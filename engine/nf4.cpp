@@ -3,15 +3,12 @@
 #include <cmath>
 
 #include "engine/base/error.h"
+#include "engine/cpu/ops.h"
 
 namespace ift {
 
 const std::array<float, 16>& nf4_code_book() {
-  static const std::array<float, 16> book = {
-      -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f, -0.28444138169288635f,
-      -0.18477343022823334f, -0.09105003625154495f, 0.0f, 0.07958029955625534f, 0.16093020141124725f,
-      0.24611230194568634f, 0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f,
-      1.0f};
+  static const std::array<float, 16> book = std::to_array(kNf4CodeBook);
   return book;
 }
 
@@ -45,8 +42,9 @@ Nf4Tensor nf4_quantize(std::span<const float> x) {
 
 void nf4_dequantize(const Nf4Tensor& q, std::span<float> out) {
   IFT_CHECK(out.size() == q.n, "nf4_dequantize: ", out.size(), " outputs for ", q.n, " values");
-  const std::array<float, 16>& book = nf4_code_book();
-  for (size_t i = 0; i < q.n; ++i) out[i] = book[q.code(i)] * q.absmax[i / kNf4Block];
+  Nf4Args a;
+  a.n = static_cast<int64_t>(q.n);
+  cpu::nf4_dequantize(out.data(), q.packed.data(), q.absmax.data(), a);
 }
 
 }  // namespace ift

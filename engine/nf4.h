@@ -1,8 +1,10 @@
 // NF4, the 4-bit NormalFloat storage of QLoRA (Dettmers et al. 2023): blocks of 64 consecutive
 // values, one fp32 absmax per block, each value the index (0..15) of the code-book entry nearest
 // x / absmax, two codes per byte (the even element in the high nibble, as bitsandbytes packs them).
-// Dequantized, a value is code_book[code] * absmax. This is the CPU reference; a frozen base stored
-// this way is dequantized into scratch before each GEMM (not wired into the model yet).
+// Dequantized, a value is code_book[code] * absmax. This is the CPU reference quantizer; with
+// `lora.quantize: nf4` the model stores the four projections of every layer this way (quantized once,
+// when the weights are loaded: Transformer::load_params) and dequantizes one into a scratch before
+// each of its GEMMs (cpu::nf4_dequantize, the kernel of kernels/nf4.h; Nf4Args in kernels/args.h).
 #pragma once
 
 #include <array>
@@ -11,9 +13,9 @@
 #include <span>
 #include <vector>
 
-namespace ift {
+#include "kernels/args.h"  // Nf4Args, kNf4Block, kNf4CodeBook
 
-inline constexpr int kNf4Block = 64;
+namespace ift {
 
 // The 16 NF4 values, ascending (the QLoRA paper's appendix E; bitsandbytes' table).
 const std::array<float, 16>& nf4_code_book();

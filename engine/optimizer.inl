@@ -151,7 +151,7 @@ double Optimizer<B>::step(Transformer<B>& net, float lr) {
       if constexpr (kHasMaster) master = g.master.data() + r.local;
       const AdamWArgs args = adamw_args(c, lr * g.layout.lr_scale, clip, t_, g.decay[i]);
       IFT_ASSERT(size_t(args.n) == r.end - r.begin);
-      backend_->adamw(master, net.params.data() + r.begin, g.grads.data() + r.local, g.m.data() + r.local,
+      backend_->adamw(master, net.param_at(r.begin), g.grads.data() + r.local, g.m.data() + r.local,
                       g.v.data() + r.local, args);
     }
   }

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "engine/base/error.h"
+#include "engine/nf4.h"
 
 namespace ift {
 
@@ -125,13 +126,78 @@ ParamLayout build_views(const ModelConfig& c) {
 
 }  // namespace
 
+namespace {
+
+// Where each storage tensor lies in the backend's buffer, and the NF4 slices of a quantized base.
+void place_storage(ParamLayout& p, bool nf4) {
+  std::vector<size_t> projections;
+  if (nf4)
+    for (const LayerParams& L : p.layers) projections.insert(projections.end(), {L.qkv_w, L.o_w, L.up_w, L.down_w});
+  size_t at = 0;
+  for (StorageTensor& t : p.storage) {
+    if (std::find(projections.begin(), projections.end(), t.offset) != projections.end()) {
+      t.stored = kNoParam;
+      continue;
+    }
+    at = (at + kAlignElements - 1) / kAlignElements * kAlignElements;
+    t.stored = at;
+    at += t.numel;
+  }
+  p.stored_total = at;
+  if (!nf4) return;
+  std::vector<const ParamView*> views;
+  for (const ParamView& v : p.views)
+    if (p.quantized(v.offset)) views.push_back(&v);
+  std::sort(views.begin(), views.end(), [](const ParamView* a, const ParamView* b) { return a->offset < b->offset; });
+  const auto align16 = [](size_t bytes) { return (bytes + 15) / 16 * 16; };
+  size_t bytes = 0, covered = 0;
+  for (const ParamView* v : views) {
+    Nf4Slice s;
+    s.offset = v->offset, s.n = static_cast<size_t>(v->numel());
+    s.codes = bytes;
+    s.absmax = align16(s.codes + (s.n + 1) / 2);
+    bytes = align16(s.absmax + (s.n + kNf4Block - 1) / kNf4Block * sizeof(float));
+    p.nf4.push_back(s);
+    covered += s.n;
+  }
+  size_t quantized = 0;
+  for (const StorageTensor& t : p.storage) quantized += t.stored == kNoParam ? t.numel : 0;
+  IFT_CHECK(covered == quantized, "parameter layout: the views of the NF4 projections cover ", covered, " of ",
+            quantized, " values");
+  p.nf4_bytes = bytes;
+}
+
+}  // namespace
+
 ParamLayout ParamLayout::build(const ModelConfig& c, const LoraConfig& lora) {
   ParamLayout p = build_views(c);
   p.base_total = p.total;
   if (lora.enabled()) add_lora_adapters(p, c, lora);
+  place_storage(p, lora.enabled() && lora.quantize == "nf4");
   for (const ParamView& v : p.views) p.parameters += static_cast<size_t>(v.numel());
   for (const ParamView& v : p.adapter_views) p.parameters += static_cast<size_t>(v.numel());
   return p;
+}
+
+// An element of an alignment gap (a run of a group may start or end in one) lies before the tensor
+// after the gap, as in the flat layout; past the last tensor, after it.
+size_t ParamLayout::stored_at(size_t offset) const {
+  if (offset == kNoParam) return kNoParam;
+  auto it = std::upper_bound(storage.begin(), storage.end(), offset,
+                             [](size_t o, const StorageTensor& t) { return o < t.offset; });
+  const bool before_next = it != storage.end() && (it == storage.begin() || offset >= std::prev(it)->offset + std::prev(it)->numel);
+  const StorageTensor& t = before_next ? *it : *std::prev(it);
+  IFT_CHECK(t.stored != kNoParam, "parameter layout: element ", offset, " is in an NF4 tensor, not in the parameter buffer");
+  return before_next ? t.stored - (t.offset - offset) : t.stored + (offset - t.offset);
+}
+
+std::pair<size_t, size_t> ParamLayout::nf4_slices(size_t offset) const {
+  const StorageTensor& t = storage_of(offset);
+  const auto first = std::lower_bound(nf4.begin(), nf4.end(), t.offset,
+                                      [](const Nf4Slice& s, size_t o) { return s.offset < o; });
+  auto last = first;
+  while (last != nf4.end() && last->offset < t.offset + t.numel) ++last;
+  return {size_t(first - nf4.begin()), size_t(last - nf4.begin())};
 }
 
 const StorageTensor& ParamLayout::storage_of(size_t offset) const {

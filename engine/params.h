@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/config.h"
@@ -40,6 +41,13 @@ struct ParamView {                 // one tensor as Hugging Face names and store
 
 struct StorageTensor {             // one allocation of the flat buffer; views lie inside one
   size_t offset = 0, numel = 0;
+  size_t stored = 0;               // where it starts in the backend's parameter buffer; kNoParam: NF4
+};
+
+struct Nf4Slice {                  // one NF4 tensor of a quantized base: one view of a projection weight
+  size_t offset = 0, n = 0;        // the flat elements [offset, offset + n) it holds
+  size_t codes = 0;                // byte offset in the NF4 buffer of its packed codes ((n + 1) / 2)
+  size_t absmax = 0;               // byte offset of its fp32 scales (ceil(n / 64)), 16-byte aligned
 };
 
 struct ParamLayout {
@@ -59,11 +67,26 @@ struct ParamLayout {
   std::vector<ParamView> adapter_views;
   int lora_r = 0;
   double lora_scale = 0;
+  // An NF4 base (LoraConfig::quantize "nf4", QLoRA): the four projection weights of every layer (qkv,
+  // o, up, down) leave the backend's parameter buffer, which holds the other storage tensors,
+  // stored_total elements, each at StorageTensor::stored (aligned as in the flat layout). The
+  // projections are NF4 tensors (engine/nf4.h) in a byte buffer of nf4_bytes, one per view in offset
+  // order (q, k and v apart, as bitsandbytes quantizes each nn.Linear). Without NF4: every stored ==
+  // offset, stored_total == total, nf4 empty. The flat layout (offsets, views, host vectors) is the
+  // same either way.
+  std::vector<Nf4Slice> nf4;
+  size_t nf4_bytes = 0;
+  size_t stored_total = 0;
 
   static ParamLayout build(const ModelConfig& config, const LoraConfig& lora = {});
   const ParamView* find(const std::string& name) const;  // base and adapter views
   // The storage tensor holding flat element `offset` (an error if none does).
   const StorageTensor& storage_of(size_t offset) const;
+  bool quantized(size_t offset) const { return storage_of(offset).stored == kNoParam; }
+  // Where flat element `offset` lies in the backend's parameter buffer (an error for an NF4 tensor).
+  size_t stored_at(size_t offset) const;
+  // The NF4 slices of the storage tensor starting at `offset`, [first, last) of nf4.
+  std::pair<size_t, size_t> nf4_slices(size_t offset) const;
 };
 
 }  // namespace ift

@@ -144,15 +144,24 @@ class Transformer {
   const ModelConfig& config() const { return config_; }
   const ParamLayout& layout() const { return layout_; }
 
-  Buffer<B, act_t> params;  // (layout().total) every weight, addressed through layout()
+  // (layout().stored_total) every weight, at layout().stored_at(offset): the whole flat layout, or,
+  // with an NF4 base, all but the projections, which are NF4 tensors in a byte buffer of their own
+  // (layout().nf4) and dequantized into a scratch of the largest before each of their GEMMs.
+  Buffer<B, act_t> params;
+  // The parameter buffer's element for flat element `offset` (an error for an NF4 projection).
+  act_t* param_at(size_t offset) { return params.data() + layout_.stored_at(offset); }
+  // The NF4 buffer's bytes (packed codes and fp32 absmax of each layout().nf4 slice); empty without.
+  std::vector<uint8_t> nf4_to_host() const;
 
   // The bytes of the parameters, activations, activation gradients, batch and workspace for a batch
   // of N tokens, from the shapes alone (the optimizer plans gradients, masters and moments).
   static MemoryBytes plan(const ModelConfig& config, int N, ModelOptions options);
 
-  // Sets every parameter from fp32 values in the flat layout (rounded to act_t).
+  // Sets every parameter from fp32 values in the flat layout (rounded to act_t; an NF4 base's
+  // projections quantized, engine/nf4.h, the same bits on every backend).
   void load_params(std::span<const float> values);
-  std::vector<float> params_to_host() const;  // act_t widened to fp32
+  // act_t widened to fp32; an NF4 projection as its GEMM sees it (dequantized, rounded to act_t).
+  std::vector<float> params_to_host() const;
 
   // Residual dropout, NEFTune and LoRA dropout for the forward passes from now on (TrainNoise above);
   // TrainNoise{} switches them off. ift::Error on a probability outside [0, 1) or a list whose length
@@ -201,7 +210,13 @@ class Transformer {
   void plan_chunks(std::span<const int32_t> targets);
   double fused_classifier(const GradMap<grad_t>* grads);
   void check_window(int length, const char* what) const;
-  const act_t* p(size_t offset) const { return offset == kNoParam ? nullptr : params.data() + offset; }
+  const act_t* p(size_t offset) const { return offset == kNoParam ? nullptr : params.data() + layout_.stored_at(offset); }
+  // A projection's weight as its GEMM reads it: p(offset), or an NF4 one dequantized into nf4_scratch_.
+  const act_t* weight(size_t offset) const;
+  // Elements of the largest NF4 projection (the scratch), 0 without an NF4 base.
+  static size_t nf4_scratch_values(const ParamLayout& layout);
+  void upload_stored(std::span<const float> stored);  // (layout_.stored_total) into params
+  std::vector<float> stored_to_host() const;          // params widened to fp32
   AttentionArgs attention_dims() const;
   // The residual dropout of layer l's sublayer (0 attention, 1 MLP) in the last forward; p = 0: none.
   DropoutArgs residual_dropout(int l, int sublayer) const;
@@ -232,6 +247,17 @@ class Transformer {
   act_t *dres_ = nullptr, *dnorm_ = nullptr, *dqkv_ = nullptr, *datt_ = nullptr, *dup_ = nullptr, *dact_ = nullptr;
   Buffer<B, grad_t> frozen_norm_sink_;      // (2 C) where a frozen norm's unused dw/db go (norm ops always write them)
   LoraPath<B> lora_;                        // the adapters beside the four projections (engine/lora_path.h)
+  // LoraPath addresses the adapters where they lie in `params` (it is given their stored offsets);
+  // backward finds their gradients by flat offset, stored + adapter_shift_ (the adapters follow the
+  // base, so the NF4 projections before them shift them all alike; 0 without NF4).
+  size_t adapter_shift_ = 0;
+  struct AdapterGrads {
+    const GradMap<grad_t>* grads;
+    size_t shift;
+    grad_t* at(size_t stored) const { return grads->at(stored + shift); }
+  };
+  Buffer<B, uint8_t> nf4_;                  // (layout_.nf4_bytes) the NF4 projections, MemoryPart::params
+  mutable Buffer<B, act_t> nf4_scratch_;    // (nf4_scratch_values) one dequantized projection, workspace
 };
 
 }  // namespace ift

@@ -5,9 +5,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <string>
 
 #include "engine/base/error.h"
 #include "engine/cpu/ops.h"
+#include "engine/nf4.h"
 #include "engine/transformer.h"
 
 namespace ift {
@@ -15,9 +18,20 @@ namespace ift {
 template <class B>
 Transformer<B>::Transformer(const ModelConfig& config, ModelOptions options)
     : backend_(std::make_unique<B>()), config_(config), options_(options), layout_(ParamLayout::build(config, options.lora)) {
-  params = Buffer<B, act_t>(*backend_, layout_.total, MemoryPart::params);
-  lora_.init(layout_, options_.lora.dropout);
-  backend_->zero(params.data(), layout_.total * sizeof(act_t));
+  params = Buffer<B, act_t>(*backend_, layout_.stored_total, MemoryPart::params);
+  backend_->zero(params.data(), layout_.stored_total * sizeof(act_t));
+  if (!layout_.nf4.empty()) {
+    nf4_ = Buffer<B, uint8_t>(*backend_, layout_.nf4_bytes, MemoryPart::params);
+    backend_->zero(nf4_.data(), layout_.nf4_bytes);
+    nf4_scratch_ = Buffer<B, act_t>(*backend_, nf4_scratch_values(layout_), MemoryPart::workspace);
+  }
+  ParamLayout stored = layout_;  // the adapters at their places in `params`
+  for (LoraAdapter& a : stored.adapters) {
+    a.a = layout_.stored_at(a.a), a.b = layout_.stored_at(a.b);
+    if (&a == &stored.adapters.front()) adapter_shift_ = layout_.adapters.front().a - a.a;
+    IFT_ASSERT(layout_.stored_at(a.a + adapter_shift_) == a.a && layout_.stored_at(a.b + adapter_shift_) == a.b);
+  }
+  lora_.init(stored, options_.lora.dropout);
   check_attention_path(options.attention, B::kind, sizeof(act_t) == 2 ? Precision::bf16 : Precision::fp32,
                        config.head_dim);
   if constexpr (requires { backend_->set_attention_path(options.attention); })
@@ -28,12 +42,13 @@ Transformer<B>::Transformer(const ModelConfig& config, ModelOptions options)
 template <class B>
 MemoryBytes Transformer<B>::plan(const ModelConfig& c, int N, ModelOptions options) {
   const ParamLayout layout = ParamLayout::build(c, options.lora);
-  const int64_t P = static_cast<int64_t>(layout.total), n = N, L = c.n_layers;
+  const int64_t n = N, L = c.n_layers;
   const int64_t C = c.hidden, F = c.intermediate, Vp = c.padded_vocab(), H = c.n_heads, QKV = c.qkv_dim();
   const int64_t Q = c.q_dim(), up = c.up_dim(), act = sizeof(act_t), stat = sizeof(stat_t);
   const int64_t means = c.norm_bias() ? 1 : 0;  // RMSNorm keeps no mean
   MemoryBytes m;
-  m[MemoryPart::params] = P * act;
+  // With an NF4 base, the projections' codes and scales instead of their act_t values (ParamLayout::nf4).
+  m[MemoryPart::params] = int64_t(layout.stored_total) * act + int64_t(layout.nf4_bytes);
   // Per layer: x, mid (N, C), qkv, att, up; norm1, norm2, act unless recomputed (then one shared
   // (N, C) and one (N, F) serve every layer). Statistics: rstd (and mean) of both norms, lse.
   const int64_t kept = options.recompute ? 0 : 2 * C + F;
@@ -47,7 +62,8 @@ MemoryBytes Transformer<B>::plan(const ModelConfig& c, int N, ModelOptions optio
                                     LoraPath<B>::grad_values(layout, N) * act;
   m[MemoryPart::batch] = (3 * n + n + 1) * 4;
   m[MemoryPart::workspace] = static_cast<int64_t>(B::workspace_bytes(c, N)) + 2 * C * int64_t(sizeof(grad_t)) +
-                             LoraPath<B>::scratch_values(layout, options.lora.dropout, N) * act;
+                             LoraPath<B>::scratch_values(layout, options.lora.dropout, N) * act +
+                             int64_t(nf4_scratch_values(layout)) * act;
   return m;
 }
 
@@ -99,9 +115,60 @@ void Transformer<B>::reserve(int N) {
 }
 
 template <class B>
+size_t Transformer<B>::nf4_scratch_values(const ParamLayout& layout) {
+  size_t largest = 0;
+  for (const StorageTensor& t : layout.storage)
+    if (t.stored == kNoParam) largest = std::max(largest, t.numel);
+  return largest;
+}
+
+template <class B>
+const typename B::act_t* Transformer<B>::weight(size_t offset) const {
+  if (offset == kNoParam || !layout_.quantized(offset)) return p(offset);
+  const auto [first, last] = layout_.nf4_slices(offset);
+  act_t* out = nf4_scratch_.data();
+  for (size_t i = first; i < last; ++i) {
+    const Nf4Slice& s = layout_.nf4[i];
+    Nf4Args a;
+    a.n = static_cast<int64_t>(s.n);
+    backend_->nf4_dequantize(out + (s.offset - offset), nf4_.data() + s.codes,
+                             reinterpret_cast<const float*>(nf4_.data() + s.absmax), a);
+  }
+  return out;
+}
+
+// An NF4 base: the stored tensors gathered into their places in `params`, and every projection view
+// quantized on the host (one slice per thread: each is deterministic, so the bits do not depend on
+// the threads) into the NF4 buffer.
+template <class B>
 void Transformer<B>::load_params(std::span<const float> values) {
   IFT_CHECK(values.size() == layout_.total, "load_params: ", values.size(), " values for ", layout_.total,
             " parameters");
+  if (layout_.nf4.empty()) return upload_stored(values);
+  std::vector<float> stored(layout_.stored_total, 0.0f);
+  for (const StorageTensor& t : layout_.storage)
+    if (t.stored != kNoParam) std::copy_n(values.data() + t.offset, t.numel, stored.data() + t.stored);
+  upload_stored(stored);
+  std::vector<uint8_t> bytes(layout_.nf4_bytes, 0);
+  std::string error;
+#pragma omp parallel for schedule(dynamic)
+  for (size_t i = 0; i < layout_.nf4.size(); ++i) {
+    const Nf4Slice& s = layout_.nf4[i];
+    try {
+      const Nf4Tensor q = nf4_quantize(values.subspan(s.offset, s.n));
+      std::copy(q.packed.begin(), q.packed.end(), bytes.begin() + s.codes);
+      std::memcpy(bytes.data() + s.absmax, q.absmax.data(), q.absmax.size() * sizeof(float));
+    } catch (const std::exception& e) {
+#pragma omp critical
+      error = std::string(e.what()) + " (flat element " + std::to_string(s.offset) + " on)";
+    }
+  }
+  IFT_CHECK(error.empty(), "load_params: an NF4 projection: ", error);
+  backend_->upload(nf4_.data(), bytes.data(), bytes.size());
+}
+
+template <class B>
+void Transformer<B>::upload_stored(std::span<const float> values) {
   if constexpr (std::is_same_v<act_t, float>) {
     backend_->upload(params.data(), values.data(), values.size_bytes());
   } else if constexpr (B::host_memory) {  // double on the cpu, or bf16 in the emulator
@@ -115,7 +182,33 @@ void Transformer<B>::load_params(std::span<const float> values) {
 
 template <class B>
 std::vector<float> Transformer<B>::params_to_host() const {
-  std::vector<float> out(layout_.total);
+  if (layout_.nf4.empty()) return stored_to_host();
+  const std::vector<float> stored = stored_to_host();
+  std::vector<float> out(layout_.total, 0.0f);
+  for (const StorageTensor& t : layout_.storage)
+    if (t.stored != kNoParam) std::copy_n(stored.data() + t.stored, t.numel, out.data() + t.offset);
+  const std::vector<uint8_t> bytes = nf4_to_host();
+  for (const Nf4Slice& s : layout_.nf4) {
+    std::vector<float> absmax((s.n + kNf4Block - 1) / kNf4Block);
+    std::memcpy(absmax.data(), bytes.data() + s.absmax, absmax.size() * sizeof(float));
+    Nf4Args a;
+    a.n = static_cast<int64_t>(s.n);
+    cpu::nf4_dequantize(out.data() + s.offset, bytes.data() + s.codes, absmax.data(), a);
+    for (size_t i = 0; i < s.n; ++i) out[s.offset + i] = static_cast<float>(static_cast<act_t>(out[s.offset + i]));
+  }
+  return out;
+}
+
+template <class B>
+std::vector<uint8_t> Transformer<B>::nf4_to_host() const {
+  std::vector<uint8_t> bytes(layout_.nf4_bytes);
+  if (!bytes.empty()) backend_->download(bytes.data(), nf4_.data(), bytes.size());
+  return bytes;
+}
+
+template <class B>
+std::vector<float> Transformer<B>::stored_to_host() const {
+  std::vector<float> out(layout_.stored_total);
   if constexpr (std::is_same_v<act_t, float>) {
     backend_->download(out.data(), params.data(), out.size() * sizeof(float));
   } else {
@@ -323,21 +416,21 @@ double Transformer<B>::forward(const BatchView& batch, double loss_norm) {
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerParams& P = layout_.layers[l];
     LayerActs& a = acts_[l];
-    backend_->matmul_forward(a.qkv, a.norm1, p(P.qkv_w), p(P.qkv_b), {N, C, QKV});
+    backend_->matmul_forward(a.qkv, a.norm1, weight(P.qkv_w), p(P.qkv_b), {N, C, QKV});
     lora_.forward(*backend_, params.data(), l, LoraSlot::qkv, a.qkv, QKV, a.norm1, N);
     if (c.positions == PositionKind::rope)  // q and k heads are adjacent in each row: one pass rotates both
       backend_->rope_forward(a.qkv, positions_.data(), N, H + c.n_kv_heads, c.head_dim, QKV, c.rope_theta);
     backend_->attention_forward(a.att, a.lse, a.qkv, dims);
-    backend_->matmul_forward(a.mid, a.att, p(P.o_w), p(P.o_b), {N, Q, C});
+    backend_->matmul_forward(a.mid, a.att, weight(P.o_w), p(P.o_b), {N, Q, C});
     lora_.forward(*backend_, params.data(), l, LoraSlot::o, a.mid, C, a.att, N);
     if (const DropoutArgs d = residual_dropout(l, 0); d.p > 0) backend_->dropout(a.mid, a.mid, d);
     residual_norm_forward(a.mid, a.norm2, a.mean2, a.rstd2, a.mid, a.x, P.norm2_w, P.norm2_b, N);
-    backend_->matmul_forward(a.up, a.norm2, p(P.up_w), p(P.up_b), {N, C, up_width});
+    backend_->matmul_forward(a.up, a.norm2, weight(P.up_w), p(P.up_b), {N, C, up_width});
     lora_.forward(*backend_, params.data(), l, LoraSlot::up, a.up, up_width, a.norm2, N);
     mlp_activation(a.act, a.up, N);
     const bool last = l + 1 == c.n_layers;
     act_t* next = last ? xf_ : acts_[l + 1].x;
-    backend_->matmul_forward(next, a.act, p(P.down_w), p(P.down_b), {N, F, C});
+    backend_->matmul_forward(next, a.act, weight(P.down_w), p(P.down_b), {N, F, C});
     lora_.forward(*backend_, params.data(), l, LoraSlot::down, next, C, a.act, N);
     if (const DropoutArgs d = residual_dropout(l, 1); d.p > 0) backend_->dropout(next, next, d);
     if (last)
@@ -414,6 +507,7 @@ void Transformer<B>::backward(const GradMap<grad_t>& grads) {
   const auto g = [&](size_t offset) { return grads.at(offset); };
   IFT_CHECK(N > 0 && !acts_.empty(), "backward called without a forward");
   const AttentionArgs dims = attention_dims();
+  const AdapterGrads lora_grads{&grads, adapter_shift_};
 
   if (chunk_rows_) {
     fused_classifier(&grads);
@@ -438,26 +532,26 @@ void Transformer<B>::backward(const GradMap<grad_t>& grads) {
     // residual dropout, the down projection sees dres under forward's mask (dnorm_ is free here).
     const act_t* ddown = dres_;
     if (const DropoutArgs d = residual_dropout(l, 1); d.p > 0) backend_->dropout(dnorm_, dres_, d), ddown = dnorm_;
-    backend_->matmul_backward(dact_, g(P.down_w), g(P.down_b), ddown, a.act, p(P.down_w), {N, F, C});
-    lora_.backward(*backend_, params.data(), l, LoraSlot::down, dact_, ddown, C, a.act, N, grads);
+    backend_->matmul_backward(dact_, g(P.down_w), g(P.down_b), ddown, a.act, weight(P.down_w), {N, F, C});
+    lora_.backward(*backend_, params.data(), l, LoraSlot::down, dact_, ddown, C, a.act, N, lora_grads);
     if (c.mlp == MlpKind::gelu)
       backend_->gelu_backward(dup_, a.up, dact_, size_t(N) * F);
     else
       backend_->glu_backward(dup_, a.up, dact_, glu_args(N));
-    backend_->matmul_backward(dnorm_, g(P.up_w), g(P.up_b), dup_, a.norm2, p(P.up_w), {N, C, up_width});
-    lora_.backward(*backend_, params.data(), l, LoraSlot::up, dnorm_, dup_, up_width, a.norm2, N, grads);
+    backend_->matmul_backward(dnorm_, g(P.up_w), g(P.up_b), dup_, a.norm2, weight(P.up_w), {N, C, up_width});
+    lora_.backward(*backend_, params.data(), l, LoraSlot::up, dnorm_, dup_, up_width, a.norm2, N, lora_grads);
     norm_backward(dres_, dres_, dnorm_, a.mid, P.norm2_w, P.norm2_b, a.mean2, a.rstd2, N, grads);
     // Attention.
     const act_t* dproj = dres_;
     if (const DropoutArgs d = residual_dropout(l, 0); d.p > 0) backend_->dropout(dnorm_, dres_, d), dproj = dnorm_;
-    backend_->matmul_backward(datt_, g(P.o_w), g(P.o_b), dproj, a.att, p(P.o_w), {N, Q, C});
-    lora_.backward(*backend_, params.data(), l, LoraSlot::o, datt_, dproj, C, a.att, N, grads);
+    backend_->matmul_backward(datt_, g(P.o_w), g(P.o_b), dproj, a.att, weight(P.o_w), {N, Q, C});
+    lora_.backward(*backend_, params.data(), l, LoraSlot::o, datt_, dproj, C, a.att, N, lora_grads);
     backend_->attention_backward(dqkv_, datt_, a.qkv, a.att, a.lse, dims);
     if (c.positions == PositionKind::rope)
       backend_->rope_backward(dqkv_, positions_.data(), N, H + c.n_kv_heads, c.head_dim, QKV, c.rope_theta);
     if (options_.recompute) norm_forward(a.norm1, a.mean1, a.rstd1, a.x, P.norm1_w, P.norm1_b, N);
-    backend_->matmul_backward(dnorm_, g(P.qkv_w), g(P.qkv_b), dqkv_, a.norm1, p(P.qkv_w), {N, C, QKV});
-    lora_.backward(*backend_, params.data(), l, LoraSlot::qkv, dnorm_, dqkv_, QKV, a.norm1, N, grads);
+    backend_->matmul_backward(dnorm_, g(P.qkv_w), g(P.qkv_b), dqkv_, a.norm1, weight(P.qkv_w), {N, C, QKV});
+    lora_.backward(*backend_, params.data(), l, LoraSlot::qkv, dnorm_, dqkv_, QKV, a.norm1, N, lora_grads);
     norm_backward(dres_, dres_, dnorm_, a.x, P.norm1_w, P.norm1_b, a.mean1, a.rstd1, N, grads);
   }
   // The embeddings' gradient is a scatter of dres; a frozen table gets none (wpe goes with wte: a
@@ -517,7 +611,7 @@ std::vector<float> Transformer<B>::decode(std::span<const int32_t> tokens, KVCac
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerParams& P = layout_.layers[l];
     norm_forward(h.data(), mean.data(), rstd.data(), x.data(), P.norm1_w, P.norm1_b, n);
-    be.matmul_forward(qkv.data(), h.data(), p(P.qkv_w), p(P.qkv_b), {n, C, QKV});
+    be.matmul_forward(qkv.data(), h.data(), weight(P.qkv_w), p(P.qkv_b), {n, C, QKV});
     lora_.forward(be, params.data(), l, LoraSlot::qkv, qkv.data(), QKV, h.data(), n, lora_t.data());
     if (c.positions == PositionKind::rope)
       be.rope_forward(qkv.data(), pos.data(), n, H + c.n_kv_heads, c.head_dim, QKV, c.rope_theta);
@@ -528,14 +622,14 @@ std::vector<float> Transformer<B>::decode(std::span<const int32_t> tokens, KVCac
     DecodeAttentionArgs dec;
     dec.n = n, dec.start = start, dec.H = H, dec.KVH = c.n_kv_heads, dec.D = c.head_dim, dec.ldq = QKV, dec.scale = scale;
     be.attention_decode(att.data(), qkv.data(), cache.k[l].data(), cache.v[l].data(), dec);
-    be.matmul_forward(y.data(), att.data(), p(P.o_w), p(P.o_b), {n, Q, C});
+    be.matmul_forward(y.data(), att.data(), weight(P.o_w), p(P.o_b), {n, Q, C});
     lora_.forward(be, params.data(), l, LoraSlot::o, y.data(), C, att.data(), n, lora_t.data());
     be.residual_forward(x.data(), x.data(), y.data(), rows * C);
     norm_forward(h.data(), mean.data(), rstd.data(), x.data(), P.norm2_w, P.norm2_b, n);
-    be.matmul_forward(up.data(), h.data(), p(P.up_w), p(P.up_b), {n, C, up_width});
+    be.matmul_forward(up.data(), h.data(), weight(P.up_w), p(P.up_b), {n, C, up_width});
     lora_.forward(be, params.data(), l, LoraSlot::up, up.data(), up_width, h.data(), n, lora_t.data());
     mlp_activation(act.data(), up.data(), n);
-    be.matmul_forward(y.data(), act.data(), p(P.down_w), p(P.down_b), {n, F, C});
+    be.matmul_forward(y.data(), act.data(), weight(P.down_w), p(P.down_b), {n, F, C});
     lora_.forward(be, params.data(), l, LoraSlot::down, y.data(), C, act.data(), n, lora_t.data());
     be.residual_forward(x.data(), x.data(), y.data(), rows * C);
   }

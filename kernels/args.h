@@ -172,4 +172,21 @@ struct AdamWArgs {
   const uint8_t* run_decays = nullptr;  // (runs) 1 where the run decays, 0 where it does not
 };
 
+// ---- NF4 dequantize (kernels/nf4.h, cpu::nf4_dequantize, Backend::nf4_dequantize) ----------------
+
+// QLoRA's 4-bit NormalFloat (engine/nf4.h): n values in blocks of kNf4Block, one fp32 absmax per
+// block, two 4-bit codes per byte (element 2j in the high nibble of byte j, 2j + 1 in the low one).
+// out[i] = kNf4CodeBook[code(i)] * absmax[i / kNf4Block], one fp32 multiply rounded once to the
+// output type. codes (ceil(n / 2)) and absmax (ceil(n / kNf4Block)) are passed beside the struct.
+struct Nf4Args {
+  int64_t n = 0;  // values (elements of out), >= 0
+};
+inline constexpr int kNf4Block = 64;
+// The 16 NF4 values, ascending (the QLoRA paper's appendix E; bitsandbytes' table).
+inline constexpr float kNf4CodeBook[16] = {
+    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f, -0.28444138169288635f,
+    -0.18477343022823334f, -0.09105003625154495f, 0.0f, 0.07958029955625534f, 0.16093020141124725f,
+    0.24611230194568634f, 0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f,
+    1.0f};
+
 }  // namespace ift

@@ -19,6 +19,7 @@
 #include "kernels/decode.h"
 #include "kernels/dropout.h"
 #include "kernels/neftune.h"
+#include "kernels/nf4.h"
 
 IFT_KERNELS_BEGIN
 

@@ -169,14 +169,14 @@ int bench(Args args) {
   getrusage(RUSAGE_SELF, &usage);
   const double rss_mb = usage.ru_maxrss / 1024.0;
   if (p.on("--json")) {
-    nlohmann::json j{{"model", m}, {"lora_r", lora.r}, {"backend", name_of(kind)}, {"precision", name_of(precision)}, {"batch", B},
+    nlohmann::json j{{"model", m}, {"lora_r", lora.r}, {"quantize", lora.quantize}, {"backend", name_of(kind)}, {"precision", name_of(precision)}, {"batch", B},
                      {"seq_len", T}, {"median_ms", median * 1e3}, {"tokens_per_s", N / median},
                      {"model_gflop_per_step", flops / 1e9}, {"allocated_mib", device_mib}, {"peak_rss_mb", rss_mb}};
     if (!on_cpu) {
       std::printf("%s\n", j.dump().c_str());
       return 0;
     }
-    std::printf("%s\n", nlohmann::json{{"model", m}, {"lora_r", lora.r}, {"backend", "cpu"}, {"batch", B}, {"seq_len", T}, {"threads", omp_get_max_threads()},
+    std::printf("%s\n", nlohmann::json{{"model", m}, {"lora_r", lora.r}, {"quantize", lora.quantize}, {"backend", "cpu"}, {"batch", B}, {"seq_len", T}, {"threads", omp_get_max_threads()},
                                        {"median_ms", median * 1e3}, {"tokens_per_s", N / median},
                                        {"mfu", achieved / peak}, {"sgemm_peak_gflops", peak / 1e9},
                                        {"mfu_machine", achieved / (machine.gflops * 1e9)},
@@ -188,7 +188,9 @@ int bench(Args args) {
   }
   std::printf("model %s: %zu parameters, B=%d T=%d, backend %s (%s), %d threads%s\n", m.c_str(), layout.parameters, B,
               T, name_of(kind), name_of(precision), omp_get_max_threads(),
-              lora.enabled() ? (", LoRA r=" + std::to_string(lora.r) + " (base frozen)").c_str() : "");
+              lora.enabled() ? (", LoRA r=" + std::to_string(lora.r) + " (base frozen" +
+                                (lora.quantize == "nf4" ? ", NF4)" : ")")).c_str()
+                             : "");
   std::printf("step: median %.1f ms over %d steps (min %.1f, max %.1f)\n", median * 1e3, steps, times.front() * 1e3,
               times.back() * 1e3);
   std::printf("throughput: %.0f tokens/s, %.2f GFLOP/s of model FLOPs (%.2f GFLOP per step)\n", N / median,

@@ -108,6 +108,8 @@ int dump(Args args) {
   add_model_option_flags(p);
   p.option("--adapter", "DIR", "", "a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors) run on\n"
                                    "the base unmerged; gradients are then written for the adapter tensors only");
+  p.option("--quantize", "none|nf4", "none", "with --adapter: the base's projections in NF4, quantized as a training\n"
+                                             "run with lora.quantize: nf4 does (QLoRA)");
   if (!p.parse(args)) return 0;
   const BackendKind kind = parse_backend(p.str("--backend"));
   const Precision precision = parse_precision(p.str("--precision"));
@@ -124,6 +126,11 @@ int dump(Args args) {
     BaseWithAdapter m = load_base_with_adapter(dir, p.str("--adapter"));
     config = m.config, lora = m.lora, layout = std::move(m.layout), weights = std::move(m.flat);
   }
+  // The flat layout is the same with an NF4 base (only where the backend keeps the projections moves).
+  lora.quantize = p.str("--quantize");
+  IFT_CHECK(lora.quantize == "none" || lora.enabled(), "--quantize ", lora.quantize,
+            " needs --adapter: an NF4 base is frozen under adapters");
+  if (lora.enabled()) lora.check(config, "--quantize");
   const DumpBatch b = read_batch(p.str("--batch"));
   const BatchView view{b.B * b.T, b.tokens, b.targets, b.positions, b.cu_seqlens};
   const int64_t trained = view.trained_tokens();

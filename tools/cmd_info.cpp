@@ -31,8 +31,6 @@ int info(Args args) {
   p.option("--world", "N", "1", "data-parallel ranks: the plan of one rank");
   p.option("--zero", "0|1", "0", "ZeRO stage (distributed.zero): 1 slices master weights and AdamW moments across ranks");
   add_lora_option_flags(p);
-  p.flag("--nf4", "with --lora-r: also the parameters with the base's projections in NF4 (QLoRA; planned figure only:\n"
-                  "the model does not run an NF4 base yet)");
   p.flag("--measure", "also build the model with random weights, run one training step and print what it allocated");
   if (!p.parse(args)) return 0;
   const ModelConfig config = model_config_or_preset(p.str("--model"));
@@ -42,7 +40,6 @@ int info(Args args) {
   const BackendKind kind = parse_backend(p.str("--backend"));
   const Precision precision = parse_precision(p.str("--precision"));
   const LoraConfig lora = lora_options(p, config);
-  IFT_CHECK(!p.on("--nf4") || lora.enabled(), "--nf4 needs --lora-r (an NF4 base is frozen)");
   ModelOptions options = model_options(p);
   options.lora = lora;
   const bool optimizer = !p.on("--no-optimizer");
@@ -88,20 +85,20 @@ int info(Args args) {
                   lora.r, layout.adapters.size(), p.str("--lora-targets").empty() ? "all projections" : "targets",
                   layout.total - layout.base_total, full.total() / gib, plan.total() / gib,
                   double(full.total()) / double(plan.total()));
-      if (p.on("--nf4")) {
-        // The projections of every layer in NF4, one bf16 scratch of the largest for its GEMM; the
-        // embeddings, norms and classifier stay as they are.
+      if (!layout.nf4.empty()) {
+        // In the plan above: the projections of every layer in NF4 (their act_t values gone from the
+        // parameters), one act_t scratch of the largest for its GEMM in the workspace.
         size_t proj = 0, largest = 0;
-        for (const LayerParams& L : layout.layers)
-          for (size_t w : {L.qkv_w, L.o_w, L.up_w, L.down_w}) {
-            const size_t n = layout.storage_of(w).numel;
-            proj += n, largest = std::max(largest, n);
-          }
+        for (const StorageTensor& t : layout.storage)
+          if (t.stored == kNoParam) proj += t.numel, largest = std::max(largest, t.numel);
         const int64_t act = sizeof(typename Back::act_t);
-        const int64_t dense = int64_t(proj) * act, packed = int64_t(nf4_bytes(proj)), scratch = int64_t(largest) * act;
-        const int64_t total = plan.total() - dense + packed + scratch;
-        std::printf("NF4 base (planned, not run yet): projections %.2f GiB -> %.2f GiB + %.1f MiB dequantize scratch; "
-                    "total %.2f GiB\n", dense / gib, packed / gib, scratch / (1024.0 * 1024.0), total / gib);
+        ModelOptions dense_options = options;
+        dense_options.lora.quantize = "none";
+        const MemoryBytes dense = Model<Back>::plan(config, N, dense_options, optimizer);
+        std::printf("NF4 base: %zu projection tensors (Hugging Face modules), %.2f GiB as %s -> %.2f GiB NF4 (codes and fp32 absmax per %d) + "
+                    "%.1f MiB dequantize scratch; LoRA on a %s base: %.2f GiB\n",
+                    layout.nf4.size(), double(proj) * act / gib, name_of(precision), layout.nf4_bytes / gib, kNf4Block,
+                    double(largest) * act / (1024.0 * 1024.0), name_of(precision), dense.total() / gib);
       }
     }
     if (!p.on("--measure")) return 0;

@@ -69,6 +69,7 @@ ModelOptions model_options(const cli::Parser& p) {
 void add_lora_option_flags(cli::Parser& p) {
   p.option("--lora-r", "R", "0", "LoRA of rank R (alpha 2R) on a frozen base instead of a full fine-tune; 0: full");
   p.option("--lora-targets", "a,b,..", "", "LoRA targets (Hugging Face module names); default: every projection");
+  p.flag("--nf4", "with --lora-r: the frozen base's projections stored in NF4 (QLoRA, lora.quantize: nf4)");
 }
 
 LoraConfig lora_options(const cli::Parser& p, const ModelConfig& config) {
@@ -79,8 +80,10 @@ LoraConfig lora_options(const cli::Parser& p, const ModelConfig& config) {
     std::stringstream ss(p.str("--lora-targets"));
     for (std::string t; std::getline(ss, t, ',');) lora.targets.push_back(t);
     if (lora.targets.empty()) lora.targets = lora_target_names(config);
+    if (p.on("--nf4")) lora.quantize = "nf4";
     lora.check(config, "--lora");
   }
+  IFT_CHECK(!p.on("--nf4") || lora.enabled(), "--nf4 needs --lora-r (an NF4 base is frozen under adapters)");
   return lora;
 }
 

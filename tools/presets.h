@@ -21,8 +21,9 @@ ModelConfig model_config_or_preset(const std::string& name);
 void add_model_option_flags(cli::Parser& p);
 ModelOptions model_options(const cli::Parser& p);
 
-// The LoRA flags of info and bench train: --lora-r R (alpha 2R; 0: a full fine-tune) and
-// --lora-targets a,b,.. (default: every projection of the family), checked against `config`.
+// The LoRA flags of info and bench train: --lora-r R (alpha 2R; 0: a full fine-tune),
+// --lora-targets a,b,.. (default: every projection of the family) and --nf4 (an NF4 base, QLoRA),
+// checked against `config`.
 void add_lora_option_flags(cli::Parser& p);
 LoraConfig lora_options(const cli::Parser& p, const ModelConfig& config);
 

@@ -29,7 +29,7 @@ jobs=${IFT_SANITIZE_JOBS:-$(nproc)}
 if [[ $kind == address ]]; then
   targets=(test_kernels test_kernels_adamw test_kernels_attention test_kernels_ce test_kernels_elementwise
            test_kernels_norm test_kernels_rope test_kernels_mma test_kernels_decode test_kernels_dropout
-           test_kernels_neftune simt_faults)
+           test_kernels_neftune test_kernels_nf4 simt_faults)
   select=(-L '^(test_kernels.*|simt_faults)$')
 else
   targets=(test_kernels_adamw test_kernels_attention test_kernels_ce test_kernels_elementwise test_kernels_norm

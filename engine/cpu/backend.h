@@ -120,6 +120,9 @@ class CpuBackend {
   void neftune_forward(T* x, const int32_t* cu_seqlens, const NeftuneArgs& args) {
     cpu::neftune_forward(x, cu_seqlens, args);
   }
+  void nf4_dequantize(T* out, const uint8_t* codes, const float* absmax, const Nf4Args& args) {
+    cpu::nf4_dequantize(out, codes, absmax, args);
+  }
   double cross_entropy(T* dlogits, const T* logits, const int32_t* targets, const CrossEntropyArgs& a) {
     return cpu::cross_entropy_forward(dlogits, logits, targets, a);
   }

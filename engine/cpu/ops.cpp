@@ -577,6 +577,17 @@ void dropout(T* out, const T* in, const DropoutArgs& args) {
     out[i] = counter_bits(key, static_cast<uint64_t>(i)) >= threshold ? in[i] * scale : T(0);
 }
 
+template <class T>
+void nf4_dequantize(T* out, const uint8_t* codes, const float* absmax, const Nf4Args& args) {
+  IFT_CHECK(args.n >= 0, "nf4_dequantize: negative element count n = ", args.n);
+#pragma omp parallel for if (parallel_pays(args.n))
+  for (int64_t i = 0; i < args.n; ++i) {
+    const uint8_t byte = codes[i / 2];
+    const int code = i % 2 ? byte & 0x0f : byte >> 4;
+    out[i] = static_cast<T>(kNf4CodeBook[code] * absmax[i / kNf4Block]);
+  }
+}
+
 // The fp32 scale and the fused multiply-add of the kernel, whatever T (double sees the same noise).
 template <class T>
 void neftune_forward(T* x, const int32_t* cu_seqlens, const NeftuneArgs& args) {
@@ -729,6 +740,7 @@ void adamw_update(T* params, const T* grads, float* m, float* v, const AdamWArgs
   template void residual_forward<T>(T*, const T*, const T*, int64_t);                                           \
   template void dropout<T>(T*, const T*, const DropoutArgs&);                                                   \
   template void neftune_forward<T>(T*, const int32_t*, const NeftuneArgs&);                                     \
+  template void nf4_dequantize<T>(T*, const uint8_t*, const float*, const Nf4Args&);                            \
   template double cross_entropy_forward<T>(T*, const T*, const int32_t*, const CrossEntropyArgs&);             \
   template double sum_of_squares<T>(const T*, int64_t);                                                         \
   template void adamw_update<T>(T*, const T*, float*, float*, const AdamWArgs&);

@@ -98,6 +98,12 @@ void dropout(T* out, const T* in, const DropoutArgs& args);
 template <class T>
 void neftune_forward(T* x, const int32_t* cu_seqlens, const NeftuneArgs& args);
 
+// NF4 dequantize (Nf4Args, kernels/args.h): out[i] = kNf4CodeBook[code(i)] * absmax[i / 64], the
+// product in fp32 whatever T (double sees the values the float backend does), then widened or kept.
+// An NF4 base's projection goes through this into a scratch before its GEMM. ift::Error on n < 0.
+template <class T>
+void nf4_dequantize(T* out, const uint8_t* codes, const float* absmax, const Nf4Args& args);
+
 // Cross-entropy of logits against targets (kernels/args.h: CrossEntropyArgs: N rows of stride ld, the
 // first V columns the vocabulary, a negative target not trained). Returns the sum of per-token losses
 // / normaliser; when dlogits is not null it receives the gradient of that returned loss, (softmax -

@@ -160,7 +160,7 @@ class DataParallel {
     const float clip = adamw_.max_grad_norm > 0 && norm > adamw_.max_grad_norm
                            ? static_cast<float>(adamw_.max_grad_norm / (norm + 1e-6))
                            : 1.0f;  // as Optimizer::step
-    act_t* params = model_.params().data();
+    Transformer<B>& net = model_.net();  // param_at: an NF4 base's buffer lacks the projections
     for (Shard& s : shards_) {
       const GroupLayout& gl = s.group->layout;
       const AdamWConfig& c = gl.adamw ? *gl.adamw : adamw_;
@@ -170,11 +170,11 @@ class DataParallel {
         if constexpr (kHasMaster) master = s.master.data() + at;
         const AdamWArgs args = adamw_args(c, lr * gl.lr_scale, clip, t_, p.decay);
         IFT_ASSERT(size_t(args.n) == p.size);
-        be.adamw(master, params + p.flat, s.group->grads.data() + p.local, s.m.data() + at, s.v.data() + at, args);
+        be.adamw(master, net.param_at(p.flat), s.group->grads.data() + p.local, s.m.data() + at, s.v.data() + at, args);
       }
     }
     for (const Shard& s : shards_)
-      for (const GatherRun& r : s.gather_runs) comm_.all_gather(params + r.flat, r.parts, sizeof(act_t), B::kind);
+      for (const GatherRun& r : s.gather_runs) comm_.all_gather(net.param_at(r.flat), r.parts, sizeof(act_t), B::kind);
     return norm;
   }
 

@@ -63,7 +63,7 @@
 //     dropout: 0.0                #   on the adapter input (only 0 is implemented yet)
 //     targets: [q_proj, v_proj]   #   Hugging Face module names (GPT-2: c_attn, c_proj, c_fc)
 //     rslora: false               #   scale alpha / sqrt(r) instead
-//     quantize: none              #   none (nf4 is not implemented yet)
+//     quantize: none              #   none, or nf4: the base's projections in 4 bits (QLoRA)
 #pragma once
 
 #include <cstdint>

@@ -378,6 +378,16 @@ TEST_CASE("the memory plan is what the model allocates, on every backend and opt
     INFO(family << ", lora");
     check_plan<CpuBackend<float>>(tiny(family), with_lora(options_of(false), lora));
     check_plan<EmuBackend<bf16>>(tiny(family), with_lora(options_of(true), lora));
+    // QLoRA: the projections' NF4 codes and scales instead of their values, one dequantize scratch.
+    LoraConfig nf4 = lora;
+    nf4.quantize = "nf4";
+    INFO(family << ", lora on an NF4 base");
+    check_plan<CpuBackend<float>>(tiny(family), with_lora(options_of(false), nf4));
+    check_plan<EmuBackend<float>>(tiny(family), with_lora(options_of(false, true, 5), nf4));
+    check_plan<EmuBackend<bf16>>(tiny(family), with_lora(options_of(true), nf4));
+    const int64_t dense = Model<EmuBackend<bf16>>::plan(tiny(family), 32, with_lora({}, lora), true)[MemoryPart::params];
+    const int64_t packed = Model<EmuBackend<bf16>>::plan(tiny(family), 32, with_lora({}, nf4), true)[MemoryPart::params];
+    CHECK(packed < dense);
     lora.dropout = 0.1;  // and the scratch its backward regenerates the dropped inputs into
     INFO(family << ", lora with dropout");
     check_plan<EmuBackend<bf16>>(tiny(family), with_lora(options_of(false), lora));

@@ -684,3 +684,29 @@ TEST_CASE("optimizer.safetensors: the moments of the trainable ranges, and the o
   CHECK_THROWS_WITH(write(five, {{"steps", "1"}, {"ranges", "0-5"}}), Catch::Contains("is not begin:end"));
   fs::remove_all(dir);
 }
+
+TEST_CASE("QLoRA runs: lora.quantize nf4 trains on the NF4 base and resumes bitwise", "[trainer][lora]") {
+  const fs::path dir = temp_dir("qlora-run");
+  const std::string cfg = base_config(dir, write_data(dir));
+  const fs::path base = train(TrainConfig::parse(cfg, "base", {"out_dir=" + (dir / "base").string(), "max_steps=2"}),
+                              false).last_checkpoint;
+  const std::string qlora = cfg.substr(0, cfg.find("model:\n")) + "model:\n  path: " + base.string() + "\n" +
+                            cfg.substr(cfg.find("data:\n")) +
+                            "lora: {r: 4, alpha: 8, quantize: nf4, targets: [q_proj, o_proj, up_proj]}\n";
+  const auto run = [&](const std::string& name, std::vector<std::string> more) {
+    more.insert(more.begin(), {"optimizer.lr=5.0e-2", "out_dir=" + (dir / name).string(), "max_steps=4"});
+    return TrainConfig::parse(qlora, name, more);
+  };
+  CHECK(run("a", {}).lora.quantize == "nf4");
+  const fs::path straight = train(run("a", {}), false).last_checkpoint;
+  const TrainConfig c = run("b", {"save_every=2", "keep_last=5"});
+  train(c, false);
+  fs::remove_all(dir / "b/checkpoints" / checkpoint_name(4));
+  train(c, true);  // the base quantized again from model.path: the same bits
+  const std::vector<double> la = losses(dir / "a/metrics.jsonl");
+  REQUIRE(la.size() == 4);
+  CHECK(la == losses(dir / "b/metrics.jsonl"));
+  CHECK(adapter_weights(straight) == adapter_weights(dir / "b/checkpoints" / checkpoint_name(4)));
+  CHECK_FALSE(fs::exists(straight / "model.safetensors"));
+  verify_checkpoint(base);
+}
