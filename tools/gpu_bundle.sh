@@ -104,7 +104,7 @@ mkdir -p "$root/fixtures"
 cp -a "$src/tests/fixtures/golden" "$root/fixtures/"
 in_root() { env -i LD_LIBRARY_PATH=/carry/lib:/cuda IFT_FIXTURES_DIR=/fixtures "$(command -v chroot)" "$root" "$@"; }
 in_root /carry/tools/ift --help > "$root/ift.log" 2>&1 || { cat "$root/ift.log" >&2; echo "gpu_bundle: ift does not start from the bundle" >&2; exit 1; }
-in_root /carry/tests/engine/test_engine '[gemm],emu fp32 equals cpu on the golden models; recompute changes nothing' \
+in_root /carry/tests/engine/test_engine '[gemm],emu fp32 equals cpu on the golden models - recompute changes nothing' \
   > "$root/test.log" 2>&1 || { cat "$root/test.log" >&2; echo "gpu_bundle: test_engine fails from the bundle" >&2; exit 1; }
 echo "verified: ift and test_engine run from the bundle with only glibc, libstdc++, libgcc_s and CUDA ($cuda_lib) beside it:"
 echo "  $(tail -n2 "$root/test.log" | head -n1)"

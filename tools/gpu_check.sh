@@ -122,7 +122,7 @@ if [[ $backend == cuda ]]; then
   tests_filter='[cuda]'
   train_args=(--backend cuda --precision bf16 --model gpt2-124m --batch 8 --seq-len 1024 --steps 5 --json)
 else
-  tests_filter='emu fp32 equals cpu on the golden models; recompute changes nothing'
+  tests_filter='emu fp32 equals cpu on the golden models - recompute changes nothing'
   train_args=(--backend emu --model llama-demo --batch 1 --seq-len 16 --steps 1 --json)
 fi
 # Llama-3-8B's activations (C 4096, 32 heads of 128, V 128256, 8192 tokens in one packed row);
@@ -408,7 +408,7 @@ sanitize_target() {
   if "$ift" bench train --help 2>&1 | grep -- '--backend' | grep cuda > /dev/null; then
     echo "$ift bench train --backend cuda --model llama-demo --batch 2 --seq-len 64 --steps 1"
   else
-    echo "$test_engine cuda: ten AdamW steps follow cpu; the memory plan holds"
+    echo "$test_engine cuda: ten AdamW steps follow cpu - the memory plan holds"
   fi
 }
 

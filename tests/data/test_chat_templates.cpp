@@ -217,7 +217,7 @@ TEST_CASE("chat templates: ift prepare with template auto packs exactly apply_ch
   }
 }
 
-TEST_CASE("chat templates: auto without a chat_template falls back to alpaca and says so; .jinja files load",
+TEST_CASE("chat templates: auto without a chat_template falls back to alpaca and says so - .jinja files load",
           "[template][jinja]") {
   const fs::path dir = test::temp_dir("chat-auto-none");
   fs::copy_file(test::fixture("tokenizers/llama2/tokenizer.model"), dir / "tokenizer.model");

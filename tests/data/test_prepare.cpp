@@ -167,7 +167,7 @@ TEST_CASE("prepare: bad input stops at FILE:LINE, or is skipped and reported", "
   CHECK_THROWS_AS(parse_on_bad("ignore"), Error);
 }
 
-TEST_CASE("prepare: pack none pads one sample per row; progress is reported", "[prepare]") {
+TEST_CASE("prepare: pack none pads one sample per row - progress is reported", "[prepare]") {
   const auto dir = test::temp_dir("prepare-none");
   std::ofstream(dir / "a.jsonl") << "{\"instruction\": \"i\", \"output\": \"o\"}\n{\"instruction\": \"j\", \"output\": \"p\"}\n";
   ByteTokenizer tok;

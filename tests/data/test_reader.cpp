@@ -146,7 +146,7 @@ TEST_CASE("on-bad skip skips and counts by reason", "[reader]") {
   CHECK(stats.bad_by_reason["missing_field"] == 1);
 }
 
-TEST_CASE("reading a file names it; a missing file is an error", "[reader]") {
+TEST_CASE("reading a file names it - a missing file is an error", "[reader]") {
   const auto dir = test::temp_dir("reader");
   std::ofstream(dir / "a.json") << "\xEF\xBB\xBF[{\"instruction\": \"i\", \"output\": \"o\"}]";
   ReadStats stats;

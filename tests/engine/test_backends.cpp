@@ -132,7 +132,7 @@ void compare(const std::string& what, const Result& got, const Result& want, dou
 
 }  // namespace
 
-TEST_CASE("emu fp32 equals cpu on the golden models; recompute changes nothing", "[backends]") {
+TEST_CASE("emu fp32 equals cpu on the golden models - recompute changes nothing", "[backends]") {
   const std::string name = GENERATE("gpt2", "llama_gqa", "llama_tied");
   const Case c = golden(name, 3, 13, 1);
   const Result cpu = run<CpuBackend<float>>(c);
@@ -613,7 +613,7 @@ TEST_CASE("cuda bf16 with cuDNN attention (head dims 64, 128) stays within the b
           5e-3, 2e-2, 5e-2, ParamLayout::build(c.config));
 }
 
-TEST_CASE("cuda: ten AdamW steps follow cpu; the memory plan holds", "[backends][cuda]") {
+TEST_CASE("cuda: ten AdamW steps follow cpu - the memory plan holds", "[backends][cuda]") {
   if (!cuda_device()) return;
   const std::string family = GENERATE("gpt2", "llama");
   const Case c = tiny_case(tiny(family));

@@ -166,7 +166,7 @@ TEST_CASE("attention: causal within packed segments, GQA, odd head dim", "[cpu_o
   check_gradient("dqkv", qkv, loss, dqkv);
 }
 
-TEST_CASE("attention: a segment of length 1 returns its own value; bad cu_seqlens are errors", "[cpu_ops]") {
+TEST_CASE("attention: a segment of length 1 returns its own value - bad cu_seqlens are errors", "[cpu_ops]") {
   const int H = 2, KVH = 1, D = 3, ld = (H + 2 * KVH) * D;
   std::vector<int32_t> cu = {0, 2, 3};
   const int N = 3;

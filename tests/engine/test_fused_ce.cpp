@@ -155,7 +155,7 @@ TEST_CASE("fused cross-entropy: an all-masked batch has zero loss and zero gradi
   check.template operator()<EmuBackend<bf16>>();
 }
 
-TEST_CASE("fused cross-entropy: on by default above a 32k vocabulary; the logits are refused", "[fused_ce]") {
+TEST_CASE("fused cross-entropy: on by default above a 32k vocabulary - the logits are refused", "[fused_ce]") {
   CHECK_FALSE(ModelOptions{}.fused(model_of("llama", 32768)));
   CHECK(ModelOptions{}.fused(model_of("llama", 32769)));
   ModelOptions off;

@@ -171,7 +171,7 @@ TEST_CASE("lora: adapter dropout only in training passes, p = 0 and evaluation a
   CHECK(m.decode(prompt, c1) == clean.decode(prompt, c0));  // decoding never drops
 }
 
-TEST_CASE("lora: the layout names the adapters as PEFT does; B = 0 is the base model bitwise", "[lora]") {
+TEST_CASE("lora: the layout names the adapters as PEFT does - B = 0 is the base model bitwise", "[lora]") {
   const ModelConfig c = tiny_llama();
   const LoraConfig l = lora({"v_proj", "down_proj"}, 4);
   CpuModel<float> m(c, ModelOptions{false, l});
@@ -202,7 +202,7 @@ TEST_CASE("lora: the layout names the adapters as PEFT does; B = 0 is the base m
   CHECK(m.logits_to_host() == base.logits_to_host());
 }
 
-TEST_CASE("lora: a bad block is an error naming the field; an unknown target lists the family's names", "[lora]") {
+TEST_CASE("lora: a bad block is an error naming the field - an unknown target lists the family's names", "[lora]") {
   const ModelConfig c = tiny_llama();
   auto message = [&](const LoraConfig& l) {
     try {
@@ -308,7 +308,7 @@ TEST_CASE("lora: with adapter dropout, emu fp32 / bf16 train like cpu", "[lora]"
   }
 }
 
-TEST_CASE("lora: PEFT adapters load; merging equals PEFT's merge_and_unload; a wrong base names the tensor",
+TEST_CASE("lora: PEFT adapters load - merging equals PEFT's merge_and_unload - a wrong base names the tensor",
           "[lora]") {
   for (const std::string name : {"lora_gpt2", "lora_llama", "lora_llama_rslora"}) {
     INFO(name);

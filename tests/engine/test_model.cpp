@@ -207,7 +207,7 @@ TEST_CASE("model: packed samples equal the same samples run alone", "[model]") {
   }
 }
 
-TEST_CASE("model: fp32 and fp64 agree; gradients accumulate across backward calls", "[model]") {
+TEST_CASE("model: fp32 and fp64 agree - gradients accumulate across backward calls", "[model]") {
   const ModelConfig config = tiny_llama(false, 2, false);
   CpuModel<double> md(config);
   randomise(md, 9);
@@ -228,7 +228,7 @@ TEST_CASE("model: fp32 and fp64 agree; gradients accumulate across backward call
   require_close_to_max("grads after two backward calls", mf.grads(), twice, 1e-4);
 }
 
-TEST_CASE("config: the families' biases and names are derived; what ift lacks is an error naming the field",
+TEST_CASE("config: the families' biases and names are derived - what ift lacks is an error naming the field",
           "[model]") {
   const nlohmann::json base = {{"vocab_size", 13}, {"hidden_size", 12}, {"num_hidden_layers", 1},
                                {"num_attention_heads", 2}, {"intermediate_size", 20}};

@@ -330,7 +330,7 @@ TEST_CASE("safetensors round trip in F32, BF16 and F16") {
   }
 }
 
-TEST_CASE("safetensors writer errors name the path and tensor; a failed write leaves the old file") {
+TEST_CASE("safetensors writer errors name the path and tensor - a failed write leaves the old file") {
   const auto dir = temp_dir("st-write-errors");
   const auto path = dir / "out.safetensors";
   const std::vector<float> six(6, 1.0f), five(5, 2.0f);

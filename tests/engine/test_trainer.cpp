@@ -224,7 +224,7 @@ namespace {
 // What a cluster does: SIGTERM before a preemption, then the same command line again (requeue).
 // The first attempt starts without a checkpoint, the signal saves one and exits 75, and the
 // requeued attempt resumes to bitwise the losses of a run that was never stopped.
-TEST_CASE("SIGTERM saves a checkpoint and exits 75; the requeued command line resumes bitwise", "[trainer]") {
+TEST_CASE("SIGTERM saves a checkpoint and exits 75 - the requeued command line resumes bitwise", "[trainer]") {
   const fs::path dir = temp_dir("sigterm");
   const fs::path data = write_data(dir);
   const std::string cfg_text = base_config(dir, data);
@@ -463,7 +463,7 @@ TEST_CASE("recipe options: warmup_ratio, train_on_eos, mixtures, val_split, loss
   CHECK(residual_dropout_per_layer(c, 3).empty());
 }
 
-TEST_CASE("resume with residual dropout and NEFTune on is bitwise; the noise changes training", "[trainer]") {
+TEST_CASE("resume with residual dropout and NEFTune on is bitwise - the noise changes training", "[trainer]") {
   const fs::path dir = temp_dir("resume-noise");
   const fs::path data = write_data(dir);
   const std::string cfg = base_config(dir, data) + "residual_dropout: 0.3\nresidual_dropout_schedule: constant\n"

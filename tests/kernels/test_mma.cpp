@@ -215,7 +215,7 @@ TEST_CASE("ldmatrix.x4 of a row-major 16x16 tile is the A fragment", "[kernels][
     }
 }
 
-TEST_CASE("ldmatrix.x2 of K is the B fragment of q k^T; .trans of V the B fragment of P v", "[kernels][mma]") {
+TEST_CASE("ldmatrix.x2 of K is the B fragment of q k^T - .trans of V the B fragment of P v", "[kernels][mma]") {
   const KernelVector<bf16> tile = encoded_tile(32);
   {  // K (8 keys x 16 dims) as rows of 8: key n, dims 8h.. at tile row 2n + h. B(k, n) = K(n, k).
     KernelVector<int> offsets(32);

@@ -86,7 +86,7 @@ TEST_CASE("neftune: uniform noise of scale alpha / sqrt(L d) per segment, the sa
   CHECK(same < int64_t(x.size()) / 1000);
 }
 
-TEST_CASE("neftune: alpha 0 adds nothing; bad arguments are ift::Error", "[kernels][neftune]") {
+TEST_CASE("neftune: alpha 0 adds nothing - bad arguments are ift::Error", "[kernels][neftune]") {
   const std::vector<int32_t> cu = {0, 3, 10};
   const KernelVector<int32_t> kcu(cu.begin(), cu.end());
   const auto v = random_vector<float>(10 * 16, 3);
