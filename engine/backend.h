@@ -83,7 +83,7 @@ concept Backend = requires(B& b, typename B::act_t* a, const typename B::act_t* 
                            const EmbeddingArgs& emb, const NormArgs& norm, const GluArgs& glu,
                            const DropoutArgs& drop, const NeftuneArgs& neft,
                            const GemmArgs& gemm, const MatmulArgs& mm, const CrossEntropyArgs& ce,
-                           const uint8_t* codes, const Nf4Args& nf4) {
+                           const uint8_t* codes, const Nf4Args& nf4, const RopeArgs& rope) {
   typename B::act_t;
   typename B::grad_t;
   typename B::stat_t;
@@ -123,8 +123,9 @@ concept Backend = requires(B& b, typename B::act_t* a, const typename B::act_t* 
   // query rows (row stride ldq) over the cache's first start + n keys and values (kv_dim a row)
   b.copy_rows(a, i, ca, i, i, i);
   b.attention_decode(a, ca, ca, ca, dec);
-  b.rope_forward(a, ids, i, i, i, i, x);
-  b.rope_backward(a, ids, i, i, i, i, x);
+  // RoPE with the cos/sin table (fp32, backend memory, cpu::rope_table's values) of RopeArgs
+  b.rope_forward(a, ids, cf, rope);
+  b.rope_backward(a, ids, cf, rope);
   b.gelu_forward(a, ca, n);
   b.gelu_backward(a, ca, ca, n);
   b.glu_forward(a, ca, glu);

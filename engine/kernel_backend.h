@@ -90,8 +90,8 @@ class KernelBackend {
   void set_attention_path(AttentionPath path);
   void copy_rows(S* dst, int ld_dst, const S* src, int ld_src, int rows, int cols);
   void attention_decode(S* out, const S* q, const S* k_cache, const S* v_cache, const DecodeAttentionArgs& a);
-  void rope_forward(S* x, const int32_t* positions, int N, int heads, int D, int ld, float theta);
-  void rope_backward(S* dx, const int32_t* positions, int N, int heads, int D, int ld, float theta);
+  void rope_forward(S* x, const int32_t* positions, const float* table, const RopeArgs& a);
+  void rope_backward(S* dx, const int32_t* positions, const float* table, const RopeArgs& a);
   void gelu_forward(S* out, const S* inp, size_t n);
   void gelu_backward(S* dinp, const S* inp, const S* dout, size_t n);
   void glu_forward(S* out, const S* inp, const GluArgs& a);

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "engine/base/error.h"
 #include "engine/kernel_backend.h"
@@ -107,6 +108,7 @@ size_t KernelBackend<S, Device>::scratch_bytes(const ModelConfig& c, int N) {
   floats = std::max(floats, rmsnorm_backward_scratch_floats(N, c.hidden));
   for (int O : {c.qkv_dim(), c.hidden, up_width}) floats = std::max(floats, bias_backward_scratch_floats(N, O));
   floats = std::max(floats, sum_of_squares_scratch_floats(params));
+  floats = std::max(floats, embedding_buckets_ints(N));  // int32s, as many as floats
   // AdamW's decay mask: a group's runs never outnumber the storage tensors (each run is one or more)
   floats = std::max(floats, kernel_backend_detail::decay_mask_floats(ParamLayout::build(c).storage.size() + 1));
   const size_t bytes = std::max(floats * sizeof(float), cross_entropy_scratch_bytes(N, c.vocab_size));
@@ -149,7 +151,16 @@ void KernelBackend<S, Device>::embedding_forward(S* out, const int32_t* tokens, 
 template <class S, class Device>
 void KernelBackend<S, Device>::embedding_backward(float* dwte, float* dwpe, const S* dout, const int32_t* tokens,
                                                   const int32_t* positions, const EmbeddingArgs& a) {
-  ift::embedding_backward(dwte, dwpe, dout, tokens, dwpe ? positions : nullptr, a, device_->stream());
+  // The ids come back to the host (download waits for the stream), are grouped by id there, and the
+  // groups go to the scratch region (an upload, which waits too: no earlier op still reads it).
+  const size_t n = size_t(a.N);
+  std::vector<int32_t> ids(dwpe ? 2 * n : n), buckets(embedding_buckets_ints(a.N));
+  download(ids.data(), tokens, n * sizeof(int32_t));
+  if (dwpe) download(ids.data() + n, positions, n * sizeof(int32_t));
+  embedding_buckets(buckets.data(), ids.data(), dwpe ? ids.data() + n : nullptr, a);
+  auto* device_buckets = reinterpret_cast<int32_t*>(scratch(buckets.size()));
+  upload(device_buckets, buckets.data(), buckets.size() * sizeof(int32_t));
+  ift::embedding_backward(dwte, dwpe, dout, device_buckets, a, device_->stream());
 }
 
 template <class S, class Device>
@@ -246,15 +257,13 @@ void KernelBackend<S, Device>::set_attention_path(AttentionPath path) {
 }
 
 template <class S, class Device>
-void KernelBackend<S, Device>::rope_forward(S* x, const int32_t* positions, int N, int heads, int D, int ld,
-                                            float theta) {
-  ift::rope_forward(x, positions, N, heads, D, ld, theta, device_->stream());
+void KernelBackend<S, Device>::rope_forward(S* x, const int32_t* positions, const float* table, const RopeArgs& a) {
+  ift::rope_forward(x, positions, table, a, device_->stream());
 }
 
 template <class S, class Device>
-void KernelBackend<S, Device>::rope_backward(S* dx, const int32_t* positions, int N, int heads, int D, int ld,
-                                             float theta) {
-  ift::rope_backward(dx, positions, N, heads, D, ld, theta, device_->stream());
+void KernelBackend<S, Device>::rope_backward(S* dx, const int32_t* positions, const float* table, const RopeArgs& a) {
+  ift::rope_backward(dx, positions, table, a, device_->stream());
 }
 
 template <class S, class Device>

@@ -205,6 +205,13 @@ class Transformer {
   NormArgs norm_args(int N) const;
   GluArgs glu_args(int N) const;
   EmbeddingArgs embedding_args(int N) const;
+  // RoPE over the q and k heads of N rows of qkv, with the table's current rows.
+  RopeArgs rope_args(int N) const;
+  // Grows the cos/sin table to cover positions [0, rows) (it starts with max_positions rows, the
+  // planned size; a batch or a decoded sequence past them grows it, unplanned).
+  void ensure_rope_rows(int rows) const;
+  // Bytes of the cos/sin table as planned: max_positions rows of head_dim floats (0 without RoPE).
+  static int64_t rope_table_bytes(const ModelConfig& config);
   // The fused classifier and loss (ModelOptions::fused_ce): the chunks of the trained rows, then the
   // loss of them (grads null: forward) or also dnorm_ and the classifier's dW (backward).
   void plan_chunks(std::span<const int32_t> targets);
@@ -246,6 +253,9 @@ class Transformer {
   std::vector<std::pair<int, int>> chunks_; // fused: row ranges [begin, end) of the last forward's chunks
   act_t *dres_ = nullptr, *dnorm_ = nullptr, *dqkv_ = nullptr, *datt_ = nullptr, *dup_ = nullptr, *dact_ = nullptr;
   Buffer<B, grad_t> frozen_norm_sink_;      // (2 C) where a frozen norm's unused dw/db go (norm ops always write them)
+  // (rope_rows_, D) RoPE's cos/sin (cpu::rope_table), MemoryPart::workspace; grown by decoding
+  mutable Buffer<B, float> rope_table_;
+  mutable int rope_rows_ = 0;
   LoraPath<B> lora_;                        // the adapters beside the four projections (engine/lora_path.h)
   // LoraPath addresses the adapters where they lie in `params` (it is given their stored offsets);
   // backward finds their gradients by flat offset, stored + adapter_shift_ (the adapters follow the

@@ -37,6 +37,33 @@ Transformer<B>::Transformer(const ModelConfig& config, ModelOptions options)
   if constexpr (requires { backend_->set_attention_path(options.attention); })
     backend_->set_attention_path(options.attention);
   frozen_norm_sink_ = Buffer<B, grad_t>(*backend_, 2 * size_t(config.hidden), MemoryPart::workspace);
+  if (config.positions == PositionKind::rope) ensure_rope_rows(config.max_positions);
+}
+
+template <class B>
+int64_t Transformer<B>::rope_table_bytes(const ModelConfig& c) {
+  return c.positions == PositionKind::rope ? int64_t(c.max_positions) * c.head_dim * int64_t(sizeof(float)) : 0;
+}
+
+template <class B>
+void Transformer<B>::ensure_rope_rows(int rows) const {
+  if (rows <= rope_rows_) return;
+  RopeArgs a = rope_args(0);
+  a.P = rows;
+  std::vector<float> host(size_t(rows) * a.D);
+  cpu::rope_table(host.data(), a);
+  rope_table_ = Buffer<B, float>(*backend_, host.size(), MemoryPart::workspace);
+  backend_->upload(rope_table_.data(), host.data(), host.size() * sizeof(float));
+  rope_rows_ = rows;
+}
+
+template <class B>
+RopeArgs Transformer<B>::rope_args(int N) const {
+  const ModelConfig& c = config_;
+  RopeArgs a;
+  a.N = N, a.heads = c.n_heads + c.n_kv_heads, a.D = c.head_dim, a.ld = c.qkv_dim(), a.P = rope_rows_;
+  a.theta = c.rope_theta;
+  return a;
 }
 
 template <class B>
@@ -63,7 +90,8 @@ MemoryBytes Transformer<B>::plan(const ModelConfig& c, int N, ModelOptions optio
   m[MemoryPart::batch] = (3 * n + n + 1) * 4;
   m[MemoryPart::workspace] = static_cast<int64_t>(B::workspace_bytes(c, N)) + 2 * C * int64_t(sizeof(grad_t)) +
                              LoraPath<B>::scratch_values(layout, options.lora.dropout, N) * act +
-                             int64_t(nf4_scratch_values(layout)) * act;
+                             int64_t(nf4_scratch_values(layout)) * act +
+                             rope_table_bytes(c);
   return m;
 }
 
@@ -385,7 +413,10 @@ double Transformer<B>::forward(const BatchView& batch, double loss_norm) {
     IFT_CHECK(!c.learned_positions() || (batch.positions[n] >= 0 && batch.positions[n] < c.max_positions),
               "position ", batch.positions[n], " at row ", n, " is outside the learned positions [0, ",
               c.max_positions, ")");
+    IFT_CHECK(batch.positions[n] >= 0, "position ", batch.positions[n], " at row ", n, " is negative");
   }
+  if (c.positions == PositionKind::rope)  // positions past max_positions: RoPE extrapolates
+    ensure_rope_rows(1 + *std::max_element(batch.positions.begin(), batch.positions.end()));
   reserve(N);
   N_ = N;
   loss_norm_ = loss_norm;
@@ -419,7 +450,7 @@ double Transformer<B>::forward(const BatchView& batch, double loss_norm) {
     backend_->matmul_forward(a.qkv, a.norm1, weight(P.qkv_w), p(P.qkv_b), {N, C, QKV});
     lora_.forward(*backend_, params.data(), l, LoraSlot::qkv, a.qkv, QKV, a.norm1, N);
     if (c.positions == PositionKind::rope)  // q and k heads are adjacent in each row: one pass rotates both
-      backend_->rope_forward(a.qkv, positions_.data(), N, H + c.n_kv_heads, c.head_dim, QKV, c.rope_theta);
+      backend_->rope_forward(a.qkv, positions_.data(), rope_table_.data(), rope_args(N));
     backend_->attention_forward(a.att, a.lse, a.qkv, dims);
     backend_->matmul_forward(a.mid, a.att, weight(P.o_w), p(P.o_b), {N, Q, C});
     lora_.forward(*backend_, params.data(), l, LoraSlot::o, a.mid, C, a.att, N);
@@ -548,7 +579,7 @@ void Transformer<B>::backward(const GradMap<grad_t>& grads) {
     lora_.backward(*backend_, params.data(), l, LoraSlot::o, datt_, dproj, C, a.att, N, lora_grads);
     backend_->attention_backward(dqkv_, datt_, a.qkv, a.att, a.lse, dims);
     if (c.positions == PositionKind::rope)
-      backend_->rope_backward(dqkv_, positions_.data(), N, H + c.n_kv_heads, c.head_dim, QKV, c.rope_theta);
+      backend_->rope_backward(dqkv_, positions_.data(), rope_table_.data(), rope_args(N));
     if (options_.recompute) norm_forward(a.norm1, a.mean1, a.rstd1, a.x, P.norm1_w, P.norm1_b, N);
     backend_->matmul_backward(dnorm_, g(P.qkv_w), g(P.qkv_b), dqkv_, a.norm1, weight(P.qkv_w), {N, C, QKV});
     lora_.backward(*backend_, params.data(), l, LoraSlot::qkv, dnorm_, dqkv_, QKV, a.norm1, N, lora_grads);
@@ -605,6 +636,7 @@ std::vector<float> Transformer<B>::decode(std::span<const int32_t> tokens, KVCac
   Buffer<B, stat_t> mean(be, rows, MemoryPart::activations), rstd(be, rows, MemoryPart::activations);
   Buffer<B, act_t> lora_t(be, lora_.empty() ? 0 : rows * layout_.lora_r, MemoryPart::activations);
   be.reserve_workspace(c, n);
+  if (c.positions == PositionKind::rope) ensure_rope_rows(start + n);
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
 
   be.embedding_forward(x.data(), ids.data(), pos.data(), p(layout_.wte), p(layout_.wpe), embedding_args(n));
@@ -614,7 +646,7 @@ std::vector<float> Transformer<B>::decode(std::span<const int32_t> tokens, KVCac
     be.matmul_forward(qkv.data(), h.data(), weight(P.qkv_w), p(P.qkv_b), {n, C, QKV});
     lora_.forward(be, params.data(), l, LoraSlot::qkv, qkv.data(), QKV, h.data(), n, lora_t.data());
     if (c.positions == PositionKind::rope)
-      be.rope_forward(qkv.data(), pos.data(), n, H + c.n_kv_heads, c.head_dim, QKV, c.rope_theta);
+      be.rope_forward(qkv.data(), pos.data(), rope_table_.data(), rope_args(n));
     act_t* k = cache.k[l].data() + size_t(start) * KV;
     act_t* v = cache.v[l].data() + size_t(start) * KV;
     be.copy_rows(k, KV, qkv.data() + Q, QKV, n, KV);

@@ -36,6 +36,23 @@ struct NormArgs {
   float weight_offset = 0;   // 1 for Gemma's x * (1 + w) (its weights are stored as w); 0 elsewhere
 };
 
+// ---- RoPE (kernels/rope.h, cpu::rope_forward/backward, Backend::rope_*) ---------------------------
+
+// Rotary position embedding in Hugging Face's rotate_half form, in place on the first `heads` heads
+// of D in each of the N rows of x (row stride ld): dim j of a head pairs with dim j + D/2, and the
+// pair turns by the angle positions[n] * theta^(-2j/D) (the backward turns it back). The kernels
+// read cos and sin from a table of P rows of D floats (cpu::rope_table: row p holds the D/2 cosines,
+// then the D/2 sines, of p * theta^(-2j/D), computed in double and rounded once), built once per
+// model; every position must be in [0, P).
+struct RopeArgs {
+  int N = 0;                // rows of x
+  int heads = 0;            // heads rotated in each row (q and k heads are adjacent in a qkv row)
+  int D = 0;                // head dim, even
+  int ld = 0;               // row stride of x (elements), >= heads * D
+  int P = 0;                // rows (positions) of the cos/sin table
+  float theta = 10000.0f;   // the base of the angles (rope_theta)
+};
+
 // ---- gated MLP activation ------------------------------------------------------------------------
 
 enum class GluActivation { silu, gelu_tanh };  // SwiGLU (Llama) | GeGLU with the tanh GELU (Gemma)

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
+#include <vector>
 
 IFT_KERNELS_BEGIN
 
@@ -105,35 +106,30 @@ static __global__ void embedding_forward_kernel(T* g_out, const int32_t* g_token
   }
 }
 
-// Each thread owns one pack of K columns of the tables and walks all rows in order: the sum for a
-// token is accumulated in row order whatever the schedule (deterministic, no atomics). The price is
-// parallelism limited to C / K threads, each looping over N rows; fine for a once-per-step op.
+// Block (b, y) adds the rows of bucket b (one id, its rows in increasing order: embedding_buckets)
+// to pack y * blockDim.x + threadIdx.x of that id's row of the table: every sum in row order
+// whatever the schedule (deterministic, no atomics, the CPU reference's order and roundings), and
+// as many workers as there are (id, channel slice) pairs. Blocks past the bucket count (the grid
+// is sized for N buckets, the most there can be) return at once.
 template <int K, class T>
-static __global__ void embedding_backward_kernel(float* g_dwte, float* g_dwpe, const T* g_dout,
-                                                 const int32_t* g_tokens, const int32_t* g_positions,
+static __global__ void embedding_backward_kernel(float* g_table, const T* g_dout, const int32_t* g_count,
+                                                 const int32_t* g_ids, const int32_t* g_starts, const int32_t* g_rows,
                                                  const EmbeddingArgs a) {
-  const int N = a.N, C = a.C, V = a.V, P = a.P;
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= C / K) return;  // no barrier in this kernel
+  const int b = blockIdx.x;
+  if (b >= *g_count) return;  // no barrier in this kernel
+  const int i = blockIdx.y * blockDim.x + threadIdx.x;
+  if (i >= a.C / K) return;
   const int c = i * K;
-  for (int n = 0; n < N; ++n) {
-    const int token = g_tokens[n];
-    const int position = g_dwpe ? g_positions[n] : 0;
-    if (token < 0 || token >= V || (g_dwpe && (position < 0 || position >= P))) continue;
-    float r_d[K], r_acc[K];
-    load_floats(r_d, g_dout + static_cast<int64_t>(n) * C + c);
-    float* g_e = g_dwte + static_cast<int64_t>(token) * C + c;
-    load_floats(r_acc, g_e);
+  float* g_e = g_table + static_cast<int64_t>(g_ids[b]) * a.C + c;
+  float r_acc[K];
+  load_floats(r_acc, g_e);
+  for (int r = g_starts[b]; r < g_starts[b + 1]; ++r) {
+    float r_d[K];
+    load_floats(r_d, g_dout + static_cast<int64_t>(g_rows[r]) * a.C + c);
     // scale * dout added with one rounding (exactly dout's for the scale 1 of every family but Gemma)
     for (int k = 0; k < K; ++k) r_acc[k] = fmaf(r_d[k], a.scale, r_acc[k]);
-    store_floats(g_e, r_acc);
-    if (g_dwpe) {
-      float* g_p = g_dwpe + static_cast<int64_t>(position) * C + c;
-      load_floats(r_acc, g_p);
-      for (int k = 0; k < K; ++k) r_acc[k] = fmaf(r_d[k], a.scale, r_acc[k]);
-      store_floats(g_p, r_acc);
-    }
   }
+  store_floats(g_e, r_acc);
 }
 
 // The gate's activation and its derivative.
@@ -279,23 +275,88 @@ static void embedding_forward_impl(T* out, const int32_t* tokens, const int32_t*
                   tokens, positions, wte, wpe, a);
 }
 
+namespace {
+
+// The layout of embedding_buckets' output, in int32s: the two bucket counts, then for the tokens
+// and then the positions: ids (N), starts (N + 1), rows (N).
+struct BucketLayout {
+  size_t ids, starts, rows;
+  static BucketLayout of(int N, int which) {  // which: 0 tokens, 1 positions
+    const size_t base = 2 + static_cast<size_t>(which) * (3 * size_t(N) + 1);
+    return {base, base + N, base + 2 * size_t(N) + 1};
+  }
+};
+
+}  // namespace
+
+size_t embedding_buckets_ints(int N) {
+  IFT_CHECK(N > 0, "embedding_buckets: empty shape N = ", N);
+  return 2 + 2 * (3 * size_t(N) + 1);
+}
+
+void embedding_buckets(int32_t* buckets, const int32_t* tokens, const int32_t* positions, const EmbeddingArgs& a) {
+  const int N = a.N;
+  IFT_CHECK(N > 0 && a.C > 0, "embedding_buckets: empty shape N = ", N, ", C = ", a.C);
+  IFT_CHECK(buckets && tokens, "embedding_buckets: buckets and tokens must not be null");
+  IFT_CHECK(!positions || a.P > 0, "embedding_buckets: positions given with P = ", a.P);
+  // Rows with an id out of range are left out of both tables (the forward filled them with NaN).
+  std::vector<int32_t> rows;
+  rows.reserve(N);
+  for (int n = 0; n < N; ++n)
+    if (tokens[n] >= 0 && tokens[n] < a.V && (!positions || (positions[n] >= 0 && positions[n] < a.P))) rows.push_back(n);
+  for (int which = 0; which < 2; ++which) {
+    const int32_t* ids = which == 0 ? tokens : positions;
+    int32_t count = 0;
+    if (ids) {
+      // Stable: a bucket's rows stay in increasing order, the order the sums run in.
+      std::vector<int32_t> order = rows;
+      std::stable_sort(order.begin(), order.end(), [&](int32_t x, int32_t y) { return ids[x] < ids[y]; });
+      const BucketLayout l = BucketLayout::of(N, which);
+      for (size_t r = 0; r < order.size(); ++r) {
+        if (r == 0 || ids[order[r]] != ids[order[r - 1]]) {
+          buckets[l.ids + count] = ids[order[r]];
+          buckets[l.starts + count] = static_cast<int32_t>(r);
+          ++count;
+        }
+        buckets[l.rows + r] = order[r];
+      }
+      buckets[l.starts + count] = static_cast<int32_t>(order.size());
+    }
+    buckets[which] = count;
+  }
+}
+
+namespace {
+
 template <class T>
-static void embedding_backward_impl(float* dwte, float* dwpe, const T* dout, const int32_t* tokens, const int32_t* positions,
-                                    const EmbeddingArgs& a, cudaStream_t stream) {
+void launch_embedding_backward(float* table, const T* dout, const int32_t* buckets, int which, const EmbeddingArgs& a,
+                               cudaStream_t stream) {
+  constexpr int K = vector_width<T, float>();
+  constexpr int kBlock = 64;
+  const BucketLayout l = BucketLayout::of(a.N, which);
+  const int32_t *count = buckets + which, *ids = buckets + l.ids, *starts = buckets + l.starts, *rows = buckets + l.rows;
+  if (a.C % K == 0 && aligned16(table) && aligned16(dout))
+    launch_kernel(embedding_backward_kernel<K, T>, dim3(a.N, (a.C / K + kBlock - 1) / kBlock), kBlock, 0, stream, table,
+                  dout, count, ids, starts, rows, a);
+  else
+    launch_kernel(embedding_backward_kernel<1, T>, dim3(a.N, (a.C + kBlock - 1) / kBlock), kBlock, 0, stream, table, dout,
+                  count, ids, starts, rows, a);
+}
+
+}  // namespace
+
+template <class T>
+static void embedding_backward_impl(float* dwte, float* dwpe, const T* dout, const int32_t* buckets, const EmbeddingArgs& a,
+                                    cudaStream_t stream) {
   const int N = a.N, C = a.C, V = a.V, P = a.P;
   IFT_CHECK(std::isfinite(a.scale), "embedding_backward: scale = ", a.scale, " must be finite");
   IFT_CHECK(N > 0 && C > 0, "embedding_backward: empty shape N = ", N, ", C = ", C);
   IFT_CHECK(V > 0, "embedding_backward: vocabulary size V = ", V, " must be positive");
-  IFT_CHECK(dwte && dout && tokens, "embedding_backward: dwte, dout and tokens must not be null");
-  IFT_CHECK(!dwpe || (positions && P > 0), "embedding_backward: dwpe given without positions or with P = ", P);
-  constexpr int K = vector_width<T, float>();
-  constexpr int kBlock = 128;
-  if (C % K == 0 && aligned16(dwte) && aligned16(dout) && (!dwpe || aligned16(dwpe)))
-    launch_kernel(embedding_backward_kernel<K, T>, (C / K + kBlock - 1) / kBlock, kBlock, 0, stream, dwte, dwpe, dout,
-                  tokens, positions, a);
-  else
-    launch_kernel(embedding_backward_kernel<1, T>, (C + kBlock - 1) / kBlock, kBlock, 0, stream, dwte, dwpe, dout,
-                  tokens, positions, a);
+  IFT_CHECK(dwte && dout && buckets, "embedding_backward: dwte, dout and buckets must not be null");
+  IFT_CHECK(!dwpe || P > 0, "embedding_backward: dwpe given with P = ", P);
+  IFT_CHECK(static_cast<int64_t>(C) <= 65535LL * 64, "embedding_backward: C = ", C, " is too large");
+  launch_embedding_backward(dwte, dout, buckets, 0, a, stream);
+  if (dwpe) launch_embedding_backward(dwpe, dout, buckets, 1, a, stream);
 }
 
 template <class T>
@@ -393,9 +454,9 @@ void column_sums_accumulate(float* out, const float* partials, int rows, int col
                          const EmbeddingArgs& a, cudaStream_t stream) {                                               \
     embedding_forward_impl(out, tokens, positions, wte, wpe, a, stream);                                              \
   }                                                                                                                   \
-  void embedding_backward(float* dwte, float* dwpe, const T* dout, const int32_t* tokens, const int32_t* positions,  \
-                          const EmbeddingArgs& a, cudaStream_t stream) {                                              \
-    embedding_backward_impl(dwte, dwpe, dout, tokens, positions, a, stream);                                          \
+  void embedding_backward(float* dwte, float* dwpe, const T* dout, const int32_t* buckets, const EmbeddingArgs& a,  \
+                          cudaStream_t stream) {                                                                      \
+    embedding_backward_impl(dwte, dwpe, dout, buckets, a, stream);                                                    \
   }                                                                                                                   \
   void gelu_forward(T* out, const T* inp, int64_t n, cudaStream_t stream) { gelu_forward_impl(out, inp, n, stream); } \
   void gelu_backward(T* dinp, const T* inp, const T* dout, int64_t n, cudaStream_t stream) {                         \

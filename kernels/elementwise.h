@@ -32,12 +32,20 @@ void embedding_forward(__nv_bfloat16* out, const int32_t* tokens, const int32_t*
                        const __nv_bfloat16* wpe, const EmbeddingArgs& args, cudaStream_t stream);
 
 // dwte[tokens[n]] += scale * dout[n]; dwpe[positions[n]] += scale * dout[n] (dwpe may be null).
-// Deterministic without atomics: each thread owns a few columns and walks the rows in order. Rows
-// with an out-of-range id are skipped (the forward pass already filled them with NaN).
-void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, const int32_t* positions,
+// Deterministic without atomics and parallel over tokens, as llm.c's encoder backward: the rows are
+// first grouped by id on the host (embedding_buckets, a stable sort of the N ids: each group's rows
+// in increasing order), then one block per (id, channel slice) adds its rows in that order, the
+// CPU reference's order and roundings (one fused multiply-add per term): bitwise equal to it.
+// `buckets` is embedding_buckets' output (embedding_buckets_ints(N) int32s) copied to device
+// memory. Rows with an out-of-range token or position are left out of both tables (the forward pass
+// already filled them with NaN).
+size_t embedding_buckets_ints(int N);
+// Host memory in and out: tokens and positions (N; positions null when there is no wpe).
+void embedding_buckets(int32_t* buckets, const int32_t* tokens, const int32_t* positions, const EmbeddingArgs& args);
+void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* buckets, const EmbeddingArgs& args,
+                        cudaStream_t stream);
+void embedding_backward(float* dwte, float* dwpe, const __nv_bfloat16* dout, const int32_t* buckets,
                         const EmbeddingArgs& args, cudaStream_t stream);
-void embedding_backward(float* dwte, float* dwpe, const __nv_bfloat16* dout, const int32_t* tokens,
-                        const int32_t* positions, const EmbeddingArgs& args, cudaStream_t stream);
 
 // GELU, tanh approximation (GPT-2's gelu_new), over n values. dinp may alias dout.
 void gelu_forward(float* out, const float* inp, int64_t n, cudaStream_t stream);

@@ -13,12 +13,11 @@
 // in a fixed order. No float atomics: results are bitwise reproducible run to run.
 //
 // Vector (16-byte) loads are used when C is a multiple of the vector width (4 floats, 8 bf16) and
-// every pointer is 16-byte aligned; scalar loads otherwise. The backward pass keeps its block's
-// column sums in shared memory, 4 bytes per channel per sum (over 48 KiB, from C = 6129 for
-// LayerNorm and 12257 for RMSNorm, the kernel opts in to more), which bounds C by the device's
-// shared memory per block (sm_90, 227 KiB: LayerNorm 29040, RMSNorm 58080); a larger C is an
-// ift::Error. Every function checks its arguments and throws
-// ift::Error naming the op and the bad argument.
+// every pointer is 16-byte aligned; scalar loads otherwise. Each row is read once and held in
+// registers: by a warp (the forward up to C = 8192, the backward, which holds four values per
+// channel, up to C = 1024) or by a block of up to 1024 threads above, which bounds C at 65536 (a
+// larger C is an ift::Error). Every function checks its arguments and throws ift::Error naming the
+// op and the bad argument.
 #pragma once
 
 #include <cstddef>
@@ -75,5 +74,33 @@ void rmsnorm_backward(float* dx, float* dweight, const float* dres, const float*
 void rmsnorm_backward(__nv_bfloat16* dx, float* dweight, const __nv_bfloat16* dres, const __nv_bfloat16* dout,
                       const __nv_bfloat16* x, const __nv_bfloat16* weight, const float* rstd, const NormArgs& args, float* scratch,
                         size_t scratch_floats, cudaStream_t stream);
+
+// The kernels the ones above replaced (a block per row re-reading the row from memory; the backward's
+// column sums in shared memory, which bounds C by the device's shared memory per block: sm_90
+// LayerNorm 29040, RMSNorm 58080), with the same contracts and scratch sizes: `ift bench kernels`
+// times them beside the new ones in the same run.
+void layernorm_forward_baseline(float* out, float* mean, float* rstd, const float* x, const float* weight,
+                                const float* bias, const NormArgs& args, cudaStream_t stream);
+void layernorm_forward_baseline(__nv_bfloat16* out, float* mean, float* rstd, const __nv_bfloat16* x,
+                                const __nv_bfloat16* weight, const __nv_bfloat16* bias, const NormArgs& args,
+                                cudaStream_t stream);
+void layernorm_backward_baseline(float* dx, float* dweight, float* dbias, const float* dres, const float* dout,
+                                 const float* x, const float* weight, const float* mean, const float* rstd,
+                                 const NormArgs& args, float* scratch, size_t scratch_floats, cudaStream_t stream);
+void layernorm_backward_baseline(__nv_bfloat16* dx, float* dweight, float* dbias, const __nv_bfloat16* dres,
+                                 const __nv_bfloat16* dout, const __nv_bfloat16* x, const __nv_bfloat16* weight,
+                                 const float* mean, const float* rstd, const NormArgs& args, float* scratch,
+                                 size_t scratch_floats, cudaStream_t stream);
+void rmsnorm_forward_baseline(float* out, float* rstd, const float* x, const float* weight, const NormArgs& args,
+                              cudaStream_t stream);
+void rmsnorm_forward_baseline(__nv_bfloat16* out, float* rstd, const __nv_bfloat16* x, const __nv_bfloat16* weight,
+                              const NormArgs& args, cudaStream_t stream);
+void rmsnorm_backward_baseline(float* dx, float* dweight, const float* dres, const float* dout, const float* x,
+                               const float* weight, const float* rstd, const NormArgs& args, float* scratch,
+                               size_t scratch_floats, cudaStream_t stream);
+void rmsnorm_backward_baseline(__nv_bfloat16* dx, float* dweight, const __nv_bfloat16* dres,
+                               const __nv_bfloat16* dout, const __nv_bfloat16* x, const __nv_bfloat16* weight,
+                               const float* rstd, const NormArgs& args, float* scratch, size_t scratch_floats,
+                               cudaStream_t stream);
 
 IFT_KERNELS_END

@@ -6,6 +6,10 @@
 // 32/8) shapes over 1k-8k positions, with cuDNN's fused attention (engine/cuda/cudnn_attention.h) as
 // a second bf16 baseline where the build links cuDNN and cuDNN takes the shape (else the reason is
 // printed). fp32 attention has no baseline (see kNoAttentionBaseline).
+// Kernels that replaced older ones are timed beside them in the same run, as rows of their own
+// (*_baseline: cross-entropy, the four norms). The fused linear cross-entropy (the classifier and
+// loss over chunks of rows, as the engine runs it with loss.fused) is timed against the unfused
+// path (the (N, V) logits), with the device memory each holds.
 //
 // Method: CUDA events around each repetition, --warmup untimed repetitions first, the median of
 // --reps, and the L2 cache flushed before each repetition by a cudaMemsetAsync of twice its size,
@@ -43,10 +47,12 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include "engine/config.h"
 #include "engine/cpu/ops.h"
 #include "engine/backend.h"
 #include "engine/cuda/check.h"
 #include "engine/cuda/cudnn_attention.h"
+#include "engine/transformer.h"
 #include "kernels/kernels.h"
 #endif
 
@@ -181,6 +187,8 @@ struct Result {
   bool cudnn = false;          // bf16 attention: cuDNN's fused attention as the second baseline
   double cudnn_ms = 0;         // its time, or 0 and
   std::string cudnn_missing = {};  // why it was not measured
+  double device_bytes = 0;     // device memory the measurement held (the fused cross-entropy rows); 0: not measured
+  double logits_bytes = 0;     // of which the logits buffer
 };
 
 // What every measurement shares: the stream, the timing loop, the cuBLAS handles.
@@ -375,6 +383,80 @@ void bench_attention_shapes(Bench& b) {
   }
 }
 
+// row-major out (M, O) = a (M, K) . w^T, w (O, K): cuBLAS in column-major terms, fp32 accumulation.
+template <class T, class Out>
+void gemm_nt(Bench& b, Out* out, const T* a, const T* w, int M, int O, int K, float beta) {
+  constexpr cudaDataType_t in = std::is_same_v<T, float> ? CUDA_R_32F : CUDA_R_16BF;
+  constexpr cudaDataType_t ot = std::is_same_v<Out, float> ? CUDA_R_32F : CUDA_R_16BF;
+  const float alpha = 1;
+  IFT_CUBLAS_CHECK(cublasGemmEx(b.blas, CUBLAS_OP_T, CUBLAS_OP_N, O, M, K, &alpha, w, in, K, a, in, K, &beta, out, ot, O,
+                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+// The classifier and its loss over N rows, forward and backward, as the engine runs them: logits =
+// x . W^T (N, Vp), the cross-entropy with its gradient in place, dx = dlogits . W, dW += dlogits^T . x
+// (fp32). Unfused: one pass over the (N, Vp) logits. Fused (loss.fused): chunks of the rows
+// (fused_ce_chunk_rows, the engine's rule) each through the same three GEMMs and the loss, with
+// the classifier's forward GEMM run again in the backward as the engine does (the forward keeps no
+// logits), so the logits buffer is (chunk, Vp). Every row is trained here (the case with the most
+// work). The memory is what each path holds on the device, from cudaMemGetInfo around its
+// allocations (inputs and gradients included).
+template <class T>
+void bench_fused_linear_cross_entropy(Bench& b, const char* dt, int N, int C, int V) {
+  ModelConfig mc;
+  mc.hidden = C, mc.vocab_size = V;
+  ModelOptions fused_on;
+  fused_on.fused_ce = true;
+  const int Vp = mc.padded_vocab(), chunk = fused_ce_chunk_rows(mc, N, fused_on);
+  std::vector<int32_t> targets(N);
+  std::mt19937 rng(4321);
+  for (int32_t& t : targets) t = int32_t(rng() % V);
+  for (const bool fused : {true, false}) {
+    size_t free_before = 0, free_after = 0, total = 0;
+    IFT_CUDA_CHECK(cudaDeviceSynchronize());
+    IFT_CUDA_CHECK(cudaMemGetInfo(&free_before, &total));
+    Buffers m;
+    const int rows = fused ? chunk : N;
+    const T *x = m.random<T>(size_t(N) * C), *w = m.random<T>(size_t(Vp) * C);
+    T *logits = m.alloc<T>(size_t(rows) * Vp), *dx = m.alloc<T>(size_t(N) * C);
+    float *dw = m.zeros<float>(size_t(Vp) * C), *loss = m.alloc<float>(1);
+    const int32_t* tgt = m.upload(targets);
+    const size_t sb = cross_entropy_scratch_bytes(rows, V);
+    void* scratch = m.alloc<char>(sb);
+    IFT_CUDA_CHECK(cudaDeviceSynchronize());
+    IFT_CUDA_CHECK(cudaMemGetInfo(&free_after, &total));
+    const double held = double(free_before) - double(free_after);
+    const auto forward_rows = [&](int a, int n) {  // logits and the loss alone, as the engine's forward
+      gemm_nt(b, logits, x + size_t(a) * C, w, n, Vp, C, 0.0f);
+      cross_entropy_forward(loss, nullptr, logits, tgt + a, n, V, Vp, float(N), scratch, sb, b.stream);
+    };
+    const auto backward_rows = [&](int a, int n, bool again) {  // again: the forward GEMM once more (fused)
+      const T* xa = x + size_t(a) * C;
+      if (again) gemm_nt(b, logits, xa, w, n, Vp, C, 0.0f);
+      cross_entropy_forward(loss, logits, logits, tgt + a, n, V, Vp, float(N), scratch, sb, b.stream);
+      const float one = 1, zero = 0;
+      constexpr cudaDataType_t in = std::is_same_v<T, float> ? CUDA_R_32F : CUDA_R_16BF;
+      // dx (n, C) = dlogits (n, Vp) . W (Vp, C): column-major dx^T = W^T . dlogits^T
+      IFT_CUBLAS_CHECK(cublasGemmEx(b.blas, CUBLAS_OP_N, CUBLAS_OP_N, C, n, Vp, &one, w, in, C, logits, in, Vp, &zero,
+                                    dx + size_t(a) * C, in, C, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      // dW (Vp, C) += dlogits^T (Vp, n) . x (n, C): column-major dW^T = x^T . dlogits
+      IFT_CUBLAS_CHECK(cublasGemmEx(b.blas, CUBLAS_OP_N, CUBLAS_OP_T, C, Vp, n, &one, xa, in, C, logits, in, Vp, &one, dw,
+                                    CUDA_R_32F, C, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    };
+    // The work counted is the unfused path's three GEMMs (6 N Vp C) for both rows, so that their
+    // TFLOP/s compare the time of the same result; the fused path's fourth GEMM is its cost.
+    Result r{fused ? "fused_linear_cross_entropy" : "linear_cross_entropy_unfused", dt,
+             dims({N, C, V}) + (fused ? " chunk " + std::to_string(chunk) : ""), 3 * 2.0 * N * double(Vp) * C, true, ""};
+    r.ms = b.median_ms([&] {
+      for (int a = 0; a < N; a += rows) forward_rows(a, std::min(rows, N - a));
+      for (int a = 0; a < N; a += rows) backward_rows(a, std::min(rows, N - a), fused);
+    });
+    r.device_bytes = held;
+    r.logits_bytes = double(rows) * Vp * sizeof(T);
+    b.results.push_back(r);
+  }
+}
+
 // Every op at shape s, storage type T. In the byte counts, e is the bytes of one stored value.
 template <class T>
 void bench_dtype(Bench& b, const Shape& s) {
@@ -390,16 +472,38 @@ void bench_dtype(Bench& b, const Shape& s) {
     float *mean = m.alloc<float>(N), *rstd = m.alloc<float>(N), *dw = m.zeros<float>(C), *db = m.zeros<float>(C);
     const size_t sf = layernorm_backward_scratch_floats(N, C);
     float* scratch = m.alloc<float>(sf);
-    // read x, weight, bias; write out, mean, rstd (fp32)
-    b.memory_bound("layernorm_forward", dt, dims({N, C}), 2 * e * NC + 2 * e * C + 8.0 * N,
-                   [&] { layernorm_forward(y, mean, rstd, x, w, bias, NormArgs{N, C, 1e-5f}, st); });
-    // read dout, x, weight, mean, rstd; write dx; read and write dweight, dbias (fp32). The
-    // per-block partial sums in scratch are the kernel's choice, not counted.
-    b.memory_bound("layernorm_backward", dt, dims({N, C}), 3 * e * NC + e * C + 8.0 * N + 16.0 * C,
-                   [&] { layernorm_backward(dx, dw, db, nullptr, y, x, w, mean, rstd, NormArgs{N, C}, scratch, sf, st); });
-    // read x, weight; write out, rstd
-    b.memory_bound("rmsnorm_forward", dt, dims({N, C}), 2 * e * NC + e * C + 4.0 * N,
-                   [&] { rmsnorm_forward(y, rstd, x, w, NormArgs{N, C, 1e-5f}, st); });
+    T *r = m.random<T>(NC), *res = m.alloc<T>(NC);
+    // Each norm beside the kernel it replaced (*_baseline: a block per row re-reading it, shared-
+    // memory column sums), both against the copy.
+    for (const bool base : {false, true}) {
+      const std::string suffix = base ? "_baseline" : "";
+      // read x, weight, bias; write out, mean, rstd (fp32)
+      b.memory_bound(("layernorm_forward" + suffix).c_str(), dt, dims({N, C}), 2 * e * NC + 2 * e * C + 8.0 * N, [&] {
+        if (base) layernorm_forward_baseline(y, mean, rstd, x, w, bias, NormArgs{N, C, 1e-5f}, st);
+        else layernorm_forward(y, mean, rstd, x, w, bias, NormArgs{N, C, 1e-5f}, st);
+      });
+      // read dout, x, weight, mean, rstd; write dx; read and write dweight, dbias (fp32). The
+      // per-block partial sums in scratch are the kernel's choice, not counted.
+      b.memory_bound(("layernorm_backward" + suffix).c_str(), dt, dims({N, C}), 3 * e * NC + e * C + 8.0 * N + 16.0 * C, [&] {
+        if (base) layernorm_backward_baseline(dx, dw, db, nullptr, y, x, w, mean, rstd, NormArgs{N, C}, scratch, sf, st);
+        else layernorm_backward(dx, dw, db, nullptr, y, x, w, mean, rstd, NormArgs{N, C}, scratch, sf, st);
+      });
+      // read x, weight; write out, rstd
+      b.memory_bound(("rmsnorm_forward" + suffix).c_str(), dt, dims({N, C}), 2 * e * NC + e * C + 4.0 * N, [&] {
+        if (base) rmsnorm_forward_baseline(y, rstd, x, w, NormArgs{N, C, 1e-5f}, st);
+        else rmsnorm_forward(y, rstd, x, w, NormArgs{N, C, 1e-5f}, st);
+      });
+      // read dout, x, weight, rstd; write dx; read and write dweight (fp32)
+      b.memory_bound(("rmsnorm_backward" + suffix).c_str(), dt, dims({N, C}), 3 * e * NC + e * C + 4.0 * N + 8.0 * C, [&] {
+        if (base) rmsnorm_backward_baseline(dx, dw, nullptr, y, x, w, rstd, NormArgs{N, C}, scratch, sf, st);
+        else rmsnorm_backward(dx, dw, nullptr, y, x, w, rstd, NormArgs{N, C}, scratch, sf, st);
+      });
+    }
+    // the fused residual add: read x, residual, weight; write residual_out, out, rstd (and mean)
+    b.memory_bound("layernorm_residual_forward", dt, dims({N, C}), 4 * e * NC + 2 * e * C + 8.0 * N,
+                   [&] { layernorm_residual_forward(res, y, mean, rstd, x, r, w, bias, NormArgs{N, C, 1e-5f}, st); });
+    b.memory_bound("rmsnorm_residual_forward", dt, dims({N, C}), 4 * e * NC + e * C + 4.0 * N,
+                   [&] { rmsnorm_residual_forward(res, y, rstd, x, r, w, NormArgs{N, C, 1e-5f}, st); });
   }
   {
     Buffers m;
@@ -420,6 +524,32 @@ void bench_dtype(Bench& b, const Shape& s) {
     // read tokens, positions, the N gathered rows of wte and of wpe; write out
     b.memory_bound("embedding_forward", dt, dims({N, C}), 3 * e * NC + 8.0 * N,
                    [&] { embedding_forward(y, tok, pos, wte, wpe, EmbeddingArgs{N, C, V, s.T}, st); });
+    // The rows grouped by id on the host once (the backend does it every step, before the launch:
+    // a download and an upload of a few N ints, not timed here), then the kernel: read dout and the
+    // groups; read and write the dwte and dwpe rows of the ids present (at most N of each, fp32).
+    {
+      const EmbeddingArgs ea{N, C, V, s.T};
+      std::vector<int32_t> groups(embedding_buckets_ints(N));
+      embedding_buckets(groups.data(), tokens.data(), positions.data(), ea);
+      const int32_t* g = m.upload(groups);
+      float *dwte = m.zeros<float>(size_t(V) * C), *dwpe = m.zeros<float>(size_t(s.T) * C);
+      const double rows = double(std::min(groups[0], N)) + double(std::min(groups[1], N));
+      b.memory_bound("embedding_backward", dt, dims({N, C}), e * NC + 8.0 * C * rows + 4.0 * double(groups.size()),
+                     [&] { embedding_backward(dwte, dwpe, y, g, ea, st); });
+    }
+    // RoPE over the q and k heads of a qkv row (H + H heads of D, row stride 3C), the cos/sin table
+    // of T positions: read and write 2 N C values, read the table rows (N D floats at most).
+    {
+      RopeArgs ra;
+      ra.N = N, ra.heads = 2 * H, ra.D = D, ra.ld = 3 * C, ra.P = s.T, ra.theta = 10000.0f;
+      std::vector<float> table(size_t(s.T) * D);
+      cpu::rope_table(table.data(), ra);
+      const float* tab = m.upload(table);
+      T* qkv = m.random<T>(size_t(N) * 3 * C);
+      const double bytes = 2 * e * 2.0 * NC + 4.0 * N + 4.0 * double(std::min(N, s.T)) * D;
+      b.memory_bound("rope_forward", dt, dims({N, 2 * H, D}), bytes, [&] { rope_forward(qkv, pos, tab, ra, st); });
+      b.memory_bound("rope_backward", dt, dims({N, 2 * H, D}), bytes, [&] { rope_backward(qkv, pos, tab, ra, st); });
+    }
   }
   if (b.wanted("attention_forward") || b.wanted("attention_backward")) {
     Buffers m;
@@ -470,6 +600,7 @@ void bench_dtype(Bench& b, const Shape& s) {
         cross_entropy_forward_baseline({N, V, ld, float(N)}, loss, logits, logits, tgt, scratch, sb, st);
       });
   }
+  if (b.wanted("fused_linear_cross_entropy")) bench_fused_linear_cross_entropy<T>(b, dt, N, C, V);
   {
     Buffers m;
     const int64_t n = s.params;
@@ -918,8 +1049,14 @@ int bench_kernels(Args args) {
     json j = {{"kernel", r.kernel}, {"dtype", r.dtype}, {"shape", r.shape}, {"ms", r.ms},
               {r.flops ? "flops" : "bytes", r.work}, {r.flops ? "tflops" : "gbps", rate / (r.flops ? 1e12 : 1e9)},
               {"percent_of_peak", peak > 0 ? json(100 * rate / peak) : json(nullptr)}, {"baseline", nullptr}};
-    if (r.baseline.empty()) j["baseline_missing"] = kNoAttentionBaseline;
-    else j["baseline"] = {{"name", r.baseline}, {"ms", r.baseline_ms}, {"ratio", r.ms / r.baseline_ms}};
+    if (r.device_bytes > 0) {
+      j["device_bytes"] = r.device_bytes, j["logits_bytes"] = r.logits_bytes;
+      j["baseline_missing"] = "the fused and unfused paths are two rows: compare them";
+    } else if (r.baseline.empty()) {
+      j["baseline_missing"] = kNoAttentionBaseline;
+    } else {
+      j["baseline"] = {{"name", r.baseline}, {"ms", r.baseline_ms}, {"ratio", r.ms / r.baseline_ms}};
+    }
     if (r.cudnn && r.cudnn_ms > 0) j["cudnn"] = {{"ms", r.cudnn_ms}, {"ratio", r.ms / r.cudnn_ms}};
     else if (r.cudnn) j["cudnn_missing"] = r.cudnn_missing;
     doc["results"].push_back(j);
@@ -961,6 +1098,10 @@ int bench_kernels(Args args) {
                 r["dtype"].get<std::string>().c_str(), r["shape"].get<std::string>().c_str(), r["ms"].get<double>(), rate,
                 r["percent_of_peak"].is_null() ? "unknown" : pct, base, second);
   }
+  for (const Result& r : b.results)
+    if (r.device_bytes > 0)
+      std::printf("%-28s %-5s %-30s %9.4f ms, %8.1f MiB of device memory held (%8.1f MiB of logits)\n", r.kernel.c_str(),
+                  r.dtype.c_str(), r.shape.c_str(), r.ms, r.device_bytes / 1048576.0, r.logits_bytes / 1048576.0);
   if (b.wanted("attention_forward") || b.wanted("attention_backward"))
   {
     std::printf("\nbf16 attention: the dispatch's kernel (shape suffix) against the SIMT kernels and cuDNN's fused "

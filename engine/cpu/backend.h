@@ -94,11 +94,11 @@ class CpuBackend {
     const int k = a.H * a.D, v = (a.H + a.KVH) * a.D;
     cpu::attention_backward(dqkv, dqkv + k, dqkv + v, dout, qkv, qkv + k, qkv + v, out, lse, a);
   }
-  void rope_forward(T* x, const int32_t* positions, int N, int heads, int D, int ld, float theta) {
-    cpu::rope_forward(x, positions, N, heads, D, ld, theta);
+  void rope_forward(T* x, const int32_t* positions, const float* table, const RopeArgs& a) {
+    cpu::rope_forward(x, positions, table, a);
   }
-  void rope_backward(T* dx, const int32_t* positions, int N, int heads, int D, int ld, float theta) {
-    cpu::rope_backward(dx, positions, N, heads, D, ld, theta);
+  void rope_backward(T* dx, const int32_t* positions, const float* table, const RopeArgs& a) {
+    cpu::rope_backward(dx, positions, table, a);
   }
   void gelu_forward(T* out, const T* inp, size_t n) { cpu::gelu_forward(out, inp, static_cast<int64_t>(n)); }
   void gelu_backward(T* dinp, const T* inp, const T* dout, size_t n) {

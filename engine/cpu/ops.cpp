@@ -421,12 +421,32 @@ void attention_cached(T* out, const T* q, const T* k_cache, const T* v_cache, co
 
 // ---- RoPE ------------------------------------------------------------------------------------
 
+void rope_table(float* table, const RopeArgs& a) {
+  IFT_CHECK(a.P >= 0 && a.D >= 2 && a.D % 2 == 0, "rope_table: P = ", a.P, ", D = ", a.D, " (P >= 0, D even)");
+  IFT_CHECK(a.theta > 0, "rope_table: theta must be > 0, got ", a.theta);
+  const int half = a.D / 2;
+  std::vector<double> inv_freq(half);
+  for (int j = 0; j < half; ++j) inv_freq[j] = std::pow(static_cast<double>(a.theta), -2.0 * j / a.D);
+#pragma omp parallel for if (parallel_pays(int64_t(a.P) * a.D * 8))
+  for (int p = 0; p < a.P; ++p)
+    for (int j = 0; j < half; ++j) {
+      const double angle = p * inv_freq[j];
+      table[static_cast<int64_t>(p) * a.D + j] = static_cast<float>(std::cos(angle));
+      table[static_cast<int64_t>(p) * a.D + half + j] = static_cast<float>(std::sin(angle));
+    }
+}
+
 namespace {
 
 // Rotates each head's pair (j, j + D/2) by sign * angle; sign -1 is the inverse (the backward).
 template <class T>
-void rope_rotate(T* x, const int32_t* positions, int N, int heads, int D, int ld, float theta, double sign) {
-  const int half = D / 2;
+void rope_rotate(T* x, const int32_t* positions, const float* table, const RopeArgs& ra, double sign) {
+  const int N = ra.N, heads = ra.heads, D = ra.D, ld = ra.ld, half = D / 2;
+  for (int n = 0; n < N; ++n) {
+    IFT_CHECK(positions[n] >= 0, "rope: position ", positions[n], " at row ", n, " is negative");
+    IFT_CHECK(!table || positions[n] < ra.P, "rope: position ", positions[n], " at row ", n,
+              " is outside the cos/sin table's [0, ", ra.P, ")");
+  }
 #pragma omp parallel if (parallel_pays(int64_t(N) * heads * D))
   {
     std::vector<double>& cs = thread_scratch<double, 0>();
@@ -434,11 +454,16 @@ void rope_rotate(T* x, const int32_t* positions, int N, int heads, int D, int ld
     cs.resize(half), sn.resize(half);
 #pragma omp for
     for (int n = 0; n < N; ++n) {
+      const float* t = table ? table + static_cast<int64_t>(positions[n]) * D : nullptr;
       for (int j = 0; j < half; ++j) {
-        // HF computes inv_freq = 1 / theta^(2j/D) in fp32, then fp32 angles; in double here.
-        const double angle = positions[n] * std::pow(static_cast<double>(theta), -2.0 * j / D);
-        cs[j] = std::cos(angle);
-        sn[j] = sign * std::sin(angle);
+        if (t) {
+          cs[j] = t[j], sn[j] = sign * t[half + j];
+        } else {
+          // HF computes inv_freq = 1 / theta^(2j/D) in fp32, then fp32 angles; in double here.
+          const double angle = positions[n] * std::pow(static_cast<double>(ra.theta), -2.0 * j / D);
+          cs[j] = std::cos(angle);
+          sn[j] = sign * std::sin(angle);
+        }
       }
       for (int h = 0; h < heads; ++h) {
         T* r = x + static_cast<int64_t>(n) * ld + h * D;
@@ -455,13 +480,13 @@ void rope_rotate(T* x, const int32_t* positions, int N, int heads, int D, int ld
 }  // namespace
 
 template <class T>
-void rope_forward(T* x, const int32_t* positions, int N, int heads, int D, int ld, float theta) {
-  rope_rotate(x, positions, N, heads, D, ld, theta, 1.0);
+void rope_forward(T* x, const int32_t* positions, const float* table, const RopeArgs& a) {
+  rope_rotate(x, positions, table, a, 1.0);
 }
 
 template <class T>
-void rope_backward(T* dx, const int32_t* positions, int N, int heads, int D, int ld, float theta) {
-  rope_rotate(dx, positions, N, heads, D, ld, theta, -1.0);
+void rope_backward(T* dx, const int32_t* positions, const float* table, const RopeArgs& a) {
+  rope_rotate(dx, positions, table, a, -1.0);
 }
 
 // ---- activations -----------------------------------------------------------------------------
@@ -731,8 +756,8 @@ void adamw_update(T* params, const T* grads, float* m, float* v, const AdamWArgs
   template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, const T*,   \
                                       const AttentionArgs&);                                                   \
   template void attention_cached<T>(T*, const T*, const T*, const T*, const DecodeAttentionArgs&);               \
-  template void rope_forward<T>(T*, const int32_t*, int, int, int, int, float);                                 \
-  template void rope_backward<T>(T*, const int32_t*, int, int, int, int, float);                                \
+  template void rope_forward<T>(T*, const int32_t*, const float*, const RopeArgs&);                             \
+  template void rope_backward<T>(T*, const int32_t*, const float*, const RopeArgs&);                            \
   template void gelu_forward<T>(T*, const T*, int64_t);                                                         \
   template void gelu_backward<T>(T*, const T*, const T*, int64_t);                                              \
   template void glu_forward<T>(T*, const T*, const GluArgs&);                                                   \

@@ -60,13 +60,20 @@ void attention_cached(T* out, const T* q, const T* k_cache, const T* v_cache, co
 // Checks cu_seqlens (ift::Error on a malformed one).
 void check_cu_seqlens(const int32_t* cu_seqlens, int S, int N);
 
-// RoPE in Hugging Face's rotate_half form, in place on the first `heads` heads of D in each row of
-// x (row stride ld): dim j pairs with j + D/2 at angle positions[n] * theta^(-2j/D).
+// RoPE in Hugging Face's rotate_half form, in place (kernels/args.h: RopeArgs): on the first
+// `heads` heads of D in each row of x (row stride ld), dim j pairs with j + D/2 at angle
+// positions[n] * theta^(-2j/D). With a table (rope_table's, P rows) the cos and sin come from it, as
+// in the kernels; with a null table they are computed in double from theta (the ground truth, and
+// what the finite-difference checks run). A position outside [0, P) with a table, or negative
+// without, is an ift::Error naming the row.
 template <class T>
-void rope_forward(T* x, const int32_t* positions, int N, int heads, int D, int ld, float theta);
+void rope_forward(T* x, const int32_t* positions, const float* table, const RopeArgs& args);
 // The inverse rotation, in place on the gradient.
 template <class T>
-void rope_backward(T* dx, const int32_t* positions, int N, int heads, int D, int ld, float theta);
+void rope_backward(T* dx, const int32_t* positions, const float* table, const RopeArgs& args);
+// The cos/sin table of args.P positions (P rows of D floats: the D/2 cosines, then the D/2 sines of
+// p * theta^(-2j/D)), computed in double and rounded to fp32 once.
+void rope_table(float* table, const RopeArgs& args);
 
 // GELU, tanh approximation (GPT-2's gelu_new). dinp may alias dout.
 template <class T>

@@ -187,10 +187,11 @@ TEST_CASE("rope: rotate_half pairing, norm preserved, backward", "[cpu_ops]") {
   const int N = 5, heads = 3, D = 6, ld = 4 * D;  // a fourth head in each row stays untouched
   std::vector<int32_t> pos = {0, 1, 2, 0, 7};
   Vec x = random_vector<double>(N * ld, 61), r = random_vector<double>(N * ld, 62), y;
-  const float theta = 500000.0f;
+  RopeArgs ra;
+  ra.N = N, ra.heads = heads, ra.D = D, ra.ld = ld, ra.theta = 500000.0f;
   auto loss = [&] {
     y = x;
-    cpu::rope_forward(y.data(), pos.data(), N, heads, D, ld, theta);
+    cpu::rope_forward(y.data(), pos.data(), nullptr, ra);  // exact angles, in double
     return weighted_sum(y, r);
   };
   loss();
@@ -202,8 +203,25 @@ TEST_CASE("rope: rotate_half pairing, norm preserved, backward", "[cpu_ops]") {
   CHECK(y[4 * ld + 1] == Approx(a * std::cos(ang) - b * std::sin(ang)).epsilon(1e-12));
   CHECK(y[4 * ld + 4] == Approx(b * std::cos(ang) + a * std::sin(ang)).epsilon(1e-12));
   Vec dx = r;
-  cpu::rope_backward(dx.data(), pos.data(), N, heads, D, ld, theta);
+  cpu::rope_backward(dx.data(), pos.data(), nullptr, ra);
   check_gradient("dx", x, loss, dx);
+  // With the cos/sin table (what the backends run): the same rotation within its fp32 rounding,
+  // and still exactly the backward of its own forward.
+  ra.P = 8;
+  std::vector<float> table(size_t(ra.P) * D);
+  cpu::rope_table(table.data(), ra);
+  loss();  // y: the exact rotation of x
+  Vec yt = x;
+  cpu::rope_forward(yt.data(), pos.data(), table.data(), ra);
+  for (size_t i = 0; i < y.size(); ++i) CHECK(yt[i] == Approx(y[i]).margin(1e-6));
+  auto table_loss = [&] {
+    y = x;
+    cpu::rope_forward(y.data(), pos.data(), table.data(), ra);
+    return weighted_sum(y, r);
+  };
+  Vec dxt = r;
+  cpu::rope_backward(dxt.data(), pos.data(), table.data(), ra);
+  check_gradient("dx (table)", x, table_loss, dxt);
 }
 
 TEST_CASE("gelu (tanh) and swiglu: values and backward", "[cpu_ops]") {

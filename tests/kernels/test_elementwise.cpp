@@ -45,12 +45,21 @@ KernelVector<int32_t> random_ids(int n, int hi, uint64_t seed) {
   return ids;
 }
 
+// The backward as a backend runs it: the ids grouped on the host, the groups in kernel memory.
 template <class T>
-void check_embedding(int N, int C, bool with_wpe, uint64_t seed, float scale = 1) {
+void embedding_backward_bucketed(float* dwte, float* dwpe, const T* dout, const int32_t* tokens, const int32_t* positions,
+                                 const EmbeddingArgs& a) {
+  KernelVector<int32_t> buckets(embedding_buckets_ints(a.N), -7);  // stale values must not matter
+  embedding_buckets(buckets.data(), tokens, dwpe ? positions : nullptr, a);
+  embedding_backward(dwte, dwpe, dout, buckets.data(), a, nullptr);
+}
+
+template <class T>
+void check_embedding(int N, int C, bool with_wpe, uint64_t seed, float scale = 1, int V = 50) {
   INFO("embedding<" << type_name<T>() << "> N=" << N << " C=" << C << (with_wpe ? " +wpe" : "") << " scale=" << scale
-                    << " seed=" << seed);
-  const int V = 50, P = 40;
-  const auto tokens = random_ids(N, V, seed);  // 50 ids for up to 1025 rows: many repeats
+                    << " V=" << V << " seed=" << seed);
+  const int P = 40;
+  const auto tokens = random_ids(N, V, seed);  // 50 ids for up to 1025 rows: many repeats; V = 1: one id only
   KernelVector<int32_t> positions(N);
   for (int n = 0; n < N; ++n) positions[n] = n % P;
   const auto wte = to_storage<T>(random_vector<float>(size_t(V) * C, seed + 1));
@@ -72,8 +81,8 @@ void check_embedding(int N, int C, bool with_wpe, uint64_t seed, float scale = 1
   const auto doutf = to_floats(dout);
   KernelVector<float> dwte = random_vector<float>(size_t(V) * C, seed + 4), dwpe = random_vector<float>(size_t(P) * C, seed + 5);
   KernelVector<float> dwte_ref = dwte, dwpe_ref = dwpe;
-  embedding_backward(dwte.data(), with_wpe ? dwpe.data() : nullptr, dout.data(), tokens.data(),
-                     with_wpe ? positions.data() : nullptr, EmbeddingArgs{N, C, V, P, scale}, nullptr);
+  embedding_backward_bucketed(dwte.data(), with_wpe ? dwpe.data() : nullptr, dout.data(), tokens.data(),
+                              with_wpe ? positions.data() : nullptr, EmbeddingArgs{N, C, V, P, scale});
   cpu::embedding_backward(dwte_ref.data(), with_wpe ? dwpe_ref.data() : nullptr, doutf.data(), tokens.data(),
                           positions.data(), EmbeddingArgs{N, C, V, P, scale});
   CHECK(bitwise_equal(dwte, dwte_ref));
@@ -203,7 +212,41 @@ TEST_CASE("elementwise kernels: embedding forward and deterministic backward", "
         seed += 10;
       }
     }
+  // One id only: every row in one bucket, summed in row order by one block per channel slice.
+  check_embedding<float>(97, 100, true, 170, 1, 1);
+  check_embedding<bf16>(97, 37, false, 171, 1, 1);
+  check_embedding<float>(1, 64, true, 172, 1, 1);
 }
+
+#if IFT_TEST_EMULATED  // the emulator's schedules
+TEST_CASE("elementwise kernels: embedding backward is bitwise the same under every schedule", "[kernels][elementwise]") {
+  const int N = 300, C = 72, V = 7, P = 40;
+  const auto tokens = random_ids(N, V, 180);
+  KernelVector<int32_t> positions(N);
+  for (int n = 0; n < N; ++n) positions[n] = n % P;
+  const auto dout = to_storage<bf16>(random_vector<float>(size_t(N) * C, 181));
+  const auto run = [&] {
+    KernelVector<float> dwte = random_vector<float>(size_t(V) * C, 182), dwpe = random_vector<float>(size_t(P) * C, 183);
+    embedding_backward_bucketed(dwte.data(), dwpe.data(), dout.data(), tokens.data(), positions.data(),
+                                EmbeddingArgs{N, C, V, P, 1.5f});
+    dwte.insert(dwte.end(), dwpe.begin(), dwpe.end());
+    return dwte;
+  };
+  const KernelVector<float> first = run();
+  for (uint64_t s : {5u, 9u}) {
+    simt::Options o = simt::options();
+    o.schedule = simt::Schedule::random;
+    o.seed = s;
+    simt::ScopedOptions scope(o);
+    CHECK(bitwise_equal(run(), first));
+  }
+  simt::Options o = simt::options();
+  o.schedule = simt::Schedule::reverse;
+  o.workers = 1;
+  simt::ScopedOptions scope(o);
+  CHECK(bitwise_equal(run(), first));
+}
+#endif
 
 TEST_CASE("elementwise kernels: embedding rows with out-of-range ids are NaN, and skipped by backward",
           "[kernels][elementwise]") {
@@ -224,7 +267,7 @@ TEST_CASE("elementwise kernels: embedding rows with out-of-range ids are NaN, an
   }
   const KernelVector<float> dout = random_vector<float>(N * C, 3);
   KernelVector<float> dwte(V * C, 0.0f), dwpe(P * C, 0.0f), ref_wte = dwte, ref_wpe = dwpe;
-  embedding_backward(dwte.data(), dwpe.data(), dout.data(), tokens.data(), positions.data(), EmbeddingArgs{N, C, V, P}, nullptr);
+  embedding_backward_bucketed(dwte.data(), dwpe.data(), dout.data(), tokens.data(), positions.data(), EmbeddingArgs{N, C, V, P});
   for (int n = 0; n < N; ++n) {
     if (tokens[n] < 0 || tokens[n] >= V || positions[n] < 0 || positions[n] >= P) continue;
     for (int c = 0; c < C; ++c) ref_wte[tokens[n] * C + c] += dout[n * C + c], ref_wpe[positions[n] * C + c] += dout[n * C + c];
@@ -332,8 +375,13 @@ TEST_CASE("elementwise kernels: bad arguments are ift::Error naming the op and t
                     Catch::Contains("embedding_forward: vocabulary size V = 0"));
   CHECK_THROWS_WITH(embedding_forward(out.data(), ids.data(), nullptr, a.data(), b.data(), EmbeddingArgs{4, 16, 4, 4}, nullptr),
                     Catch::Contains("embedding_forward: wpe given without positions"));
-  CHECK_THROWS_WITH(embedding_backward(out.data(), nullptr, a.data(), ids.data(), nullptr, EmbeddingArgs{0, 16, 4, 0}, nullptr),
+  KernelVector<int32_t> buckets(embedding_buckets_ints(4));
+  CHECK_THROWS_WITH(embedding_backward(out.data(), nullptr, a.data(), buckets.data(), EmbeddingArgs{0, 16, 4, 0}, nullptr),
                     Catch::Contains("embedding_backward: empty shape N = 0"));
+  CHECK_THROWS_WITH(embedding_backward(out.data(), nullptr, a.data(), nullptr, EmbeddingArgs{4, 16, 4, 0}, nullptr),
+                    Catch::Contains("embedding_backward: dwte, dout and buckets must not be null"));
+  CHECK_THROWS_WITH(embedding_buckets(buckets.data(), ids.data(), ids.data(), EmbeddingArgs{4, 16, 4, 0}),
+                    Catch::Contains("embedding_buckets: positions given with P = 0"));
   KernelVector<float> scratch(bias_backward_scratch_floats(4, 16));
   CHECK_THROWS_WITH(bias_backward(out.data(), a.data(), 4, 16, scratch.data(), scratch.size() - 1, nullptr),
                     Catch::Contains("bias_backward: scratch holds"));

@@ -37,8 +37,11 @@ namespace {
 struct NormCase {
   int N, C;
 };
-// Awkward sizes: one row, odd rows, C below / not a multiple of / a multiple of the vector width.
-const NormCase kCases[] = {{1, 37}, {97, 100}, {1025, 64}, {33, 768}, {4, 5}};
+// Awkward sizes: one row, odd rows, C below / not a multiple of / a multiple of the vector width;
+// each register bucket of the warp-per-row forward (C <= 256, 1024, 4096, 8192 values a lane), the
+// backward's warp (C <= 1024) and block paths (4097: odd, the scalar block path), and a row wider
+// than a warp holds (9000: a block per row in both passes).
+const NormCase kCases[] = {{1, 37}, {97, 100}, {1025, 64}, {33, 768}, {4, 5}, {97, 4097}, {3, 4104}, {2, 9000}};
 
 // Inputs of one case, as stored (T) and as the references see them.
 template <class T>
@@ -56,10 +59,11 @@ struct NormInputs {
 // that the vector path is refused (misaligned) and the scalar path is taken.
 template <class T>
 void check_norm_forward(bool rms, bool residual, bool with_bias, int N, int C, uint64_t seed, int offset = 0,
-                        float weight_offset = 0) {
+                        float weight_offset = 0, bool baseline = false) {
   const std::string name = std::string(rms ? "rmsnorm" : "layernorm") + (residual ? "_residual" : "") + "_forward<" +
                            type_name<T>() + "> N=" + std::to_string(N) + " C=" + std::to_string(C) +
-                           (with_bias ? "" : " no bias") + (offset ? " misaligned" : "") + " seed=" + std::to_string(seed);
+                           (with_bias ? "" : " no bias") + (offset ? " misaligned" : "") + (baseline ? " baseline" : "") +
+                           " seed=" + std::to_string(seed);
   INFO(name);
   const size_t NC = size_t(N) * C;
   NormInputs<T> in(N, C, seed);
@@ -100,11 +104,17 @@ void check_norm_forward(bool rms, bool residual, bool with_bias, int N, int C, u
   if (rms && residual)
     rmsnorm_residual_forward(res_out.data() + offset, out.data() + offset, rstd.data(), x.data() + offset,
                              rr.data() + offset, w.data() + offset, NormArgs{N, C, eps, weight_offset}, nullptr);
+  else if (rms && baseline)
+    rmsnorm_forward_baseline(out.data() + offset, rstd.data(), x.data() + offset, w.data() + offset, NormArgs{N, C, eps, weight_offset},
+                             nullptr);
   else if (rms)
     rmsnorm_forward(out.data() + offset, rstd.data(), x.data() + offset, w.data() + offset, NormArgs{N, C, eps, weight_offset}, nullptr);
   else if (residual)
     layernorm_residual_forward(res_out.data() + offset, out.data() + offset, mean.data(), rstd.data(),
                                x.data() + offset, rr.data() + offset, w.data() + offset, bias, NormArgs{N, C, eps, weight_offset}, nullptr);
+  else if (baseline)
+    layernorm_forward_baseline(out.data() + offset, mean.data(), rstd.data(), x.data() + offset, w.data() + offset, bias,
+                               NormArgs{N, C, eps, weight_offset}, nullptr);
   else
     layernorm_forward(out.data() + offset, mean.data(), rstd.data(), x.data() + offset, w.data() + offset, bias, NormArgs{N, C, eps, weight_offset}, nullptr);
 
@@ -125,31 +135,41 @@ struct NormBackward {
   KernelVector<float> dw, db;
 };
 
-// Backward through the kernel. dw and db start from `dw0`/`db0` (they accumulate).
+// Backward through the kernel (or the baseline it replaced). dw and db start from `dw0`/`db0` (they
+// accumulate).
 template <class T>
 NormBackward<T> run_norm_backward(bool rms, const NormInputs<T>& in, const KernelVector<T>& dout,
                                   const KernelVector<T>* dres, bool alias, const KernelVector<float>& mean,
                                   const KernelVector<float>& rstd, const KernelVector<float>& dw0,
-                                  const KernelVector<float>& db0, int N, int C, float weight_offset = 0) {
+                                  const KernelVector<float>& db0, int N, int C, float weight_offset = 0,
+                                  bool baseline = false) {
   NormBackward<T> o{KernelVector<T>(size_t(N) * C, from_f<T>(7.0f)), dw0, db0};
   const size_t scratch_n = rms ? rmsnorm_backward_scratch_floats(N, C) : layernorm_backward_scratch_floats(N, C);
   KernelVector<float> scratch(scratch_n, std::nanf(""));  // stale NaNs must never leak into results
   if (alias) o.dx = *dres;
   const T* dres_ptr = alias ? o.dx.data() : dres ? dres->data() : nullptr;
-  if (rms)
-    rmsnorm_backward(o.dx.data(), o.dw.data(), dres_ptr, dout.data(), in.x.data(), in.w.data(), rstd.data(), NormArgs{N, C, 1e-5f, weight_offset},
+  const NormArgs a{N, C, 1e-5f, weight_offset};
+  if (rms && baseline)
+    rmsnorm_backward_baseline(o.dx.data(), o.dw.data(), dres_ptr, dout.data(), in.x.data(), in.w.data(), rstd.data(), a,
+                              scratch.data(), scratch.size(), nullptr);
+  else if (rms)
+    rmsnorm_backward(o.dx.data(), o.dw.data(), dres_ptr, dout.data(), in.x.data(), in.w.data(), rstd.data(), a,
                      scratch.data(), scratch.size(), nullptr);
+  else if (baseline)
+    layernorm_backward_baseline(o.dx.data(), o.dw.data(), o.db.data(), dres_ptr, dout.data(), in.x.data(), in.w.data(),
+                                mean.data(), rstd.data(), a, scratch.data(), scratch.size(), nullptr);
   else
     layernorm_backward(o.dx.data(), o.dw.data(), o.db.data(), dres_ptr, dout.data(), in.x.data(), in.w.data(),
-                       mean.data(), rstd.data(), NormArgs{N, C, 1e-5f, weight_offset}, scratch.data(), scratch.size(), nullptr);
+                       mean.data(), rstd.data(), a, scratch.data(), scratch.size(), nullptr);
   return o;
 }
 
 template <class T>
-void check_norm_backward(bool rms, bool with_dres, int N, int C, uint64_t seed, float weight_offset = 0) {
+void check_norm_backward(bool rms, bool with_dres, int N, int C, uint64_t seed, float weight_offset = 0,
+                         bool baseline = false) {
   const std::string name = std::string(rms ? "rmsnorm" : "layernorm") + "_backward<" + type_name<T>() +
                            "> N=" + std::to_string(N) + " C=" + std::to_string(C) + (with_dres ? " +dres" : "") +
-                           " seed=" + std::to_string(seed);
+                           (baseline ? " baseline" : "") + " seed=" + std::to_string(seed);
   INFO(name);
   const size_t NC = size_t(N) * C;
   const float eps = 1e-5f;
@@ -186,13 +206,14 @@ void check_norm_backward(bool rms, bool with_dres, int N, int C, uint64_t seed, 
                             doutf.data(), xf.data(), wf.data(), mean.data(), rstd.data(), NormArgs{N, C, eps, weight_offset});
   }
 
-  const NormBackward<T> got = run_norm_backward(rms, in, dout, with_dres ? &dres : nullptr, false, mean, rstd, dw0, db0, N, C, weight_offset);
+  const NormBackward<T> got = run_norm_backward(rms, in, dout, with_dres ? &dres : nullptr, false, mean, rstd, dw0, db0, N, C, weight_offset,
+                                                baseline);
   require_storage_close(name + " dx", got.dx, dx_ref, dx_naive);
   require_fp32_close(name + " dweight (+=)", to_double(got.dw), dw_ref);
   if (!rms) require_fp32_close(name + " dbias (+=)", to_double(got.db), db_ref);
 
   if (with_dres) {  // dres aliasing dx (the residual stream's gradient updated in place): same bits
-    const NormBackward<T> inplace = run_norm_backward(rms, in, dout, &dres, true, mean, rstd, dw0, db0, N, C, weight_offset);
+    const NormBackward<T> inplace = run_norm_backward(rms, in, dout, &dres, true, mean, rstd, dw0, db0, N, C, weight_offset, baseline);
     CHECK(bitwise_equal(inplace.dx, got.dx));
     CHECK(bitwise_equal(inplace.dw, got.dw));
   }
@@ -274,50 +295,75 @@ TEST_CASE("norm kernels: rmsnorm backward, dx with and without dres, dweight +="
   check_norm_backward<bf16>(true, false, 33, 100, 991, 1.0f);
 }
 
-// Past the 48 KiB of shared memory a block gets without opting in: the backward's column sums
-// (4 bytes per channel per sum) plus block_reduce's static partials. 6144 was the old limit of
-// LayerNorm (exactly 48 KiB dynamic, over the line with the static part); 6145 (odd, the scalar
-// path) and 12300 (RMSNorm, vector path) are past it; 29040 is LayerNorm's largest C on sm_90.
-TEST_CASE("norm kernels: backward past the 48 KiB shared-memory line opts in", "[kernels][norm]") {
+// Wide rows: a block per row in both passes, 32 channels a thread up to C = 32768 and 64 above
+// (40000). The baselines keep their shared-memory column sums: past the 48 KiB a block gets without
+// opting in (6145: odd, the scalar path; 12300 RMSNorm; 29040, LayerNorm's largest C on sm_90).
+TEST_CASE("norm kernels: wide rows, a block per row; the baselines past the 48 KiB shared-memory line", "[kernels][norm]") {
   check_norm_backward<float>(false, true, 3, 6144, 1100);
   check_norm_backward<bf16>(false, false, 2, 6145, 1101);
   check_norm_backward<float>(true, true, 3, 12300, 1102);
   check_norm_backward<bf16>(false, true, 2, 29040, 1103);
+  check_norm_backward<float>(true, false, 2, 40000, 1104);
+  check_norm_forward<bf16>(false, true, true, 2, 40000, 1105);
+  check_norm_backward<bf16>(false, false, 2, 6145, 1111, 0, true);
+  check_norm_backward<float>(true, true, 3, 12300, 1112, 0, true);
+  check_norm_backward<bf16>(false, true, 2, 29040, 1113, 0, true);
+}
+
+// The replaced kernels stay callable (ift bench kernels times them beside the new ones): same
+// contract, same rules.
+TEST_CASE("norm kernels: the baselines against the CPU reference", "[kernels][norm]") {
+  for (bool rms : {false, true}) {
+    check_norm_forward<float>(rms, false, !rms, 97, 100, 1200 + rms, 0, 0, true);
+    check_norm_forward<bf16>(rms, false, !rms, 33, 768, 1202 + rms, 0, 0, true);
+    check_norm_backward<float>(rms, true, 97, 100, 1204 + rms, 0, true);
+    check_norm_backward<bf16>(rms, false, 33, 768, 1206 + rms, 0, true);
+  }
 }
 
 #if IFT_TEST_EMULATED  // the emulator's thread and block schedules
+// The backward of one shape run under the default, two random and the reverse single-worker
+// schedules: dx, dweight and dbias bitwise the same every time.
+template <class T>
+void check_backward_reproducible(bool rms, int N, int C, uint64_t seed) {
+  INFO((rms ? "rmsnorm" : "layernorm") << "<" << type_name<T>() << "> N=" << N << " C=" << C << " seed=" << seed);
+  NormInputs<T> in(N, C, seed);
+  const auto dout = to_storage<T>(random_vector<float>(size_t(N) * C, seed + 1));
+  const auto dres = to_storage<T>(random_vector<float>(size_t(N) * C, seed + 2));
+  const KernelVector<float> mean = random_vector<float>(N, seed + 3), rstd = random_vector<float>(N, seed + 4, 0.5, 2.0);
+  const KernelVector<float> dw0 = random_vector<float>(C, seed + 5), db0 = random_vector<float>(C, seed + 6);
+  const auto run = [&] { return run_norm_backward(rms, in, dout, &dres, false, mean, rstd, dw0, db0, N, C); };
+  const NormBackward<T> first = run();
+  const auto same = [&](const NormBackward<T>& o) {
+    CHECK(bitwise_equal(o.dx, first.dx));
+    CHECK(bitwise_equal(o.dw, first.dw));
+    CHECK(bitwise_equal(o.db, first.db));
+  };
+  same(run());
+  for (uint64_t s : {3u, 11u}) {
+    simt::Options o = simt::options();
+    o.schedule = simt::Schedule::random;
+    o.seed = s;
+    simt::ScopedOptions scope(o);
+    same(run());
+  }
+  {
+    simt::Options o = simt::options();
+    o.schedule = simt::Schedule::reverse;
+    o.workers = 1;
+    simt::ScopedOptions scope(o);
+    same(run());
+  }
+}
+
 TEST_CASE("norm kernels: backward reductions are bitwise reproducible across runs, schedules and workers",
           "[kernels][norm]") {
   for (bool rms : {false, true}) {
-    const int N = 1025, C = 40;  // 256 blocks of 4 or 5 rows; bf16 takes the vector path
-    INFO((rms ? "rmsnorm" : "layernorm") << " N=" << N << " C=" << C);
-    NormInputs<bf16> in(N, C, 41);
-    const auto dout = to_storage<bf16>(random_vector<float>(size_t(N) * C, 42));
-    const auto dres = to_storage<bf16>(random_vector<float>(size_t(N) * C, 43));
-    const KernelVector<float> mean = random_vector<float>(N, 44), rstd = random_vector<float>(N, 45, 0.5, 2.0);
-    const KernelVector<float> dw0 = random_vector<float>(C, 46), db0 = random_vector<float>(C, 47);
-    const auto run = [&] { return run_norm_backward(rms, in, dout, &dres, false, mean, rstd, dw0, db0, N, C); };
-    const NormBackward<bf16> first = run();
-    const auto same = [&](const NormBackward<bf16>& o) {
-      CHECK(bitwise_equal(o.dx, first.dx));
-      CHECK(bitwise_equal(o.dw, first.dw));
-      CHECK(bitwise_equal(o.db, first.db));
-    };
-    same(run());
-    for (uint64_t s : {3u, 11u}) {
-      simt::Options o = simt::options();
-      o.schedule = simt::Schedule::random;
-      o.seed = s;
-      simt::ScopedOptions scope(o);
-      same(run());
-    }
-    {
-      simt::Options o = simt::options();
-      o.schedule = simt::Schedule::reverse;
-      o.workers = 1;
-      simt::ScopedOptions scope(o);
-      same(run());
-    }
+    // The warp path: 256 blocks of 4 warps, each warp 1 or 2 rows (bf16, the vector path).
+    check_backward_reproducible<bf16>(rms, 1025, 40, 41);
+    // The scalar warp path (fp32, odd C) and the block path (C > 1024, blocks of 2 or 3 rows).
+    check_backward_reproducible<float>(rms, 97, 37, 51);
+    check_backward_reproducible<float>(rms, 600, 1100, 61);
   }
 }
 #endif
@@ -347,10 +393,17 @@ TEST_CASE("norm kernels: bad arguments are ift::Error naming the op and the argu
   CHECK_THROWS_WITH(rmsnorm_backward(out.data(), nullptr, nullptr, x.data(), x.data(), w.data(), rstd.data(), NormArgs{N, C},
                                      scratch.data(), scratch.size(), nullptr),
                     Catch::Contains("rmsnorm_backward") && Catch::Contains("dweight"));
-  // C beyond what the backward's shared-memory column sums hold even with the opt-in (227 KiB).
-  const int big = 29041;
-  KernelVector<float> bx(big), bw(big), bdw(big), bdb(big), bs(layernorm_backward_scratch_floats(1, big));
-  CHECK_THROWS_WITH(layernorm_backward(bx.data(), bdw.data(), bdb.data(), nullptr, bx.data(), bx.data(), bw.data(),
-                                       mean.data(), rstd.data(), NormArgs{1, big}, bs.data(), bs.size(), nullptr),
+  // C beyond what the baseline backward's shared-memory column sums hold even with the opt-in (227
+  // KiB), and beyond the 65536 channels a block of 1024 threads holds in registers.
+  const int big = 29041, huge = 65537;
+  KernelVector<float> bx(huge), bw(huge), bdw(huge), bdb(huge), bs(layernorm_backward_scratch_floats(1, huge));
+  CHECK_THROWS_WITH(layernorm_backward_baseline(bx.data(), bdw.data(), bdb.data(), nullptr, bx.data(), bx.data(), bw.data(),
+                                                mean.data(), rstd.data(), NormArgs{1, big}, bs.data(), bs.size(), nullptr),
                     Catch::Contains("layernorm_backward: C = 29041 is too large"));
+  CHECK_THROWS_WITH(layernorm_backward(bx.data(), bdw.data(), bdb.data(), nullptr, bx.data(), bx.data(), bw.data(),
+                                       mean.data(), rstd.data(), NormArgs{1, huge}, bs.data(), bs.size(), nullptr),
+                    Catch::Contains("layernorm_backward: C = 65537 is too large"));
+  CHECK_THROWS_WITH(rmsnorm_residual_forward(bx.data(), bdw.data(), rstd.data(), bx.data(), bx.data(), bw.data(),
+                                             NormArgs{1, huge}, nullptr),
+                    Catch::Contains("rmsnorm_residual_forward: C = 65537 is too large"));
 }

@@ -1,11 +1,13 @@
-// RoPE kernels in the emulator against the CPU reference (engine/cpu/ops.h), computed in double.
-// fp32: |x - ref| <= 1e-6 + 1e-5 |ref| element by element (the kernel's angles are double, its
-// rotation fp32: ~1e-7 expected). bf16: the FlashAttention rule, max error vs the fp64 reference at
+// RoPE kernels in the emulator against the CPU reference (engine/cpu/ops.h), computed in double
+// with exact angles (no table). fp32: |x - ref| <= 1e-6 + 1e-5 |ref| element by element (the
+// kernel's cos and sin are the double values rounded once to fp32 (cpu::rope_table), its rotation
+// fp32: a few 1e-7 expected). bf16: the FlashAttention rule, max error vs the fp64 reference at
 // most 2x that of a naive bf16 implementation (bf16 storage, fp32 angles and math, as Hugging Face
 // computes it) + 1e-6.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "engine/cpu/ops.h"
 #include "engine/base/error.h"
@@ -24,17 +26,26 @@ struct RopeCase {
   uint64_t seed;
 };
 
-// Rows of `heads + extra_heads` heads plus 3 padding columns, so ld is odd and the rotation must
-// stop at `heads`.
+// Rows of `heads + extra_heads` heads plus `pad` padding columns (3: ld is odd, the scalar path;
+// 0 with D % 16 == 0: the vector path), so the rotation must stop at `heads`; the cos/sin table of
+// the 4096 positions drawn from.
 struct RopeData {
   int ld;
   KernelVector<int32_t> positions;
   KernelVector<float> x;
+  KernelVector<float> table;
+  RopeArgs args;
 };
 
-RopeData make_rope_data(const RopeCase& c) {
+constexpr int kTablePositions = 4096;
+
+RopeData make_rope_data(const RopeCase& c, int pad = 3) {
   RopeData r;
-  r.ld = (c.heads + c.extra_heads) * c.D + 3;
+  r.ld = (c.heads + c.extra_heads) * c.D + pad;
+  r.args.N = c.N, r.args.heads = c.heads, r.args.D = c.D, r.args.ld = r.ld, r.args.P = kTablePositions;
+  r.args.theta = c.theta;
+  r.table.resize(size_t(kTablePositions) * c.D);
+  cpu::rope_table(r.table.data(), r.args);
   std::mt19937_64 rng(c.seed);
   std::uniform_int_distribution<int32_t> pos(0, 4095);
   r.positions.resize(c.N);
@@ -46,8 +57,8 @@ RopeData make_rope_data(const RopeCase& c) {
 
 KernelVector<double> reference(const RopeData& r, const RopeCase& c, bool backward) {
   KernelVector<double> y(r.x.begin(), r.x.end());
-  if (backward) cpu::rope_backward(y.data(), r.positions.data(), c.N, c.heads, c.D, r.ld, c.theta);
-  else cpu::rope_forward(y.data(), r.positions.data(), c.N, c.heads, c.D, r.ld, c.theta);
+  if (backward) cpu::rope_backward(y.data(), r.positions.data(), nullptr, r.args);
+  else cpu::rope_forward(y.data(), r.positions.data(), nullptr, r.args);
   return y;
 }
 
@@ -76,19 +87,26 @@ const RopeCase kCases[] = {
     {97, 6, 2, 64, 500000.0f, 3},      // Llama 3 theta, GQA-like q+k heads
     {33, 3, 0, 128, 10000.0f, 4},      // largest usual head dim
     {1025, 2, 1, 16, 10000.0f, 5},     // many rows
+    {7, 2, 2, 256, 1000000.0f, 6},     // the largest head dim (Gemma's 256), Qwen2's theta
+    {97, 4, 0, 64, 10000.0f, 7},       // GPT-NeoX-like D 64
 };
+
+// Each case on the scalar path (odd ld) and, where D % 16 == 0, the 16-byte vector path (ld a
+// multiple of the pack).
+std::vector<int> pads_of(const RopeCase& c) { return c.D % 16 == 0 ? std::vector<int>{3, 0} : std::vector<int>{3}; }
 
 }  // namespace
 
 TEST_CASE("rope fp32: forward and backward match the CPU reference, other columns untouched", "[kernels][rope]") {
-  for (const RopeCase& c : kCases) {
-    INFO("N=" << c.N << " heads=" << c.heads << " D=" << c.D << " theta=" << c.theta << " seed=" << c.seed);
-    const RopeData r = make_rope_data(c);
+  for (const RopeCase& c : kCases)
+  for (int pad : pads_of(c)) {
+    INFO("N=" << c.N << " heads=" << c.heads << " D=" << c.D << " pad=" << pad << " theta=" << c.theta << " seed=" << c.seed);
+    const RopeData r = make_rope_data(c, pad);
     for (bool backward : {false, true}) {
       INFO((backward ? "backward" : "forward"));
       KernelVector<float> y = r.x;
-      if (backward) rope_backward(y.data(), r.positions.data(), c.N, c.heads, c.D, r.ld, c.theta, nullptr);
-      else rope_forward(y.data(), r.positions.data(), c.N, c.heads, c.D, r.ld, c.theta, nullptr);
+      if (backward) rope_backward(y.data(), r.positions.data(), r.table.data(), r.args, nullptr);
+      else rope_forward(y.data(), r.positions.data(), r.table.data(), r.args, nullptr);
       const KernelVector<double> ref = reference(r, c, backward);
       double err = 0;
       for (size_t i = 0; i < ref.size(); ++i) err = std::max(err, std::abs(y[i] - ref[i]));
@@ -102,7 +120,7 @@ TEST_CASE("rope fp32: forward and backward match the CPU reference, other column
       CHECK(changed_rows == 0);
       if (backward) {
         // The backward is the inverse: forward after backward gives x back.
-        rope_forward(y.data(), r.positions.data(), c.N, c.heads, c.D, r.ld, c.theta, nullptr);
+        rope_forward(y.data(), r.positions.data(), r.table.data(), r.args, nullptr);
         require_close("forward(backward(x))", y, r.x, 1e-6, 1e-5);
       }
     }
@@ -110,16 +128,17 @@ TEST_CASE("rope fp32: forward and backward match the CPU reference, other column
 }
 
 TEST_CASE("rope bf16: at most twice the error of a naive bf16 implementation", "[kernels][rope]") {
-  for (const RopeCase& c : kCases) {
-    INFO("N=" << c.N << " heads=" << c.heads << " D=" << c.D << " theta=" << c.theta << " seed=" << c.seed);
-    RopeData r = make_rope_data(c);
+  for (const RopeCase& c : kCases)
+  for (int pad : pads_of(c)) {
+    INFO("N=" << c.N << " heads=" << c.heads << " D=" << c.D << " pad=" << pad << " theta=" << c.theta << " seed=" << c.seed);
+    RopeData r = make_rope_data(c, pad);
     for (auto& v : r.x) v = __bfloat162float(__float2bfloat16(v));  // the inputs are bf16 values
     for (bool backward : {false, true}) {
       INFO((backward ? "backward" : "forward"));
       KernelVector<bf16> y(r.x.size());
       for (size_t i = 0; i < y.size(); ++i) y[i] = __float2bfloat16(r.x[i]);
-      if (backward) rope_backward(y.data(), r.positions.data(), c.N, c.heads, c.D, r.ld, c.theta, nullptr);
-      else rope_forward(y.data(), r.positions.data(), c.N, c.heads, c.D, r.ld, c.theta, nullptr);
+      if (backward) rope_backward(y.data(), r.positions.data(), r.table.data(), r.args, nullptr);
+      else rope_forward(y.data(), r.positions.data(), r.table.data(), r.args, nullptr);
       KernelVector<float> got(y.size());
       for (size_t i = 0; i < y.size(); ++i) got[i] = __bfloat162float(y[i]);
       const KernelVector<double> ref = reference(r, c, backward);
@@ -132,19 +151,52 @@ TEST_CASE("rope bf16: at most twice the error of a naive bf16 implementation", "
   }
 }
 
+// The table: row p holds cos, then sin, of p * theta^(-2j/D), the double values rounded once.
+TEST_CASE("rope: the cos/sin table and positions outside it", "[kernels][rope]") {
+  RopeArgs a;
+  a.N = 3, a.heads = 1, a.D = 8, a.ld = 8, a.P = 5, a.theta = 10000.0f;
+  KernelVector<float> table(size_t(a.P) * a.D);
+  cpu::rope_table(table.data(), a);
+  for (int p = 0; p < a.P; ++p)
+    for (int j = 0; j < a.D / 2; ++j) {
+      const double angle = p * std::pow(10000.0, -2.0 * j / a.D);
+      CHECK(table[p * a.D + j] == static_cast<float>(std::cos(angle)));
+      CHECK(table[p * a.D + a.D / 2 + j] == static_cast<float>(std::sin(angle)));
+    }
+  // A position outside [0, P): NaN in the kernel (it cannot throw), an error in the reference.
+  KernelVector<int32_t> pos = {4, 5, -1};
+  KernelVector<float> x(size_t(a.N) * a.ld, 1.0f);
+  rope_forward(x.data(), pos.data(), table.data(), a, nullptr);
+  for (int d = 0; d < a.D; ++d) {
+    INFO("d=" << d);
+    CHECK(std::isfinite(x[d]));
+    CHECK(std::isnan(x[a.ld + d]));
+    CHECK(std::isnan(x[2 * a.ld + d]));
+  }
+  std::vector<double> xd(size_t(a.N) * a.ld, 1.0);
+  CHECK_THROWS_WITH(cpu::rope_forward(xd.data(), pos.data(), table.data(), a),
+                    Catch::Contains("position 5 at row 1 is outside the cos/sin table's [0, 5)"));
+}
+
 TEST_CASE("rope: bad shapes are errors naming the op and the argument", "[kernels][rope]") {
-  KernelVector<float> x(64, 0.0f);
+  KernelVector<float> x(64, 0.0f), table(256 * 8, 0.0f);
   KernelVector<int32_t> pos(4, 0);
-  auto fwd = [&](int N, int heads, int D, int ld, float theta) {
-    rope_forward(x.data(), pos.data(), N, heads, D, ld, theta, nullptr);
+  auto fwd = [&](int N, int heads, int D, int ld, int P) {
+    RopeArgs a;
+    a.N = N, a.heads = heads, a.D = D, a.ld = ld, a.P = P;
+    rope_forward(x.data(), pos.data(), table.data(), a, nullptr);
   };
-  CHECK_THROWS_WITH(fwd(4, 1, 3, 16, 1e4f), Catch::Contains("rope_forward") && Catch::Contains("head dim D"));
-  CHECK_THROWS_WITH(fwd(4, 1, 258, 300, 1e4f), Catch::Contains("head dim D"));
-  CHECK_THROWS_WITH(fwd(4, 2, 8, 15, 1e4f), Catch::Contains("row stride ld"));
-  CHECK_THROWS_WITH(fwd(4, 0, 8, 16, 1e4f), Catch::Contains("heads"));
-  CHECK_THROWS_WITH(fwd(-1, 1, 8, 16, 1e4f), Catch::Contains("N (rows)"));
-  CHECK_THROWS_WITH(fwd(4, 1, 8, 16, 0.0f), Catch::Contains("theta"));
-  CHECK_THROWS_WITH(rope_backward(x.data(), nullptr, 4, 1, 8, 16, 1e4f, nullptr),
+  CHECK_THROWS_WITH(fwd(4, 1, 3, 16, 8), Catch::Contains("rope_forward") && Catch::Contains("head dim D"));
+  CHECK_THROWS_WITH(fwd(4, 1, 258, 300, 8), Catch::Contains("head dim D"));
+  CHECK_THROWS_WITH(fwd(4, 2, 8, 15, 8), Catch::Contains("row stride ld"));
+  CHECK_THROWS_WITH(fwd(4, 0, 8, 16, 8), Catch::Contains("heads"));
+  CHECK_THROWS_WITH(fwd(-1, 1, 8, 16, 8), Catch::Contains("N (rows)"));
+  CHECK_THROWS_WITH(fwd(4, 1, 8, 16, 0), Catch::Contains("the cos/sin table needs at least one position"));
+  RopeArgs a;
+  a.N = 4, a.heads = 1, a.D = 8, a.ld = 16, a.P = 8;
+  CHECK_THROWS_WITH(rope_backward(x.data(), nullptr, table.data(), a, nullptr),
                     Catch::Contains("rope_backward") && Catch::Contains("positions"));
-  CHECK_NOTHROW(fwd(0, 1, 8, 16, 1e4f));  // no rows: nothing to do
+  CHECK_THROWS_WITH(rope_backward(x.data(), pos.data(), nullptr, a, nullptr),
+                    Catch::Contains("rope_backward") && Catch::Contains("table"));
+  CHECK_NOTHROW(fwd(0, 1, 8, 16, 8));  // no rows: nothing to do
 }
