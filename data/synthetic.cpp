@@ -196,9 +196,25 @@ SynthSet make_synthetic(const SynthOptions& o) {
   }
   std::vector<std::vector<Phrasing>> phrasings;
   for (const Family& f : fams) phrasings.push_back(synthetic_phrasings(f.name));
+  // The order families take turns in: round r of the cycle holds every family of weight > r, so
+  // weights (2, 2, 1, 1, 1, 1) give 0 1 2 3 4 5 0 1, and equal weights 0 1 2 3 4 5.
+  std::vector<int> weight(fams.size(), 1);
+  for (const auto& [task, w] : o.mix) {
+    const auto at = std::find_if(fams.begin(), fams.end(), [&](const Family& f) { return f.name == task; });
+    IFT_CHECK(at != fams.end(), "synthetic: mix names unknown task '", task, "'");
+    IFT_CHECK(w >= 0, "synthetic: mix weight of '", task, "' must be non-negative, got ", w);
+    weight[static_cast<size_t>(at - fams.begin())] = w;
+  }
+  std::vector<size_t> train_cycle, even_cycle;
+  for (int r = 0; r < *std::max_element(weight.begin(), weight.end()); ++r)
+    for (size_t fi = 0; fi < fams.size(); ++fi)
+      if (weight[fi] > r) train_cycle.push_back(fi);
+  IFT_CHECK(!train_cycle.empty() || o.train == 0, "synthetic: every task has mix weight 0");
+  for (size_t fi = 0; fi < fams.size(); ++fi) even_cycle.push_back(fi);
   auto make = [&](int64_t n, bool eval, std::vector<TaskExample>& out) {
+    const std::vector<size_t>& cycle = eval ? even_cycle : train_cycle;
     for (int64_t k = 0; k < n; ++k) {
-      const size_t fi = static_cast<size_t>(k) % fams.size();
+      const size_t fi = cycle[static_cast<size_t>(k) % cycle.size()];
       std::vector<const Phrasing*> pool;
       for (const Phrasing& p : phrasings[fi])
         if (p.held_out == eval) pool.push_back(&p);

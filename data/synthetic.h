@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "data/template.h"
@@ -28,6 +29,9 @@ struct SynthOptions {
   // The families, in this order; empty: the demo's (synthetic_task_names). An unknown name is an
   // error listing synthetic_all_task_names().
   std::vector<std::string> tasks;
+  // Relative share of each family in the training examples, by task name; a family not named has
+  // weight 1, so the default is an even spread. The evaluation examples are always spread evenly.
+  std::vector<std::pair<std::string, int>> mix;
 };
 
 struct SynthSet {
@@ -45,7 +49,8 @@ struct Phrasing {
 };
 std::vector<Phrasing> synthetic_phrasings(const std::string& task);
 
-// Examples spread evenly over the families, deterministic in the seed.
+// Training examples spread over the families by `mix` (evenly by default), evaluation examples
+// evenly; deterministic in the seed. With all weights 1 the families simply take turns.
 SynthSet make_synthetic(const SynthOptions& options);
 
 // Writes records as JSON lines ({"instruction","input","output","task"}), atomically.

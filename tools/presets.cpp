@@ -23,7 +23,8 @@ ModelConfig model_config_or_preset(const std::string& name) {
          {"n_positions", 1024}};
   else if (name == "llama-demo")  // the README demo's model (configs/demo.yaml)
     j = {{"model_type", "llama"}, {"vocab_size", 1024}, {"hidden_size", 128}, {"num_hidden_layers", 4},
-         {"num_attention_heads", 4}, {"intermediate_size", 352}, {"max_position_embeddings", 1024}};
+         {"num_attention_heads", 4}, {"intermediate_size", 352}, {"max_position_embeddings", 1024},
+         {"tie_word_embeddings", true}};
   else if (name == "tinyllama-1.1b")  // TinyLlama-1.1B's shapes (GQA 32/4)
     j = {{"model_type", "llama"}, {"vocab_size", 32000}, {"hidden_size", 2048}, {"num_hidden_layers", 22},
          {"num_attention_heads", 32}, {"num_key_value_heads", 4}, {"intermediate_size", 5632},

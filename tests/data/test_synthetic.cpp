@@ -136,6 +136,56 @@ TEST_CASE("synthetic: the max task only when asked for, tasks chosen by name, an
                                            Catch::Contains("count, extract, max"));
 }
 
+TEST_CASE("synthetic: the training mix weights the tasks, eval stays even, equal weights change nothing",
+          "[synthetic]") {
+  SynthOptions o;
+  o.train = 803;  // 100 cycles of 8 and 3 more
+  o.eval = 61;
+  o.seed = 5;
+  const SynthSet even = make_synthetic(o);
+  o.mix = {{"uppercase", 2}, {"reverse", 2}};
+  const SynthSet s = make_synthetic(o);
+  REQUIRE(s.train.size() == 803);
+  std::map<std::string, int> per_task, per_eval;
+  for (const TaskExample& e : s.train) {
+    CHECK(solve(e) == e.output);
+    ++per_task[e.task];
+  }
+  CHECK(per_task["reverse"] == 201);  // the cycle is reverse uppercase sort add count extract reverse uppercase
+  CHECK(per_task["uppercase"] == 201);
+  CHECK(per_task["sort"] == 101);
+  for (const char* t : {"add", "count", "extract"}) CHECK(per_task[t] == 100);
+  CHECK(s.train[6].task == "reverse");
+  CHECK(s.train[7].task == "uppercase");
+  for (const TaskExample& e : s.eval) ++per_eval[e.task];
+  for (const auto& [task, n] : per_eval) CHECK((n == 10 || n == 11));
+
+  // All weights 1 is the default: the same examples, bit for bit.
+  o.mix.clear();
+  for (const std::string& t : synthetic_task_names()) o.mix.emplace_back(t, 1);
+  const SynthSet same = make_synthetic(o);
+  REQUIRE(same.train.size() == even.train.size());
+  for (size_t i = 0; i < same.train.size(); ++i) {
+    CHECK(same.train[i].input == even.train[i].input);
+    CHECK(same.train[i].instruction == even.train[i].instruction);
+  }
+  CHECK(same.eval.back().input == even.eval.back().input);
+
+  // A weight of 0 leaves a task out of training, not out of evaluation.
+  o.mix = {{"add", 0}};
+  const SynthSet no_add = make_synthetic(o);
+  CHECK(std::none_of(no_add.train.begin(), no_add.train.end(), [](const TaskExample& e) { return e.task == "add"; }));
+  CHECK(std::any_of(no_add.eval.begin(), no_add.eval.end(), [](const TaskExample& e) { return e.task == "add"; }));
+
+  o.mix = {{"juggle", 2}};
+  CHECK_THROWS_WITH(make_synthetic(o), Catch::Contains("'juggle'"));
+  o.mix = {{"sort", -1}};
+  CHECK_THROWS_WITH(make_synthetic(o), Catch::Contains("'sort'") && Catch::Contains("-1"));
+  o.mix.clear();
+  for (const std::string& t : synthetic_task_names()) o.mix.emplace_back(t, 0);
+  CHECK_THROWS_WITH(make_synthetic(o), Catch::Contains("weight 0"));
+}
+
 TEST_CASE("synthetic: JSONL round trip, bad lines named by FILE:LINE", "[synthetic]") {
   const auto dir = test::temp_dir("synthetic");
   SynthOptions o;
