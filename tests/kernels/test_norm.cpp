@@ -298,7 +298,7 @@ TEST_CASE("norm kernels: rmsnorm backward, dx with and without dres, dweight +="
 // Wide rows: a block per row in both passes, 32 channels a thread up to C = 32768 and 64 above
 // (40000). The baselines keep their shared-memory column sums: past the 48 KiB a block gets without
 // opting in (6145: odd, the scalar path; 12300 RMSNorm; 29040, LayerNorm's largest C on sm_90).
-TEST_CASE("norm kernels: wide rows, a block per row; the baselines past the 48 KiB shared-memory line", "[kernels][norm]") {
+TEST_CASE("norm kernels: wide rows, a block per row - the baselines past the 48 KiB shared-memory line", "[kernels][norm]") {
   check_norm_backward<float>(false, true, 3, 6144, 1100);
   check_norm_backward<bf16>(false, false, 2, 6145, 1101);
   check_norm_backward<float>(true, true, 3, 12300, 1102);
