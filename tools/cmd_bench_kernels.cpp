@@ -428,12 +428,12 @@ void bench_fused_linear_cross_entropy(Bench& b, const char* dt, int N, int C, in
     const double held = double(free_before) - double(free_after);
     const auto forward_rows = [&](int a, int n) {  // logits and the loss alone, as the engine's forward
       gemm_nt(b, logits, x + size_t(a) * C, w, n, Vp, C, 0.0f);
-      cross_entropy_forward(loss, nullptr, logits, tgt + a, n, V, Vp, float(N), scratch, sb, b.stream);
+      cross_entropy_forward({n, V, Vp, double(N)}, loss, static_cast<T*>(nullptr), logits, tgt + a, scratch, sb, b.stream);
     };
     const auto backward_rows = [&](int a, int n, bool again) {  // again: the forward GEMM once more (fused)
       const T* xa = x + size_t(a) * C;
       if (again) gemm_nt(b, logits, xa, w, n, Vp, C, 0.0f);
-      cross_entropy_forward(loss, logits, logits, tgt + a, n, V, Vp, float(N), scratch, sb, b.stream);
+      cross_entropy_forward({n, V, Vp, double(N)}, loss, logits, logits, tgt + a, scratch, sb, b.stream);
       const float one = 1, zero = 0;
       constexpr cudaDataType_t in = std::is_same_v<T, float> ? CUDA_R_32F : CUDA_R_16BF;
       // dx (n, C) = dlogits (n, Vp) . W (Vp, C): column-major dx^T = W^T . dlogits^T
