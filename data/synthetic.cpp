@@ -199,7 +199,9 @@ SynthSet make_synthetic(const SynthOptions& o) {
   // The order families take turns in: round r of the cycle holds every family of weight > r, so
   // weights (2, 2, 1, 1, 1, 1) give 0 1 2 3 4 5 0 1, and equal weights 0 1 2 3 4 5.
   std::vector<int> weight(fams.size(), 1);
-  for (const auto& [task, w] : o.mix) {
+  for (const auto& entry : o.mix) {
+    const std::string& task = entry.first;  // not a structured binding: clang 14 cannot capture one
+    const int w = entry.second;
     const auto at = std::find_if(fams.begin(), fams.end(), [&](const Family& f) { return f.name == task; });
     IFT_CHECK(at != fams.end(), "synthetic: mix names unknown task '", task, "'");
     IFT_CHECK(w >= 0, "synthetic: mix weight of '", task, "' must be non-negative, got ", w);
