@@ -5,6 +5,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git
   libopenblas-openmp-dev     # GEMM for the cpu backend (the OpenMP build: one thread pool)
+  libdnnl2                   # oneDNN: the cpu backend's fp32 GEMM where present (engine/cpu/blas.h)
   libboost-context-dev       # fibers of the SIMT emulator
   nlohmann-json3-dev         # safetensors headers, configs, data readers
   libyaml-cpp-dev            # training configs, custom chat templates

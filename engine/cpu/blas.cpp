@@ -75,6 +75,12 @@ CpuFeatures cpu_features() {
 
 // ---- OpenBLAS's kernels -----------------------------------------------------------------------
 
+namespace {
+using DnnlSgemm = int (*)(char, char, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
+                          float, float*, int64_t);
+DnnlSgemm onednn_in_use();
+}  // namespace
+
 const char* openblas_core_for(const CpuFeatures& f) {
   const bool amd = f.vendor == "AuthenticAMD" || f.vendor == "HygonGenuine";
   if (f.amx) return "SapphireRapids";  // libraries without it fall back to Cooperlake (use_best_core)
@@ -141,8 +147,32 @@ std::string feature_list(const CpuFeatures& f) {
   return s.empty() ? "SSE only" : s;
 }
 
+// oneDNN, looked up at run time (Debian's libdnnl2; no headers needed): dnnl_sgemm is row-major,
+// takes 'N'/'T', and returns a dnnl_status_t (0: success).
+struct Onednn {
+  DnnlSgemm sgemm = nullptr;
+  std::string version;  // "2.6.3"
+};
+const Onednn& onednn_library() {
+  static const Onednn lib = [] {
+    Onednn o;
+    void* h = dlopen("libdnnl.so.2", RTLD_NOW | RTLD_LOCAL);
+    if (!h) return o;
+    o.sgemm = reinterpret_cast<DnnlSgemm>(dlsym(h, "dnnl_sgemm"));
+    struct Version {
+      int major, minor, patch;
+    };
+    if (const auto version = reinterpret_cast<const Version* (*)()>(dlsym(h, "dnnl_version")))
+      if (const Version* v = version())
+        o.version = std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
+    return o;
+  }();
+  return lib;
+}
+
 GemmKernels choose_kernels() {
   GemmKernels k;
+  k.fp32 = onednn_library().sgemm ? "oneDNN" : "OpenBLAS";
   const std::string config = openblas_get_config();
   k.library = "OpenBLAS " + config.substr(config.find(' ') + 1, config.find(' ', 9) - config.find(' ') - 1);
   k.library += config.find("USE_OPENMP") != std::string::npos ? " (OpenMP" : " (";
@@ -180,14 +210,29 @@ GemmKernels& kernels_state() {
 // inside the library; gemm_kernels() covers callers that run earlier, from other initialisers.
 const bool chosen_at_start = (kernels_state(), true);
 
+DnnlSgemm onednn_in_use() { return kernels_state().fp32 == "oneDNN" ? onednn_library().sgemm : nullptr; }
+
 }  // namespace
 
 const GemmKernels& gemm_kernels() { return kernels_state(); }
 
+bool onednn_available() { return onednn_library().sgemm != nullptr; }
+
 std::string gemm_kernels_line() {
   const GemmKernels& k = gemm_kernels();
-  return "GEMM: " + k.library + ", " + k.core + " kernels (" + k.chosen + "; CPU: " + feature_list(cpu_features()) +
-         ")";
+  const std::string openblas = k.library + ", " + k.core + " kernels (" + k.chosen + ")";
+  const std::string cpu = "; CPU: " + feature_list(cpu_features());
+  if (k.fp32 == "oneDNN")
+    return "GEMM: fp32 oneDNN " + onednn_library().version + " dnnl_sgemm (its kernels for this CPU), fp64 " + openblas +
+           cpu;
+  return "GEMM: " + openblas + cpu + (onednn_available() ? "" : "; oneDNN (libdnnl.so.2) not installed");
+}
+
+void use_fp32_gemm(const std::string& library) {
+  IFT_CHECK(library == "oneDNN" || library == "OpenBLAS", "unknown GEMM library '", library,
+            "' (oneDNN or OpenBLAS)");
+  IFT_CHECK(library == "OpenBLAS" || onednn_available(), "oneDNN (libdnnl.so.2 with dnnl_sgemm) is not installed");
+  kernels_state().fp32 = library;
 }
 
 std::string use_openblas_core(const std::string& core) {
@@ -218,6 +263,12 @@ namespace {
 
 void library_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda, const float* b,
                   int ldb, float beta, float* c, int ldc) {
+  if (const DnnlSgemm sgemm = onednn_in_use()) {
+    const int status = sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    IFT_CHECK(status == 0, "oneDNN's dnnl_sgemm failed (status ", status, ") on ", m, "x", n, "x", k, " with lda ", lda,
+              ", ldb ", ldb, ", ldc ", ldc);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda,
               b, ldb, beta, c, ldc);
 }

@@ -1,5 +1,10 @@
-// The cpu backend's GEMM and thread count: which kernels the BLAS runs, how a GEMM is split among
-// threads, and the machine's fp32 peak that a benchmark compares with.
+// The cpu backend's GEMM and thread count: which library and kernels run it, how a GEMM is split
+// among threads, and the machine's fp32 peak that a benchmark compares with.
+//
+// Library. fp32 GEMMs run oneDNN's dnnl_sgemm where Debian's libdnnl2 is installed (looked up at
+// run time: libdnnl.so.2), OpenBLAS's otherwise; fp64 always runs OpenBLAS. oneDNN generates its
+// kernels for the CPU it finds, and measured 1.2-1.5x OpenBLAS's best kernels on the small-K GEMMs of
+// small models, and at least as fast on large ones (docs/benchmarks.md).
 //
 // Kernels. Debian's OpenBLAS is built for every x86-64 CPU (DYNAMIC_ARCH) and picks its kernels
 // from the CPU's family and model when it is loaded, before main. A CPU newer than the library
@@ -39,15 +44,22 @@ CpuFeatures cpu_features();
 const char* openblas_core_for(const CpuFeatures& f);
 int openblas_core_rank(const std::string& core);
 
-// The GEMM library and kernels in use (chosen on first call, which every GEMM makes).
+// The GEMM libraries and kernels in use (chosen on first call, which every GEMM makes).
 struct GemmKernels {
-  std::string library;  // e.g. "OpenBLAS 0.3.21 (OpenMP, DYNAMIC_ARCH)"
+  std::string fp32;     // the library of fp32 GEMMs: "oneDNN" or "OpenBLAS"
+  std::string library;  // OpenBLAS (fp64, and fp32 without oneDNN), e.g. "OpenBLAS 0.3.21 (OpenMP, DYNAMIC_ARCH)"
   std::string core;     // the kernel set in use, e.g. "Zen"
   std::string chosen;   // why: "OpenBLAS's own choice", "switched from Prescott", "OPENBLAS_CORETYPE"
 };
 const GemmKernels& gemm_kernels();
-// One line for logs: "GEMM: OpenBLAS 0.3.21 ..., Zen kernels (OpenBLAS's own choice; CPU: AVX2 FMA)".
+// One line for logs: "GEMM: fp32 oneDNN 2.6.3 dnnl_sgemm ..., fp64 OpenBLAS 0.3.21 ..., Zen kernels
+// (OpenBLAS's own choice); CPU: AVX FMA AVX2".
 std::string gemm_kernels_line();
+
+// Whether libdnnl.so.2 (with dnnl_sgemm) loads; and a switch of the fp32 library ("oneDNN" or
+// "OpenBLAS") for tests and benchmarks. Not while another thread runs a GEMM.
+bool onednn_available();
+void use_fp32_gemm(const std::string& library);
 
 // Switches OpenBLAS to a kernel set by name (what OPENBLAS_CORETYPE takes) and returns the core
 // now in use; for tests and benchmarks. ift::Error when the library cannot switch or the CPU lacks

@@ -38,7 +38,7 @@ std::string template_fingerprint(const Template& t) {
                                &t.assistant_suffix, &t.turn_separator, &t.jinja, &t.bos_token, &t.eos_token})
     s.append("\x1f").append(*f);
   for (const std::string& sp : t.special_tokens) s.append("\x1e").append(sp);
-  s.append(t.system_in_first_user ? "\x1d1" : "\x1d0");
+  s.append(t.system_in_first_user ? "\x1d" "1" : "\x1d" "0");  // "\x1d1" would be one (too large) escape
   return s;
 }
 

@@ -79,6 +79,34 @@ TEST_CASE("switching kernels at run time works, and refuses what the CPU cannot 
   CHECK(use_openblas_core(chosen) == chosen);
 }
 
+TEST_CASE("fp32 GEMMs run oneDNN where it is installed, OpenBLAS otherwise, and both give the product", "[blas]") {
+  const GemmKernels& k = gemm_kernels();
+  INFO(gemm_kernels_line());
+  CHECK(k.fp32 == (onednn_available() ? "oneDNN" : "OpenBLAS"));
+  CHECK(gemm_kernels_line().find(onednn_available() ? "fp32 oneDNN" : "OpenBLAS") != std::string::npos);
+  const std::string saved = k.fp32;
+  // (2x3) x (3x2), with alpha, beta and each transpose: every path of the call.
+  const std::vector<float> a = {1, 2, 3, 4, 5, 6}, at = {1, 4, 2, 5, 3, 6};
+  const std::vector<float> b = {1, 0, 0, 1, 1, 1}, bt = {1, 0, 1, 0, 1, 1};
+  for (const char* library : {"oneDNN", "OpenBLAS"}) {
+    if (std::string(library) == "oneDNN" && !onednn_available()) {
+      CHECK_THROWS_AS(use_fp32_gemm(library), Error);
+      continue;
+    }
+    INFO(library);
+    use_fp32_gemm(library);
+    for (int t = 0; t < 4; ++t) {
+      const bool ta = t & 1, tb = t & 2;
+      std::vector<float> c = {1, 1, 1, 1};
+      gemm(ta, tb, 2, 2, 3, 2.0f, ta ? at.data() : a.data(), ta ? 2 : 3, tb ? bt.data() : b.data(), tb ? 3 : 2, 0.5f,
+           c.data(), 2);
+      CHECK(c == std::vector<float>{8.5f, 10.5f, 20.5f, 22.5f});
+    }
+  }
+  CHECK_THROWS_AS(use_fp32_gemm("MKL"), Error);
+  use_fp32_gemm(saved);
+}
+
 TEST_CASE("the machine peak is lanes x 2 x FMA units x clock x threads", "[blas]") {
   const MachinePeak p = machine_peak(2);
   const CpuFeatures f = cpu_features();

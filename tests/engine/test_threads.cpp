@@ -1,7 +1,8 @@
 // The cpu backend gives the same bits on any thread count: the GEMM (fixed tiles of single-threaded
 // library calls, engine/cpu/blas.h) and every reduction (fixed chunks, engine/cpu/ops.cpp). Three
 // training steps at 1, 2 and 3 threads must leave bitwise equal weights, on both families, with
-// shapes large enough that every parallel region and the GEMM tiling are entered.
+// shapes large enough that every parallel region and the GEMM tiling are entered; with each fp32
+// GEMM library the machine has (oneDNN, OpenBLAS).
 #include <omp.h>
 
 #include <cstring>
@@ -70,19 +71,36 @@ std::vector<float> train_three_steps(const ModelConfig& config, int threads) {
   return model.params_to_host();
 }
 
+// Runs `body` once per fp32 GEMM library this machine has (oneDNN where installed, and OpenBLAS),
+// then restores the library of the process.
+template <class F>
+void for_each_fp32_library(F body) {
+  const std::string saved = cpu::gemm_kernels().fp32;
+  std::vector<std::string> libraries = {"OpenBLAS"};
+  if (cpu::onednn_available()) libraries.insert(libraries.begin(), "oneDNN");
+  for (const std::string& library : libraries) {
+    INFO("fp32 GEMM: " << library);
+    cpu::use_fp32_gemm(library);
+    body();
+  }
+  cpu::use_fp32_gemm(saved);
+}
+
 void check_thread_independent(const ModelConfig& config) {
   const int saved = omp_get_max_threads();
-  const std::vector<float> one = train_three_steps(config, 1);
-  for (int threads : {2, 3}) {
-    const std::vector<float> many = train_three_steps(config, threads);
-    REQUIRE(many.size() == one.size());
-    size_t differ = 0, first = 0;
-    for (size_t i = 0; i < one.size(); ++i)
-      if (std::memcmp(&one[i], &many[i], sizeof(float)) != 0 && differ++ == 0) first = i;
-    INFO("threads " << threads << ": " << differ << " of " << one.size() << " weights differ from one thread's"
-                    << (differ ? ", the first at flat index " + std::to_string(first) : std::string()));
-    CHECK(differ == 0);
-  }
+  for_each_fp32_library([&] {
+    const std::vector<float> one = train_three_steps(config, 1);
+    for (int threads : {2, 3}) {
+      const std::vector<float> many = train_three_steps(config, threads);
+      REQUIRE(many.size() == one.size());
+      size_t differ = 0, first = 0;
+      for (size_t i = 0; i < one.size(); ++i)
+        if (std::memcmp(&one[i], &many[i], sizeof(float)) != 0 && differ++ == 0) first = i;
+      INFO("threads " << threads << ": " << differ << " of " << one.size() << " weights differ from one thread's"
+                      << (differ ? ", the first at flat index " + std::to_string(first) : std::string()));
+      CHECK(differ == 0);
+    }
+  });
   use_threads(saved);
 }
 
@@ -109,6 +127,7 @@ TEST_CASE("the tiled GEMM is thread-independent and matches a double reference",
   // Awkward sizes; the larger ones are cut into tiles, the smallest is one call.
   const Case cases[] = {{false, true, 97, 1025, 33},  {false, false, 320, 1500, 96}, {true, false, 96, 1500, 320},
                         {true, true, 513, 257, 129}, {false, true, 20, 30, 40},      {false, true, 1000, 2000, 64}};
+  for_each_fp32_library([&] {
   for (const Case& c : cases) {
     const uint32_t seed = 11u * c.m + c.n;
     std::mt19937 rng(seed);
@@ -143,5 +162,6 @@ TEST_CASE("the tiled GEMM is thread-independent and matches a double reference",
       }
     }
   }
+  });
   use_threads(saved);
 }

@@ -4,7 +4,8 @@
 //   ift_bench_sgemm [--threads K] [--rounds R] [--shape MxNxK]...
 //
 // Candidates, each on the same row-major C = A B^T with A (M x K), B (N x K):
-//   ift            engine/cpu/blas.h's gemm: OpenBLAS's kernels (the set ift chose) on fixed tiles
+//   ift            engine/cpu/blas.h's gemm on fixed tiles: oneDNN's dnnl_sgemm (where installed), and
+//                  OpenBLAS's kernels (the set ift chose)
 //   openblas:CORE  one cblas_sgemm call, OpenBLAS's own threading, on each kernel set this CPU can run
 //   blis           BLIS's cblas_sgemm (Debian's libblis4-openmp), when installed
 //   dnnl           oneDNN's dnnl_sgemm (Debian's libdnnl2), when installed
@@ -76,11 +77,19 @@ int main(int argc, char** argv) {
   std::printf("CPU: %s (%s family %d model %d), %d threads\n%s\n", f.brand.c_str(), f.vendor.c_str(), f.family,
               f.model, threads, ift::cpu::gemm_kernels_line().c_str());
 
+  const std::string fp32 = ift::cpu::gemm_kernels().fp32;
+  const auto ift_gemm = [](const Shape& s, const float* a, const float* b, float* c) {
+    ift::cpu::gemm(false, true, s.m, s.n, s.k, 1.0f, a, s.k, b, s.k, 0.0f, c, s.n);
+  };
   std::vector<Candidate> cands;
-  cands.push_back({"ift (" + chosen + ", fixed tiles)", [chosen] { ift::cpu::use_openblas_core(chosen); },
-                   [](const Shape& s, const float* a, const float* b, float* c) {
-                     ift::cpu::gemm(false, true, s.m, s.n, s.k, 1.0f, a, s.k, b, s.k, 0.0f, c, s.n);
-                   }});
+  if (ift::cpu::onednn_available())
+    cands.push_back({"ift (oneDNN, fixed tiles)", [] { ift::cpu::use_fp32_gemm("oneDNN"); }, ift_gemm});
+  cands.push_back({"ift (" + chosen + ", fixed tiles)",
+                   [chosen] {
+                     ift::cpu::use_fp32_gemm("OpenBLAS");
+                     ift::cpu::use_openblas_core(chosen);
+                   },
+                   ift_gemm});
   const auto cblas = reinterpret_cast<CblasSgemm>(dlsym(RTLD_DEFAULT, "cblas_sgemm"));
   const int rank = ift::cpu::openblas_core_rank(ift::cpu::openblas_core_for(f));
   for (const char* core : {"Prescott", "Sandybridge", "Haswell", "Zen", "SkylakeX", "Cooperlake"}) {
@@ -134,6 +143,7 @@ int main(int argc, char** argv) {
     }
   }
   ift::cpu::use_openblas_core(chosen);
+  ift::cpu::use_fp32_gemm(fp32);
   const ift::cpu::MachinePeak p = ift::cpu::machine_peak(threads);
   std::printf("\nmachine peak: %d lanes x 2 x %d FMA units x %.2f GHz x %d threads = %.1f GFLOP/s\n", p.lanes,
               p.fma_units, p.clock_ghz, p.threads, p.gflops);
