@@ -1,7 +1,10 @@
 // ift_bench_sgemm: the fp32 GEMM candidates of this machine side by side, to choose and check the
 // cpu backend's GEMM (docs/benchmarks.md).
 //
-//   ift_bench_sgemm [--threads K] [--rounds R] [--shape MxNxK]...
+//   ift_bench_sgemm [--threads K] [--rounds R] [--shape MxNxK[:AB]]...
+//
+// AB: the transposes of A and B, n or t each (default nt: C = A B^T); a weight gradient of a linear
+// layer is tn (dW = dY^T X), an input gradient nn (dX = dY W).
 //
 // Candidates, each on the same row-major C = A B^T with A (M x K), B (N x K):
 //   ift            engine/cpu/blas.h's gemm on fixed tiles: oneDNN's dnnl_sgemm (where installed), and
@@ -18,6 +21,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
@@ -28,8 +32,13 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// C (m x n) = op(A) op(B) over k; ta/tb: A stored k x m, B stored n x k (the default, B^T, is how
+// a linear layer's forward multiplies), else A m x k, B k x n.
 struct Shape {
   int m, n, k;
+  bool ta = false, tb = true;
+  int lda() const { return ta ? m : k; }
+  int ldb() const { return tb ? k : n; }
 };
 
 using CblasSgemm = void (*)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*,
@@ -57,13 +66,16 @@ int main(int argc, char** argv) {
     else if (a == "--rounds" && i + 1 < argc) rounds = std::atoi(argv[++i]);
     else if (a == "--shape" && i + 1 < argc) {
       Shape s{};
-      if (std::sscanf(argv[++i], "%dx%dx%d", &s.m, &s.n, &s.k) != 3) {
-        std::fprintf(stderr, "--shape wants MxNxK, got %s\n", argv[i]);
+      char ab[3] = "nt";
+      const int got = std::sscanf(argv[++i], "%dx%dx%d:%2[nt]", &s.m, &s.n, &s.k, ab);
+      s.ta = ab[0] == 't', s.tb = ab[1] == 't';
+      if (got < 3 || (got == 3 && std::strchr(argv[i], ':'))) {
+        std::fprintf(stderr, "--shape wants MxNxK or MxNxK:AB (AB: nn, nt, tn or tt), got %s\n", argv[i]);
         return 2;
       }
       shapes.push_back(s);
     } else {
-      std::fprintf(stderr, "usage: %s [--threads K] [--rounds R] [--shape MxNxK]...\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--threads K] [--rounds R] [--shape MxNxK[:AB]]...\n", argv[0]);
       return 2;
     }
   }
@@ -79,7 +91,7 @@ int main(int argc, char** argv) {
 
   const std::string fp32 = ift::cpu::gemm_kernels().fp32;
   const auto ift_gemm = [](const Shape& s, const float* a, const float* b, float* c) {
-    ift::cpu::gemm(false, true, s.m, s.n, s.k, 1.0f, a, s.k, b, s.k, 0.0f, c, s.n);
+    ift::cpu::gemm(s.ta, s.tb, s.m, s.n, s.k, 1.0f, a, s.lda(), b, s.ldb(), 0.0f, c, s.n);
   };
   std::vector<Candidate> cands;
   if (ift::cpu::onednn_available())
@@ -96,7 +108,8 @@ int main(int argc, char** argv) {
     if (ift::cpu::openblas_core_rank(core) > rank) continue;
     cands.push_back({std::string("openblas:") + core, [core] { ift::cpu::use_openblas_core(core); },
                      [cblas](const Shape& s, const float* a, const float* b, float* c) {
-                       cblas(kRowMajor, kNoTrans, kTrans, s.m, s.n, s.k, 1.0f, a, s.k, b, s.k, 0.0f, c, s.n);
+                       cblas(kRowMajor, s.ta ? kTrans : kNoTrans, s.tb ? kTrans : kNoTrans, s.m, s.n, s.k, 1.0f, a,
+                             s.lda(), b, s.ldb(), 0.0f, c, s.n);
                      }});
   }
   if (void* h = open_library("/usr/lib/x86_64-linux-gnu/blis-openmp/libblis.so.4")) {
@@ -104,13 +117,15 @@ int main(int argc, char** argv) {
     if (auto set = reinterpret_cast<void (*)(long)>(dlsym(h, "bli_thread_set_num_threads"))) set(threads);
     if (sgemm)
       cands.push_back({"blis", [] {}, [sgemm](const Shape& s, const float* a, const float* b, float* c) {
-                         sgemm(kRowMajor, kNoTrans, kTrans, s.m, s.n, s.k, 1.0f, a, s.k, b, s.k, 0.0f, c, s.n);
+                         sgemm(kRowMajor, s.ta ? kTrans : kNoTrans, s.tb ? kTrans : kNoTrans, s.m, s.n, s.k, 1.0f, a,
+                               s.lda(), b, s.ldb(), 0.0f, c, s.n);
                        }});
   }
   if (void* h = open_library("libdnnl.so.2")) {
     if (const auto sgemm = reinterpret_cast<DnnlSgemm>(dlsym(h, "dnnl_sgemm")))
       cands.push_back({"dnnl", [] {}, [sgemm](const Shape& s, const float* a, const float* b, float* c) {
-                         sgemm('N', 'T', s.m, s.n, s.k, 1.0f, a, s.k, b, s.k, 0.0f, c, s.n);
+                         sgemm(s.ta ? 'T' : 'N', s.tb ? 'T' : 'N', s.m, s.n, s.k, 1.0f, a, s.lda(), b, s.ldb(), 0.0f,
+                               c, s.n);
                        }});
   }
 
@@ -135,7 +150,8 @@ int main(int argc, char** argv) {
         if (r > 0) rates[ci].push_back(2.0 * s.m * s.n * s.k * calls / elapsed / 1e9);
       }
     }
-    std::printf("\n%dx%dx%d (M x N x K), %d rounds: GFLOP/s median (best)\n", s.m, s.n, s.k, rounds);
+    std::printf("\n%dx%dx%d:%c%c (M x N x K, transposes), %d rounds: GFLOP/s median (best)\n", s.m, s.n, s.k,
+                s.ta ? 't' : 'n', s.tb ? 't' : 'n', rounds);
     for (size_t ci = 0; ci < cands.size(); ++ci) {
       std::vector<double>& v = rates[ci];
       std::sort(v.begin(), v.end());
