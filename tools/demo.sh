@@ -21,7 +21,7 @@ step "synthetic instruction tasks"
 # reverse and uppercase (and sort) are the tasks a tiny model learns last, by copying tokens from its
 # input: they get a larger share of the training examples (docs/benchmarks.md, the demo)
 "$ift" synth --out "$run/data" --train 40000 --eval 300 --template configs/demo-template.yaml \
-  --mix reverse=3,uppercase=3,sort=2
+  --mix reverse=2,uppercase=2,sort=1
 
 step "sentencepiece tokenizer trained on the task text"
 "$ift" tokenizer train --input "$run/data/corpus.txt" --vocab-size 1024 --out "$run/tokenizer" --quiet
