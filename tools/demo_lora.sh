@@ -2,8 +2,8 @@
 # The LoRA demo: adapters on the README demo's trained model (tools/demo.sh, runs/demo) teach it a
 # task its training left out, `max` (the largest of a few digits; `ift synth --tasks max`), with
 # configs/demo-lora.yaml. Scores by exact match on instruction phrasings held out of training: the
-# new task before and after, and the demo's six tasks after (is anything forgotten?). A few minutes
-# on two cores (docs/benchmarks.md has what it took and scored).
+# new task before and after, and the demo's six tasks after (is anything forgotten?). Under a
+# minute on two cores (docs/benchmarks.md has what it took and scored).
 #
 #   bash tools/demo.sh && bash tools/demo_lora.sh [--set FIELD=VALUE ...]   (passed to ift train)
 #   (IFT_DEMO_DIR=DIR: the base demo's run, default runs/demo; IFT_LORA_DIR=DIR: this run, default
