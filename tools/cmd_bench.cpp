@@ -33,10 +33,9 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// The cpu backend's sgemm (the kernels and tiling its matmuls use) with the current thread count:
-// the best of a few 1024^3 products.
-// The backend's own GEMM on a square 1024^3, the best call of half a second of them (after one that
-// warms the library: oneDNN generates its kernels on the first call of a shape).
+// The cpu backend's sgemm (the library and tiling its matmuls use) with the current thread count on
+// a square 1024^3: the best call of half a second of them, after one that warms the library (oneDNN
+// generates its kernels on the first call of a shape).
 double sgemm_peak_flops() {
   const int n = 1024;
   std::vector<float> a(size_t(n) * n, 0.5f), b(size_t(n) * n, 0.25f), c(size_t(n) * n);

@@ -128,40 +128,40 @@ TEST_CASE("the tiled GEMM is thread-independent and matches a double reference",
   const Case cases[] = {{false, true, 97, 1025, 33},  {false, false, 320, 1500, 96}, {true, false, 96, 1500, 320},
                         {true, true, 513, 257, 129}, {false, true, 20, 30, 40},      {false, true, 1000, 2000, 64}};
   for_each_fp32_library([&] {
-  for (const Case& c : cases) {
-    const uint32_t seed = 11u * c.m + c.n;
-    std::mt19937 rng(seed);
-    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-    std::vector<float> a(size_t(c.m) * c.k), b(size_t(c.k) * c.n), c0(size_t(c.m) * c.n);
-    for (float& x : a) x = u(rng);
-    for (float& x : b) x = u(rng);
-    for (float& x : c0) x = u(rng);
-    const int lda = c.ta ? c.m : c.k, ldb = c.tb ? c.k : c.n;
-    const auto A = [&](int i, int p) { return double(c.ta ? a[size_t(p) * lda + i] : a[size_t(i) * lda + p]); };
-    const auto B = [&](int p, int j) { return double(c.tb ? b[size_t(j) * ldb + p] : b[size_t(p) * ldb + j]); };
-    std::vector<float> first;
-    for (int threads : {1, 2, 3}) {
-      use_threads(threads);
-      std::vector<float> out = c0;
-      cpu::gemm(c.ta, c.tb, c.m, c.n, c.k, 0.75f, a.data(), lda, b.data(), ldb, 0.5f, out.data(), c.n);
-      INFO("seed " << seed << ", " << c.m << "x" << c.n << "x" << c.k << " ta " << c.ta << " tb " << c.tb
-                   << ", threads " << threads);
-      if (threads == 1) {
-        first = out;
-        double worst = 0;
-        for (int i = 0; i < c.m; i += 7)
-          for (int j = 0; j < c.n; j += 5) {
-            double ref = 0.5 * c0[size_t(i) * c.n + j];
-            for (int p = 0; p < c.k; ++p) ref += 0.75 * A(i, p) * B(p, j);
-            // fp32 accumulation over k terms of size <= 1: |error| <= k * 2^-23 * a few.
-            worst = std::max(worst, std::abs(out[size_t(i) * c.n + j] - ref) / (c.k * 1.2e-7 * 4 + 1e-6));
-          }
-        CHECK(worst <= 1.0);
-      } else {
-        CHECK(std::memcmp(out.data(), first.data(), out.size() * sizeof(float)) == 0);
+    for (const Case& c : cases) {
+      const uint32_t seed = 11u * c.m + c.n;
+      std::mt19937 rng(seed);
+      std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+      std::vector<float> a(size_t(c.m) * c.k), b(size_t(c.k) * c.n), c0(size_t(c.m) * c.n);
+      for (float& x : a) x = u(rng);
+      for (float& x : b) x = u(rng);
+      for (float& x : c0) x = u(rng);
+      const int lda = c.ta ? c.m : c.k, ldb = c.tb ? c.k : c.n;
+      const auto A = [&](int i, int p) { return double(c.ta ? a[size_t(p) * lda + i] : a[size_t(i) * lda + p]); };
+      const auto B = [&](int p, int j) { return double(c.tb ? b[size_t(j) * ldb + p] : b[size_t(p) * ldb + j]); };
+      std::vector<float> first;
+      for (int threads : {1, 2, 3}) {
+        use_threads(threads);
+        std::vector<float> out = c0;
+        cpu::gemm(c.ta, c.tb, c.m, c.n, c.k, 0.75f, a.data(), lda, b.data(), ldb, 0.5f, out.data(), c.n);
+        INFO("seed " << seed << ", " << c.m << "x" << c.n << "x" << c.k << " ta " << c.ta << " tb " << c.tb
+                     << ", threads " << threads);
+        if (threads == 1) {
+          first = out;
+          double worst = 0;
+          for (int i = 0; i < c.m; i += 7)
+            for (int j = 0; j < c.n; j += 5) {
+              double ref = 0.5 * c0[size_t(i) * c.n + j];
+              for (int p = 0; p < c.k; ++p) ref += 0.75 * A(i, p) * B(p, j);
+              // fp32 accumulation over k terms of size <= 1: |error| <= k * 2^-23 * a few.
+              worst = std::max(worst, std::abs(out[size_t(i) * c.n + j] - ref) / (c.k * 1.2e-7 * 4 + 1e-6));
+            }
+          CHECK(worst <= 1.0);
+        } else {
+          CHECK(std::memcmp(out.data(), first.data(), out.size() * sizeof(float)) == 0);
+        }
       }
     }
-  }
   });
   use_threads(saved);
 }
